@@ -1,0 +1,2 @@
+# Repository root: the plugin's own tests drive pytest sessions through pytester.
+pytest_plugins = ["pytester"]

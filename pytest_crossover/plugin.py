@@ -1,0 +1,1 @@
+"""pytest-crossover plugin entry point (being built)."""
