@@ -1,1 +1,183 @@
-"""pytest-crossover plugin entry point (being built)."""
+"""pytest-crossover: hook implementations only; each delegates to the session, the handle or the library."""
+
+from __future__ import annotations
+
+from typing import Any, Generator
+
+import pytest
+
+from pytest_crossover.child import CrossoverChild
+from pytest_crossover.options import add_options, resolve
+from pytest_crossover.session import RESULT_KEY, CrossoverSession
+
+SESSION_KEY = pytest.StashKey[CrossoverSession]()
+FIXTURE = "crossover_child"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    options = resolve(config)
+    session = CrossoverSession(config, options)
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(_ReportHooks(session), "crossover-reports")
+    config.addinivalue_line("markers", "crossover: a child of the crossover search (added by pytest-crossover)")
+    # Explicit settings are checked now, on the controller, so bad input stops the session before any child.
+    if options.explicit and not session.is_worker and not config.option.help:
+        _check_inputs(session)
+
+
+def _check_inputs(session: CrossoverSession) -> None:
+    from harness.errors import HarnessError
+
+    from harness.pipeline import holdout_split
+
+    try:
+        inputs = session.inputs()
+        holdout_split(len(inputs.states), session.options.holdout, 0)
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _session(config: pytest.Config) -> CrossoverSession | None:
+    return config.stash.get(SESSION_KEY, None)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if FIXTURE in metafunc.fixturenames:
+        session = metafunc.config.stash[SESSION_KEY]
+        ids = [s.child_id for s in session.specs]
+        metafunc.parametrize(FIXTURE, ids, ids=ids, indirect=True)
+
+
+@pytest.fixture
+def crossover_child(request: pytest.FixtureRequest) -> CrossoverChild:
+    """One child of the crossover search (parametrized over the space); call ``.run()`` for its record."""
+    session = request.config.stash[SESSION_KEY]
+    bench = None
+    if not session.distributed and request.config.pluginmanager.hasplugin("benchmark"):
+        bench = request.getfixturevalue("benchmark")
+    return CrossoverChild(session, request.param, request.node, bench)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    result = yield
+    handle = getattr(item, "funcargs", {}).get(FIXTURE)
+    if isinstance(handle, CrossoverChild):
+        handle.check()
+    return result
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    cs = _session(session.config)
+    if cs is not None and not cs.is_worker and cs.options.explicit:
+        cs.acquire_run_dir()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    cs = _session(session.config)
+    if cs is None or cs.is_worker:
+        return
+    ids = [_child_id(item.nodeid) for item in session.items if FIXTURE in getattr(item, "fixturenames", ())]
+    if ids:
+        cs.expected = [i for i in ids if i]
+        if cs._lock_fh is None:
+            cs.acquire_run_dir()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    cs = _session(node.config)
+    if cs is None:
+        return
+    children = [c for c in (_child_id(i) for i in ids) if c in cs.ids]
+    if children:
+        cs.expected = children
+        if cs._lock_fh is None:
+            cs.acquire_run_dir()
+
+
+def _child_id(nodeid: str) -> str | None:
+    if nodeid.endswith("]") and "[" in nodeid:
+        return nodeid[nodeid.rindex("[") + 1:-1]
+    return None
+
+
+class _ReportHooks:
+    """Hooks whose arguments carry no config: bound to this session's state."""
+
+    def __init__(self, session: CrossoverSession) -> None:
+        self.session = session
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        _record(self.session, report)
+
+
+def _record(cs: CrossoverSession, report: pytest.TestReport) -> None:
+    if cs.is_worker or cs._lock_fh is None:
+        return
+    props = dict(p for p in report.user_properties if isinstance(p, tuple) and len(p) == 2)
+    child_id = _child_id(report.nodeid)
+    if child_id not in cs.ids:
+        return
+    if RESULT_KEY in props and report.when == "call":
+        cs.add(props[RESULT_KEY])
+    elif report.failed and child_id not in cs.records:
+        text = str(report.longrepr) if report.longrepr else "failed"
+        status = "lost" if "crashed" in text else "error"
+        cs.add_failure(child_id, status, text.strip().splitlines()[-1][:500] if text.strip() else status)
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
+    if report.when != "call":
+        return None
+    props = dict(p for p in report.user_properties if isinstance(p, tuple) and len(p) == 2)
+    rec = props.get(RESULT_KEY)
+    if rec is None or rec.get("primary") is None:
+        return None
+    word = f"{report.outcome.upper()} primary={rec['primary']:.4f}"
+    if rec.get("return"):
+        word += f" return={rec['return']['mean']:.1f}"
+    letter = "." if report.passed else "F"
+    return report.outcome, letter, (word, {"green": report.passed, "red": report.failed})
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    cs = _session(config)
+    if cs is None or not cs.options.explicit:
+        return None
+    o = cs.options
+    recipes = {(s.recipe.mode, s.recipe.alpha, s.recipe.seed) for s in cs.specs}
+    regimes = {s.regime.name for s in cs.specs}
+    src = "files" if o.parent_a else "embedded LunarLander-v3 parents"
+    return [f"crossover: space={o.space} ({len(cs.specs)} children: {len(recipes)} recipes x {len(regimes)} regimes), "
+            f"parents={src}, holdout={o.holdout}, teacher={o.teacher}, run-dir={o.run_dir}"]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    cs = _session(session.config)
+    if cs is None or cs.is_worker or cs._lock_fh is None:
+        return
+    try:
+        cs.complete = exitstatus not in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+        _finish(cs)
+    finally:
+        cs.release_run_dir()
+
+
+def _finish(cs: CrossoverSession) -> None:
+    if cs.records:
+        cs.finalize()
+    cs.write_outputs()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    cs = _session(config)
+    if cs is None or cs.is_worker or not cs.records or config.get_verbosity() < 0:
+        return
+    cs.summary(terminalreporter)

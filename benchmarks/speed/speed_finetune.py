@@ -1,0 +1,63 @@
+"""Speed benchmarks of the core library (not collected by `pytest benchmarks`; the file is not test_*.py).
+
+Run: ``pytest benchmarks/speed/speed_finetune.py -p no:xdist`` (one thread, 8-64-64-4 net as in the issue).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.evaluate import evaluate_model, parent_baseline, predict
+from harness.finetune import MAX_GRAD_NORM, TEMPERATURE, _Adam, _dropout_mask, _FlatMLP, finetune, soft_targets
+from harness.networks import QNetwork
+from harness.space import REGIMES
+
+torch.set_num_threads(1)
+
+
+def _states(n: int) -> torch.Tensor:
+    return torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def parents() -> tuple[QNetwork, QNetwork]:
+    return QNetwork(8, 4, 64).eval(), QNetwork(8, 4, 64).eval()
+
+
+def test_speed_adam_step_batch32(benchmark: pytest.FixtureRequest, parents: tuple[QNetwork, QNetwork]) -> None:
+    """One Adam step (forward with dropout, backward, clip, update) at batch 32."""
+    x = _states(32)
+    with torch.no_grad():
+        p = soft_targets(parents[0](x))
+    net = _FlatMLP(parents[1], qat=False, temperature=TEMPERATURE)
+    adam = _Adam(net.flat, net.grad, 1e-3)
+    gen = torch.Generator().manual_seed(0)
+    masks = [_dropout_mask(32, 64, 0.1, gen) for _ in range(2)]
+    log_q = torch.empty(32, 4)
+
+    def step() -> None:
+        net.train_step(x, p, masks, log_q)
+        adam.clip(MAX_GRAD_NORM)
+        adam.step()
+
+    benchmark.pedantic(step, rounds=2000, iterations=1, warmup_rounds=200)
+
+
+def test_speed_short_regime_1000_states(benchmark: pytest.FixtureRequest, parents: tuple[QNetwork, QNetwork]) -> None:
+    """A whole `short` regime (5 epochs, 900 train rows, 145 steps) including validation and the result copy."""
+    x = _states(1000)
+    with torch.no_grad():
+        p = soft_targets(parents[0](x))
+    result = benchmark.pedantic(finetune, args=(parents[1], x, p, REGIMES["short"]), rounds=30, warmup_rounds=2)
+    benchmark.extra_info["steps"] = result.history["steps"]
+    benchmark.extra_info["ms_per_step"] = benchmark.stats.stats.median * 1e3 / result.history["steps"]
+
+
+def test_speed_evaluate_100k_states(benchmark: pytest.FixtureRequest, parents: tuple[QNetwork, QNetwork]) -> None:
+    """evaluate_model of one child against both parents on 100,000 states (parent logits precomputed)."""
+    x = _states(100_000)
+    la, lb = predict(parents[0], x), predict(parents[1], x)
+    agree = parent_baseline(la, lb)["top1"]
+    child = QNetwork(8, 4, 64).eval()
+    benchmark.pedantic(evaluate_model, args=(child, x, la, lb, agree), rounds=10, warmup_rounds=1)

@@ -1,0 +1,228 @@
+"""Ranking, the Pareto front, leaderboard rows and tables, and the recommendation text. No I/O here."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from typing import Any, Iterable, Mapping, Sequence
+
+from tabulate import tabulate
+
+RANKABLE = ("ok", "degenerate")
+# Established CSV columns first (reference §5.6), then ours.
+COLUMNS = (
+    "rank", "child_id", "crossover_mode", "crossover_alpha", "crossover_seed", "finetune_regime",
+    "finetune_epochs", "finetune_lr", "finetune_quantization_applied", "primary_metric",
+    "child_vs_parent_a_agreement", "child_vs_parent_b_agreement", "oracle_agreement", "kl_divergence_a",
+    "kl_divergence_b", "mse_a", "mse_b", "cosine_a", "cosine_b", "degenerate", "child_pt_path",
+    "eval_report_path", "run_config_path", "is_parent_baseline",
+    "status", "ranked_model", "bound_ratio", "return_mean", "return_std", "latency_ms", "finetune_steps", "pareto",
+)
+
+
+def _get(d: Mapping[str, Any] | None, *path: str) -> Any:
+    for key in path:
+        if not isinstance(d, Mapping):
+            return None
+        d = d.get(key)
+    return d
+
+
+def child_row(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten one child record into a leaderboard row (rank and pareto are set by ``build_rows``)."""
+    m = rec.get("int8") if rec.get("ranked_model") == "int8" else rec.get("after_finetune")
+    cross, reg, files = rec.get("crossover") or {}, rec.get("finetune_regime") or {}, rec.get("files") or {}
+    return {
+        "rank": None,
+        "child_id": rec["child_id"],
+        "crossover_mode": cross.get("mode"),
+        "crossover_alpha": cross.get("alpha"),
+        "crossover_seed": cross.get("seed"),
+        "finetune_regime": reg.get("name"),
+        "finetune_epochs": reg.get("epochs"),
+        "finetune_lr": reg.get("lr"),
+        "finetune_quantization_applied": reg.get("quantization_applied"),
+        "primary_metric": rec.get("primary"),
+        "child_vs_parent_a_agreement": _get(m, "vs_parent_a", "top1"),
+        "child_vs_parent_b_agreement": _get(m, "vs_parent_b", "top1"),
+        "oracle_agreement": _get(m, "oracle"),
+        "kl_divergence_a": _get(m, "vs_parent_a", "kl"),
+        "kl_divergence_b": _get(m, "vs_parent_b", "kl"),
+        "mse_a": _get(m, "vs_parent_a", "mse"),
+        "mse_b": _get(m, "vs_parent_b", "mse"),
+        "cosine_a": _get(m, "vs_parent_a", "cosine"),
+        "cosine_b": _get(m, "vs_parent_b", "cosine"),
+        "degenerate": rec.get("status") == "degenerate",
+        "child_pt_path": files.get("child"),
+        "eval_report_path": files.get("eval"),
+        "run_config_path": files.get("run_config"),
+        "is_parent_baseline": False,
+        "status": rec.get("status"),
+        "ranked_model": rec.get("ranked_model"),
+        "bound_ratio": _get(m, "bound_ratio"),
+        "return_mean": _get(rec, "return", "mean"),
+        "return_std": _get(rec, "return", "std"),
+        "latency_ms": _get(rec, "latency_ms", "ranked"),
+        "finetune_steps": rec.get("finetune_steps"),
+        "pareto": False,
+        "index": rec.get("index"),
+    }
+
+
+def parent_rows(parents: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The two baseline rows (reference §5.6): primary = A-vs-B agreement."""
+    ab = parents.get("agree_ab")
+    vs = parents.get("vs") or {}
+    rows = []
+    for name, other in (("parent_a", "b"), ("parent_b", "a")):
+        row = {c: None for c in COLUMNS}
+        own = "a" if name == "parent_a" else "b"
+        row.update({
+            "child_id": name, "crossover_mode": "—", "finetune_regime": "—", "finetune_quantization_applied": "—",
+            "primary_metric": ab, f"child_vs_parent_{own}_agreement": 1.0, f"child_vs_parent_{other}_agreement": ab,
+            f"kl_divergence_{own}": 0.0, f"mse_{own}": 0.0, f"cosine_{own}": 1.0,
+            f"kl_divergence_{other}": vs.get("kl"), f"mse_{other}": vs.get("mse"), f"cosine_{other}": vs.get("cosine"),
+            "degenerate": False, "is_parent_baseline": True, "status": "baseline", "pareto": False,
+            "bound_ratio": None if ab is None else ab / ((1 + ab) / 2),
+            "return_mean": _get(parents, "returns", name, "mean"),
+            "return_std": _get(parents, "returns", name, "std"),
+            "latency_ms": _get(parents, "latency_ms", name),
+        })
+        rows.append(row)
+    return rows
+
+
+def _sort_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    # Ties on the primary metric go to the child closer to both parents on average, then to the better
+    # return, then to the cheaper fine-tune; run order is the last resort (reference §8.13 had only that).
+    rankable = row["status"] in RANKABLE and row["primary_metric"] is not None
+    mean_agree = ((row["child_vs_parent_a_agreement"] or 0) + (row["child_vs_parent_b_agreement"] or 0)) / 2
+    ret = row["return_mean"] if row["return_mean"] is not None else float("-inf")
+    return (not rankable, -(row["primary_metric"] or 0.0) if rankable else 0.0, -mean_agree, -ret,
+            row["finetune_steps"] or 0, row["index"] if row["index"] is not None else 0)
+
+
+def pareto_front(rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Ids no other child dominates on (primary ↑, fine-tune steps ↓, latency ↓); None latency is ignored."""
+    pts = [r for r in rows if r["status"] in RANKABLE and r["primary_metric"] is not None]
+
+    def vec(r: Mapping[str, Any]) -> tuple[float, ...]:
+        lat = r["latency_ms"] if all(p["latency_ms"] is not None for p in pts) else 0.0
+        return (-r["primary_metric"], float(r["finetune_steps"] or 0), float(lat))
+
+    front = set()
+    for r in pts:
+        v = vec(r)
+        dominated = any(all(a <= b for a, b in zip(vec(o), v)) and vec(o) != v for o in pts if o is not r)
+        if not dominated:
+            front.add(r["child_id"])
+    return front
+
+
+def build_rows(records: Iterable[Mapping[str, Any]], parents: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    rows = sorted((child_row(r) for r in records), key=_sort_key)
+    front = pareto_front(rows)
+    for i, row in enumerate(rows, 1):
+        row["rank"] = i
+        row["pareto"] = row["child_id"] in front
+    if parents:
+        rows.extend(parent_rows(parents))
+    return rows
+
+
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else ""
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)
+
+
+def table(rows: Sequence[Mapping[str, Any]], *, limit: int | None = None, tablefmt: str = "github") -> str:
+    """The human table: rank, id, primary, agreements, primary/bound, return, status, latency, pareto."""
+    children = [r for r in rows if not r["is_parent_baseline"]]
+    parents = [r for r in rows if r["is_parent_baseline"]]
+    shown = children[:limit] if limit else children
+    body = [[
+        _fmt(r["rank"]) if r["rank"] is not None else "—", r["child_id"], _fmt(r["primary_metric"]),
+        _fmt(r["child_vs_parent_a_agreement"]), _fmt(r["child_vs_parent_b_agreement"]), _fmt(r["bound_ratio"]),
+        _fmt(r["return_mean"], ".1f"), r["status"], _fmt(r["latency_ms"], ".3f"), "*" if r["pareto"] else "",
+    ] for r in [*shown, *parents]]
+    headers = ["rank", "child_id", "primary", "agree_a", "agree_b", "primary/bound", "return", "status",
+               "latency_ms", "pareto"]
+    return tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: "" if r.get(k) is None else r.get(k) for k in COLUMNS})
+    return buf.getvalue()
+
+
+def _means(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, float]:
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        groups.setdefault(str(r[key]), []).append(r["primary_metric"])
+    return {k: statistics.fmean(v) for k, v in groups.items()}
+
+
+def recommendation(rows: Sequence[Mapping[str, Any]], parents: Mapping[str, Any] | None = None) -> str:
+    """Data-driven recommendation in the established layout (reference §5.7), plus what it lacked."""
+    rule = "=" * 72
+    children = [r for r in rows if not r["is_parent_baseline"]]
+    ranked = [r for r in children if r["status"] in RANKABLE and r["primary_metric"] is not None]
+    if not ranked:
+        return "No runs to analyse — manifest is empty." if not children else (
+            "No child finished with finite metrics; see the status column of leaderboard.md.")
+    best = ranked[0]
+    lines = [rule, "Crossover Search — Strategy Recommendation", rule,
+             f"Total children evaluated : {len(children)}",
+             f"Degenerate children      : {sum(r['status'] == 'degenerate' for r in children)}"]
+    failed = [r for r in children if r["status"] not in RANKABLE]
+    if failed:
+        lines.append(f"Failed children          : {len(failed)} ({', '.join(r['child_id'] + ' ' + r['status'] for r in failed)})")
+    lines += ["", "Top children by primary metric (min agreement with A and B):"]
+    for r in ranked[:3]:
+        lines.append(f"  #{r['rank']:>2}  {r['child_id']:<40}  primary={r['primary_metric']:.4f}  "
+                     f"agree_a={r['child_vs_parent_a_agreement']:.4f}  agree_b={r['child_vs_parent_b_agreement']:.4f}")
+    mode_avg, regime_avg = _means(ranked, "crossover_mode"), _means(ranked, "finetune_regime")
+    best_mode, best_regime = max(mode_avg, key=mode_avg.__getitem__), max(regime_avg, key=regime_avg.__getitem__)
+    for title, avg, pick in (("crossover mode", mode_avg, best_mode), ("fine-tune regime", regime_avg, best_regime)):
+        lines += ["", f"Mean primary by {title}:"]
+        for k, v in sorted(avg.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {k:<12}  avg={v:.4f}" + ("  ← recommended" if k == pick else ""))
+    in_regime = next(r for r in ranked if r["finetune_regime"] == best_regime)
+    lines += ["", "Recommended default strategy:", f"  Crossover : {best_mode}",
+              f"  Fine-tune : {best_regime}  (LR={in_regime['finetune_lr']:.0e}  epochs={in_regime['finetune_epochs']})"]
+    lines += ["", "Best child per crossover mode (seed §10 scenarios):"]
+    scenario = {"random": "maximum diversity", "layer": "structural coherence", "weighted": "smooth interpolation"}
+    for mode in scenario:
+        top = next((r for r in ranked if r["crossover_mode"] == mode), None)
+        if top:
+            lines.append(f"  {scenario[mode]:<22} {top['child_id']:<40} primary={top['primary_metric']:.4f}")
+    ab = (parents or {}).get("agree_ab")
+    if ab is not None:
+        lines += ["", f"Parent A vs Parent B agreement (inter-parent diversity baseline) : {ab:.4f}"]
+        beating = [r for r in ranked if r["primary_metric"] > ab]
+        lines.append(f"Children above the parent baseline: {len(beating)} of {len(ranked)}" if beating else
+                     "No child beats the parent baseline: every child agrees with one parent less than the parents "
+                     "agree with each other; prefer a parent, or try longer fine-tuning or teacher 'both'.")
+    with_return = [r for r in ranked if r["return_mean"] is not None]
+    if with_return:
+        by_return = max(with_return, key=lambda r: r["return_mean"])
+        note = ("the same child" if by_return["child_id"] == best["child_id"] else
+                f"NOT the top child by agreement: {by_return['child_id']} earns the best return")
+        lines += ["", f"Best return: {by_return['return_mean']:.1f} ({by_return['child_id']}); {note}."]
+    lines += ["", "Best individual child:", f"  id        : {best['child_id']}", f"  mode      : {best['crossover_mode']}",
+              f"  alpha     : {best['crossover_alpha']}", f"  seed      : {best['crossover_seed']}",
+              f"  regime    : {best['finetune_regime']}", f"  epochs    : {best['finetune_epochs']}",
+              f"  lr        : {best['finetune_lr']:.0e}", f"  primary   : {best['primary_metric']:.4f}",
+              f"  agree_a / agree_b : {best['child_vs_parent_a_agreement']:.4f} / {best['child_vs_parent_b_agreement']:.4f}",
+              f"  oracle    : {_fmt(best['oracle_agreement'])}", rule]
+    return "\n".join(lines)

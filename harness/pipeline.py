@@ -1,0 +1,262 @@
+"""One child of the search: crossover → fine-tune → evaluate (→ int8, → returns), on a per-process context.
+
+The context holds everything children share — parents, the holdout split, the teacher's soft targets and the
+parents' logits on the evaluation states — so it is computed once per process, never once per child.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from harness import __version__
+from harness.atomic import torch_save, write_json
+from harness.crossover import check_parents, crossover
+from harness.errors import HarnessError, StatesError
+from harness.evaluate import evaluate_model, parent_baseline, predict
+from harness.finetune import TEMPERATURE, finetune, soft_targets
+from harness.networks import QNetwork, infer_architecture, network_from_state_dict
+from harness.quantize import convert_int8
+from harness.space import ChildSpec
+
+TEACHERS = ("a", "b", "both")
+STATUSES = ("ok", "degenerate", "diverged", "error", "lost")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Search-wide knobs that are not part of a child's recipe or regime."""
+
+    holdout: float = 0.2
+    teacher: str = "a"
+    degenerate_threshold: float = 0.0
+    env_id: str | None = None
+    episodes: int = 0
+    episode_seed: int = 10_000
+    split_seed: int = 0
+    chunk_size: int = 65_536
+
+    def __post_init__(self) -> None:
+        if self.teacher not in TEACHERS:
+            raise HarnessError(f"teacher must be one of {', '.join(TEACHERS)}, got {self.teacher!r}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise HarnessError(f"holdout must be in [0, 1), got {self.holdout!r}; 0 evaluates on all states")
+        if self.episodes < 0:
+            raise HarnessError(f"episodes must be >= 0, got {self.episodes}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__slots__}  # type: ignore[attr-defined]
+
+
+def holdout_split(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fine-tune indices, evaluation indices), each sorted; holdout 0 uses every state for both (established)."""
+    if holdout == 0.0:
+        every = np.arange(n)
+        return every, every
+    n_eval = int(round(n * holdout))
+    if n_eval < 1 or n - n_eval < 2:
+        raise StatesError(
+            f"holdout {holdout} of {n} states leaves {n - n_eval} fine-tune and {n_eval} evaluation states; "
+            "use more states or a holdout fraction that leaves at least 2 and 1"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_eval:]), np.sort(perm[:n_eval])
+
+
+def _gather(states: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    if len(idx) == len(states) and idx[-1] == len(states) - 1:
+        return states  # identity selection: keep a memmap a memmap
+    return np.ascontiguousarray(states[idx], dtype=np.float32)
+
+
+class Context:
+    """Per-process shared state for a search over one parent pair and one state buffer."""
+
+    def __init__(
+        self,
+        sd_a: Mapping[str, torch.Tensor],
+        sd_b: Mapping[str, torch.Tensor],
+        states: np.ndarray,
+        settings: Settings = Settings(),
+        *,
+        provenance: Mapping[str, Any] | None = None,
+    ) -> None:
+        check_parents(sd_a, sd_b)
+        self.settings = settings
+        self.provenance = dict(provenance or {})
+        self.sd_a = {k: v.detach().clone() for k, v in sd_a.items()}
+        self.sd_b = {k: v.detach().clone() for k, v in sd_b.items()}
+        self.arch = infer_architecture(self.sd_a)
+        if states.ndim != 2 or states.shape[1] != self.arch.input_dim:
+            raise StatesError(
+                f"states have shape {tuple(states.shape)} but the parents take {self.arch.input_dim} inputs; "
+                "pass a (N, input_dim) float32 .npy buffer"
+            )
+        self.parent_a = network_from_state_dict(self.sd_a)
+        self.parent_b = network_from_state_dict(self.sd_b)
+        train_idx, eval_idx = holdout_split(len(states), settings.holdout, settings.split_seed)
+        self.n_states, self.n_train, self.n_eval = len(states), len(train_idx), len(eval_idx)
+        self.train_states = torch.from_numpy(np.array(_gather(states, train_idx), dtype=np.float32))
+        self.eval_states = _gather(states, eval_idx)
+        self.latency_input = torch.from_numpy(np.array(self.eval_states[:1], dtype=np.float32))
+        self.targets = self._teacher_targets()
+        self.logits_a = predict(self.parent_a, self.eval_states, chunk_size=settings.chunk_size)
+        self.logits_b = predict(self.parent_b, self.eval_states, chunk_size=settings.chunk_size)
+        self.baseline = parent_baseline(self.logits_a, self.logits_b)
+        self.agree_ab = float(self.baseline["top1"])
+
+    def _teacher_targets(self) -> torch.Tensor:
+        teachers = {"a": [self.parent_a], "b": [self.parent_b], "both": [self.parent_a, self.parent_b]}
+        probs = [soft_targets(predict(t, self.train_states, chunk_size=self.settings.chunk_size), TEMPERATURE)
+                 for t in teachers[self.settings.teacher]]
+        # "both": the mean of the two parents' soft targets, so B's preferences are taught too (reference §8.2).
+        return probs[0] if len(probs) == 1 else (probs[0] + probs[1]) / 2
+
+    def new_child(self, state_dict: Mapping[str, torch.Tensor]) -> QNetwork:
+        net = QNetwork(self.arch.input_dim, self.arch.output_dim, self.arch.hidden_size,
+                       dropout_rate=self.parent_a.dropout_rate)
+        net.load_state_dict(state_dict, strict=True)
+        return net.eval()
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
+        return evaluate_model(model, self.eval_states, self.logits_a, self.logits_b, self.agree_ab,
+                              chunk_size=self.settings.chunk_size)
+
+    def parent_rows(self) -> dict[str, Any]:
+        """The A-vs-B baseline, as builtins (returns are added by the caller, which owns the environment)."""
+        return {"agree_ab": self.agree_ab, "bound": (1 + self.agree_ab) / 2, "vs": self.baseline}
+
+
+@dataclass
+class ChildOutcome:
+    """A finished child: the JSON-safe record, plus the models (for latency timing and saving)."""
+
+    record: dict[str, Any]
+    model: torch.nn.Module
+    int8_model: torch.nn.Module | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _timed(timings: dict[str, float], phase: str, start: float) -> float:
+    now = time.perf_counter()
+    timings[phase] = round(timings.get(phase, 0.0) + now - start, 6)
+    return now
+
+
+def child_status(primary: float | None, threshold: float, diverged: bool) -> str:
+    if diverged or primary is None or not np.isfinite(primary):
+        return "diverged"
+    if threshold > 0 and primary < threshold:
+        return "degenerate"
+    return "ok"
+
+
+def run_child(spec: ChildSpec, ctx: Context, *, out_dir: Path | None = None) -> ChildOutcome:
+    """Cross, fine-tune and evaluate one child; write its artefacts under ``out_dir`` if given."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    rec = spec.recipe
+    sd = crossover(ctx.sd_a, ctx.sd_b, rec.mode, alpha=rec.alpha, seed=rec.seed)
+    child = ctx.new_child(sd)
+    t = _timed(timings, "crossover", t)
+    before = ctx.evaluate(child)
+    t = _timed(timings, "evaluate", t)
+    ft = finetune(child, ctx.train_states, ctx.targets, spec.regime)
+    t = _timed(timings, "finetune", t)
+    after = ctx.evaluate(ft.model)
+    int8_model = int8 = None
+    if spec.regime.qat and not ft.diverged:
+        int8_model = convert_int8(ft.model)
+        int8 = ctx.evaluate(int8_model)
+        int8["vs_float"] = _agreement(predict(int8_model, ctx.eval_states), predict(ft.model, ctx.eval_states))
+    t = _timed(timings, "evaluate", t)
+    returns = int8_returns = None
+    s = ctx.settings
+    if s.env_id and s.episodes > 0 and not ft.diverged:
+        from harness.rollout import episode_returns  # gymnasium only when returns are asked for
+
+        returns = episode_returns(ft.model, s.env_id, s.episodes, seed=s.episode_seed)
+        if int8_model is not None:
+            int8_returns = episode_returns(int8_model, s.env_id, s.episodes, seed=s.episode_seed)
+        t = _timed(timings, "rollout", t)
+    # A QAT child ships as int8, so its int8 metrics rank it (the established tool ranked the float model).
+    ranked = int8 if int8 is not None else after
+    ranked_return = int8_returns if int8_returns is not None else returns
+    primary = ranked["primary"] if not ft.diverged else None
+    record = {
+        "child_id": spec.child_id,
+        "index": spec.index,
+        "crossover": rec.to_dict(),
+        "finetune_regime": spec.regime.to_dict(),
+        "status": child_status(primary, s.degenerate_threshold, ft.diverged),
+        "primary": primary,
+        "ranked_model": "int8" if int8 is not None else "float",
+        "before_finetune": before,
+        "after_finetune": after,
+        "int8": int8,
+        "return": ranked_return,
+        "returns": {"float": returns, "int8": int8_returns},
+        "finetune": ft.history,
+        "finetune_steps": ft.history.get("steps"),
+        "timings_s": timings,
+    }
+    if out_dir is not None:
+        t = time.perf_counter()
+        record["files"] = write_child(out_dir, spec, ctx, sd, ft.model, int8_model, record)
+        _timed(timings, "write", t)
+    return ChildOutcome(record=record, model=ft.model, int8_model=int8_model, timings=timings)
+
+
+def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.argmax(1) == b.argmax(1)).double().mean())
+
+
+def run_config(spec: ChildSpec, ctx: Context) -> dict[str, Any]:
+    """Seed §7 fields plus what makes the child reproducible here (teacher, holdout, hashes, versions)."""
+    reg = spec.regime
+    return {
+        "child_id": spec.child_id,
+        "crossover": spec.recipe.to_dict(),
+        "finetune": {
+            "regime": reg.name, "epochs": reg.epochs, "lr": reg.lr, "batch_size": reg.batch_size,
+            "val_fraction": reg.val_fraction, "loss_fn": "kl", "seed": reg.seed,
+            "quantization_applied": reg.quantization_applied, "temperature": TEMPERATURE,
+            "optimizer": "adam", "max_grad_norm": 1.0,
+        },
+        "teacher": ctx.settings.teacher,
+        "holdout": ctx.settings.holdout,
+        "settings": ctx.settings.to_dict(),
+        "states": {"n_states": ctx.n_states, "n_finetune": ctx.n_train, "n_eval": ctx.n_eval},
+        "architecture": ctx.arch.to_dict(),
+        "harness_version": __version__,
+        "torch_version": torch.__version__,
+        **ctx.provenance,
+    }
+
+
+def write_child(out_dir: Path, spec: ChildSpec, ctx: Context, crossed: Mapping[str, torch.Tensor],
+                model: torch.nn.Module, int8_model: torch.nn.Module | None, record: dict[str, Any]) -> dict[str, str]:
+    """Per-child artefacts, each written atomically; paths returned relative to the run directory."""
+    d = Path(out_dir) / spec.child_id
+    files = {"crossover": "crossover.pt", "child": "child.pt", "eval": "eval.json", "run_config": "run_config.json"}
+    torch_save(d / files["crossover"], dict(crossed))
+    torch_save(d / files["child"], model.state_dict())
+    if int8_model is not None:
+        files["int8"] = "child_int8.pt"
+        torch_save(d / files["int8"], int8_model.state_dict())
+    cfg = run_config(spec, ctx)
+    cfg["finetune_metrics"] = record["finetune"]
+    write_json(d / files["run_config"], cfg)
+    write_json(d / files["eval"], eval_report(record))
+    return {k: f"{spec.child_id}/{v}" for k, v in files.items()}
+
+
+def eval_report(record: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("child_id", "status", "primary", "ranked_model", "before_finetune", "after_finetune", "int8",
+            "return", "returns", "latency_ms", "finetune", "timings_s")
+    return {k: record.get(k) for k in keys}

@@ -1,0 +1,32 @@
+"""Batch-1 forward latency as the established harness measures it (3 warm-ups, 20 timed passes, median ms)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch import nn
+
+
+def measure_latency(model: nn.Module, x: torch.Tensor, *, warmup: int = 3, rounds: int = 20) -> dict[str, float | int]:
+    """Median wall time in ms of ``model(x)`` over ``rounds`` timed calls after ``warmup`` untimed ones.
+
+    Runs under no_grad in eval mode (the train/eval flag is restored). ``median_ms`` is 0.0 when ``rounds <= 0``.
+    Latency is informational: it is noisy at this size and never used for ranking.
+    """
+    was_training = model.training
+    model.eval()
+    times: list[float] = []
+    try:
+        with torch.no_grad():
+            for _ in range(max(0, warmup)):
+                model(x)
+            for _ in range(max(0, rounds)):
+                start = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - start) * 1000.0)
+    finally:
+        model.train(was_training)
+    return {"median_ms": statistics.median(times) if times else 0.0, "rounds": max(0, rounds),
+            "warmup": max(0, warmup)}

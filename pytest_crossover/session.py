@@ -1,0 +1,219 @@
+"""Controller-side state of one pytest session: the records, the run directory, and every file written.
+
+Workers send each child's record on ``report.user_properties``; only the controller (no ``workerinput``)
+writes the leaderboard files, after every child (so an interrupted or crashed session keeps what finished).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytest
+
+from pytest_crossover.options import CrossoverOptions
+
+RESULT_KEY = "crossover_result"
+SCHEMA_VERSION = "1.0"
+
+
+class RunDirLocked(pytest.UsageError):
+    pass
+
+
+class CrossoverSession:
+    """Holds the options, the expected children, and the records as they arrive."""
+
+    def __init__(self, config: pytest.Config, options: CrossoverOptions) -> None:
+        self.config = config
+        self.options = options
+        self.specs = options.space_specs()
+        self.ids = {s.child_id: s for s in self.specs}
+        self.records: dict[str, dict[str, Any]] = {}
+        self.expected: list[str] | None = None
+        self.run_dir = Path(options.run_dir)
+        self.is_worker = hasattr(config, "workerinput")
+        self.distributed = self.is_worker or _uses_xdist(config)
+        self._lock_fh: Any = None
+        self._ctx: Any = None
+        self._inputs: Any = None
+        self.started = time.time()
+        self.parents: dict[str, Any] | None = None
+        self.written: list[Path] = []
+        self.complete = False
+
+    # -- inputs, built lazily so a session that runs no child never imports torch -----------------------
+    def inputs(self) -> Any:
+        if self._inputs is None:
+            from harness.inputs import load_inputs
+
+            o = self.options
+            self._inputs = load_inputs(o.parent_a, o.parent_b, o.states, allow_unsafe_unpickle=o.allow_unsafe_unpickle,
+                                       env_id=o.env, episodes=o.episodes, check_environment=not self.is_worker)
+        return self._inputs
+
+    def context(self) -> Any:
+        if self._ctx is None:
+            import torch
+
+            from harness.pipeline import Context, Settings
+
+            torch.set_num_threads(self.options.threads)
+            inp = self.inputs()
+            o = self.options
+            settings = Settings(holdout=o.holdout, teacher=o.teacher, degenerate_threshold=o.degenerate_threshold,
+                                env_id=inp.env_id, episodes=inp.episodes)
+            self._ctx = Context(inp.sd_a, inp.sd_b, inp.states, settings, provenance=inp.provenance)
+        return self._ctx
+
+    # -- run directory ------------------------------------------------------------------------------------
+    def acquire_run_dir(self) -> None:
+        """Create and lock the run directory; a second session on the same directory is refused."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / f".write-test-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+            self._lock_fh = open(self.run_dir / ".lock", "w")
+        except OSError as exc:
+            raise pytest.UsageError(
+                f"--crossover-run-dir: cannot write to {str(self.run_dir)!r} ({exc.strerror}); "
+                "pass a writable directory") from None
+        try:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunDirLocked(
+                f"--crossover-run-dir: {str(self.run_dir)!r} is in use by another crossover session; "
+                "wait for it or pass another --crossover-run-dir") from None
+        self._lock_fh.write(str(os.getpid()))
+        self._lock_fh.flush()
+
+    def release_run_dir(self) -> None:
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    # -- records --------------------------------------------------------------------------------------------
+    def add(self, record: Mapping[str, Any]) -> None:
+        self.records[record["child_id"]] = dict(record)
+        self.write_outputs()
+
+    def add_failure(self, child_id: str, status: str, message: str) -> None:
+        spec = self.ids.get(child_id)
+        if spec is None or child_id in self.records and self.records[child_id].get("status") != "error":
+            return
+        self.records[child_id] = {
+            "child_id": child_id, "index": spec.index, "crossover": spec.recipe.to_dict(),
+            "finetune_regime": spec.regime.to_dict(), "status": status, "primary": None, "message": message,
+        }
+        self.write_outputs()
+
+    def ordered_records(self) -> list[dict[str, Any]]:
+        return sorted(self.records.values(), key=lambda r: r["index"])
+
+    def finalize(self) -> None:
+        """Parent baselines (agreement, return, latency) once, and under xdist every child's latency, now that
+        no worker is training (a latency timed beside training processes would be noise)."""
+        from harness.atomic import write_json
+        from harness.pipeline import eval_report
+        from harness.timing import measure_latency
+
+        ctx = self.context()
+        parents = ctx.parent_rows()
+        parents["latency_ms"] = {name: measure_latency(net, ctx.latency_input)["median_ms"]
+                                 for name, net in (("parent_a", ctx.parent_a), ("parent_b", ctx.parent_b))}
+        s = ctx.settings
+        if s.env_id and s.episodes > 0:
+            from harness.rollout import episode_returns
+
+            parents["returns"] = {name: episode_returns(net, s.env_id, s.episodes, seed=s.episode_seed)
+                                  for name, net in (("parent_a", ctx.parent_a), ("parent_b", ctx.parent_b))}
+        from pytest_crossover.child import builtins_only
+
+        self.parents = builtins_only(parents)
+        if not self.distributed:
+            return
+        for rec in self.records.values():
+            if rec.get("status") in ("ok", "degenerate") and rec.get("files"):
+                model = self._load_child(ctx, rec)
+                rec["latency_ms"] = {"ranked": measure_latency(model, ctx.latency_input)["median_ms"],
+                                     "mode": "controller"}
+                write_json(self.run_dir / rec["files"]["eval"], eval_report(rec))
+
+    def _load_child(self, ctx: Any, rec: Mapping[str, Any]) -> Any:
+        import torch
+
+        from harness.quantize import convert_int8
+
+        sd = torch.load(self.run_dir / rec["files"]["child"], weights_only=True)
+        model = ctx.new_child(sd)
+        return convert_int8(model) if rec.get("ranked_model") == "int8" else model
+
+    # -- outputs ----------------------------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        from harness import __version__
+
+        expected = self.expected if self.expected is not None else list(self.ids)
+        missing = [c for c in expected if c not in self.records]
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "harness_version": __version__,
+            "complete": self.complete and not missing,
+            "space": self.options.space,
+            "options": self.options.to_dict(),
+            "expected_children": expected,
+            "missing_children": missing,
+            "latency_mode": self.latency_mode(),
+            "parents": self.parents,
+            "provenance": self._inputs.provenance if self._inputs is not None else None,
+            "wall_s": round(time.time() - self.started, 3),
+            "children": self.ordered_records(),
+        }
+
+    def latency_mode(self) -> str:
+        if self.distributed:
+            return "harness.timing on the controller after all workers finished (3 warm-up, 20 timed, median)"
+        if self.config.pluginmanager.hasplugin("benchmark") and not self.config.getoption("benchmark_disable", False):
+            return "pytest-benchmark pedantic in the test (3 warm-up, 20 rounds, median)"
+        return "harness.timing in the test (3 warm-up, 20 timed, median)"
+
+    def write_outputs(self) -> list[Path]:
+        from harness.atomic import write_json, write_text
+        from harness.leaderboard import build_rows, recommendation, table, to_csv
+
+        manifest = self.manifest()
+        rows = build_rows(manifest["children"], self.parents)
+        status = "complete" if manifest["complete"] else (
+            f"INCOMPLETE: {len(manifest['children'])} of {len(manifest['expected_children'])} children")
+        md = (f"# Crossover leaderboard ({status})\n\nSpace `{self.options.space}`; latency: {manifest['latency_mode']}."
+              f"\n\n{table(rows)}\n")
+        d = self.run_dir
+        self.written = [
+            write_json(d / "manifest.json", manifest),
+            write_json(d / "leaderboard.json", {"complete": manifest["complete"], "rows": rows}),
+            write_text(d / "leaderboard.csv", to_csv(rows)),
+            write_text(d / "leaderboard.md", md),
+            write_text(d / "recommendation.txt", recommendation(rows, self.parents) + "\n"),
+        ]
+        return self.written
+
+    def summary(self, tr: Any) -> None:
+        from harness.leaderboard import build_rows, table
+
+        rows = build_rows(self.ordered_records(), self.parents)
+        done = len(self.records)
+        tr.write_sep("=", f"crossover leaderboard ({done} children, space {self.options.space})")
+        tr.write_line(table(rows, limit=None if tr.config.get_verbosity() > 0 else 20))
+        tr.write_line(f"latency: {self.latency_mode()}")
+        if not self.complete:
+            tr.write_line("session incomplete: the files hold the children that finished", red=True)
+        for p in self.written:
+            tr.write_line(f"written: {p}")
+
+
+def _uses_xdist(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) and getattr(config.option, "dist", "no") != "no"

@@ -1,0 +1,125 @@
+"""End-to-end sessions: ids, outputs and their schema, the degenerate gate, xdist and -k equivalence."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from tests.plugin.conftest import read_json, run_search
+
+SMOKE_IDS = ["000_random_a0p50_s0_short", "001_layer_a0p50_sNone_short", "002_weighted_a0p50_sNone_short"]
+METRIC_KEYS = {"top1", "top_k", "kl", "mse", "mae", "cosine"}
+
+
+def _metrics(run_dir):
+    manifest = read_json(run_dir / "manifest.json")
+    return {c["child_id"]: (c["primary"], c["after_finetune"], c["before_finetune"], c["int8"], c["finetune"])
+            for c in manifest["children"]}
+
+
+def test_smoke_space_writes_every_output(pytester, search_files):
+    result = run_search(pytester, search_files, "--crossover-space=smoke", "-v")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines([f"*test_child[[]{cid}[]] PASSED primary=0.*" for cid in SMOKE_IDS])
+    result.stdout.fnmatch_lines(["*crossover leaderboard (3 children, space smoke)*", "*parent_a*", "*parent_b*"])
+    run_dir = pytester.path / "runs"
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "manifest.json", "recommendation.txt"):
+        assert (run_dir / name).is_file(), name
+    manifest = read_json(run_dir / "manifest.json")
+    assert manifest["complete"] is True
+    assert [c["child_id"] for c in manifest["children"]] == SMOKE_IDS
+    for cid in SMOKE_IDS:
+        child_dir = run_dir / cid
+        assert {p.name for p in child_dir.iterdir()} >= {"run_config.json", "crossover.pt", "child.pt", "eval.json"}
+        ev = read_json(child_dir / "eval.json")
+        for phase in ("before_finetune", "after_finetune"):
+            m = ev[phase]
+            assert set(m["vs_parent_a"]) >= METRIC_KEYS and set(m["vs_parent_a"]["top_k"]) == {"1", "2", "3"}
+            assert m["primary"] == min(m["vs_parent_a"]["top1"], m["vs_parent_b"]["top1"])
+            assert 0.0 <= m["oracle"] <= 1.0 and m["oracle"] >= max(m["vs_parent_a"]["top1"], m["vs_parent_b"]["top1"])
+        assert ev["int8"] is None
+        assert ev["latency_ms"]["ranked"] > 0
+        assert len(ev["finetune"]["train_losses"]) == 5
+        cfg = read_json(child_dir / "run_config.json")
+        assert cfg["child_id"] == cid and cfg["teacher"] == "a" and cfg["holdout"] == 0.2
+        assert cfg["finetune"]["epochs"] == 5 and cfg["finetune"]["lr"] == 0.001 and cfg["finetune"]["seed"] == 42
+        assert len(cfg["parent_a"]["sha256"]) == 64 and cfg["states_file"]["shape"] == [300, 8]
+    rows = list(csv.DictReader((run_dir / "leaderboard.csv").open()))
+    assert [r["child_id"] for r in rows[-2:]] == ["parent_a", "parent_b"]
+    children = rows[:-2]
+    assert [int(r["rank"]) for r in children] == [1, 2, 3]
+    primaries = [float(r["primary_metric"]) for r in children]
+    assert primaries == sorted(primaries, reverse=True)
+    assert any(r["pareto"] == "True" for r in children)
+    rec = (run_dir / "recommendation.txt").read_text()
+    assert "Recommended default strategy:" in rec and rows[0]["child_id"] in rec
+
+
+def test_degenerate_threshold_fails_the_session(pytester, search_files):
+    result = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-max-runs=2",
+                        "--crossover-degenerate-threshold=0.999")
+    assert result.ret == 1
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*000_random_a0p50_s0_short: degenerate child: primary 0.* < threshold 0.999*"])
+    rows = read_json(pytester.path / "runs" / "leaderboard.json")["rows"]
+    assert [r["status"] for r in rows[:2]] == ["degenerate", "degenerate"]
+
+
+@pytest.mark.slow
+def test_xdist_and_selection_give_identical_metrics(pytester, search_files):
+    serial = run_search(pytester, search_files, "--crossover-space=minimal-qat", "--crossover-max-runs=4",
+                        "--crossover-run-dir=serial", "-n", "0")
+    serial.assert_outcomes(passed=4)
+    parallel = pytester.runpytest_subprocess(*_args(search_files, "par"), "--crossover-space=minimal-qat",
+                                             "--crossover-max-runs=4", "-n", "2")
+    parallel.assert_outcomes(passed=4)
+    selected = pytester.runpytest_subprocess(*_args(search_files, "sel"), "--crossover-space=minimal-qat",
+                                             "--crossover-max-runs=4", "-k", "short_qat")
+    selected.assert_outcomes(passed=1, deselected=3)
+    a, b, c = (_metrics(pytester.path / d) for d in ("serial", "par", "sel"))
+    assert a == b
+    assert c["001_random_a0p50_s0_short_qat"] == a["001_random_a0p50_s0_short_qat"]
+    assert a["001_random_a0p50_s0_short_qat"][3]["vs_float"] > 0.5  # the int8 model was evaluated
+    par = read_json(pytester.path / "par" / "manifest.json")
+    assert "controller" in par["latency_mode"]
+
+
+def _args(files, run_dir):
+    from tests.plugin.conftest import base_args
+
+    return base_args(files, run_dir)
+
+
+def test_client_repository_with_ini_options(pytester, search_files):
+    """Another repository: one test module and its own pyproject pins, none of our files."""
+    pytester.makepyprojecttoml(f"""
+[tool.pytest.ini_options]
+crossover_space = "custom"
+crossover_modes = "weighted"
+crossover_alphas = "0.5"
+crossover_regimes = "short"
+crossover_parent_a = "{search_files['parent_a']}"
+crossover_parent_b = "{search_files['parent_b']}"
+crossover_states = "{search_files['states']}"
+crossover_episodes = "0"
+crossover_run_dir = "out"
+""")
+    pytester.makepyfile(test_gate="def test_blend(crossover_child):\n    assert crossover_child.run()['primary'] > 0\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert read_json(pytester.path / "out" / "manifest.json")["children"][0]["child_id"] == \
+        "000_weighted_a0p50_sNone_short"
+
+
+def test_plugin_is_inert_without_its_fixture(pytester):
+    pytester.makeconftest(
+        "import sys\n"
+        "def pytest_sessionfinish(session):\n"
+        "    assert 'torch' not in sys.modules, 'the plugin imported torch'\n"
+    )
+    pytester.makepyfile(test_plain="def test_one():\n    assert 1 + 1 == 2\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "crossover leaderboard" not in result.stdout.str()
+    assert not (pytester.path / "runs").exists()
