@@ -13,6 +13,8 @@ from typing import Any
 from harness.errors import HarnessError
 
 EMBEDDED_ENV_ID = "LunarLander-v3"
+# Observation width of the embedded parents and states (LunarLander: 8 observations, 4 actions).
+INPUT_DIM = 8
 
 _DATA = Path(__file__).resolve().parent / "data"
 

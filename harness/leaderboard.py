@@ -32,6 +32,8 @@ def _get(d: Mapping[str, Any] | None, *path: str) -> Any:
 def child_row(rec: Mapping[str, Any]) -> dict[str, Any]:
     """Flatten one child record into a leaderboard row (rank and pareto are set by ``build_rows``)."""
     m = rec.get("int8") if rec.get("ranked_model") == "int8" else rec.get("after_finetune")
+    if rec.get("status") not in RANKABLE:
+        m = None  # a diverged child's weights are not the fine-tuned ones: no metric column may suggest otherwise
     cross, reg, files = rec.get("crossover") or {}, rec.get("finetune_regime") or {}, rec.get("files") or {}
     return {
         "rank": None,

@@ -6,6 +6,8 @@ parents' logits on the evaluation states — so it is computed once per process,
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,8 +243,14 @@ def run_config(spec: ChildSpec, ctx: Context) -> dict[str, Any]:
 
 def write_child(out_dir: Path, spec: ChildSpec, ctx: Context, crossed: Mapping[str, torch.Tensor],
                 model: torch.nn.Module, int8_model: torch.nn.Module | None, record: dict[str, Any]) -> dict[str, str]:
-    """Per-child artefacts, each written atomically; paths returned relative to the run directory."""
-    d = Path(out_dir) / spec.child_id
+    """Per-child artefacts, each written atomically; paths returned relative to the run directory.
+
+    The files are written to a hidden staging folder first and the folder is renamed into place, so a child's
+    folder never mixes files of two sessions (a crash mid-write leaves the previous folder intact).
+    """
+    final = Path(out_dir) / spec.child_id
+    d = Path(out_dir) / f".{spec.child_id}.{os.getpid()}.tmp"
+    shutil.rmtree(d, ignore_errors=True)
     files = {"crossover": "crossover.pt", "child": "child.pt", "eval": "eval.json", "run_config": "run_config.json"}
     torch_save(d / files["crossover"], dict(crossed))
     torch_save(d / files["child"], model.state_dict())
@@ -253,7 +261,42 @@ def write_child(out_dir: Path, spec: ChildSpec, ctx: Context, crossed: Mapping[s
     cfg["finetune_metrics"] = record["finetune"]
     write_json(d / files["run_config"], cfg)
     write_json(d / files["eval"], eval_report(record))
+    _publish_dir(d, final)
     return {k: f"{spec.child_id}/{v}" for k, v in files.items()}
+
+
+def _publish_dir(staged: Path, final: Path) -> None:
+    """Move a fully written folder into place; an older folder of that name is set aside, then removed."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.{os.getpid()}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(staged, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_staging(run_dir: Path) -> list[Path]:
+    """Remove staging folders left by processes that no longer exist (a crash mid-write); returns them."""
+    removed = []
+    for p in Path(run_dir).glob(".*.*.*"):
+        pid = p.name.rsplit(".", 2)[-2] if p.name.endswith((".tmp", ".old")) else ""
+        if not p.is_dir() or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def eval_report(record: Mapping[str, Any]) -> dict[str, Any]:

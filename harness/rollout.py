@@ -8,6 +8,7 @@ network in one forward call, which keeps the cost per child well under a second.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -27,7 +28,19 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _quiet_import() -> None:
+    # Box2D's SWIG bindings emit DeprecationWarnings on import; import them once here, silenced, so they
+    # do not show up in every user's session warnings summary.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import Box2D  # noqa: F401
+        except ImportError:  # not installed: make() below reports it if the environment needs it
+            pass
+
+
 def _make(env_id: str) -> gym.Env[Any, Any]:
+    _quiet_import()
     try:
         return gym.make(env_id)
     except gym.error.DependencyNotInstalled as exc:
@@ -35,7 +48,8 @@ def _make(env_id: str) -> gym.Env[Any, Any]:
             f"environment {env_id!r} needs a missing dependency ({_one_line(exc)}); install it, "
             "e.g. `pip install gymnasium[box2d]`"
         ) from None
-    except Exception as exc:  # gymnasium raises several unrelated types for a bad id
+    # A bad id raises gymnasium.error.Error subclasses; a broken registration raises import/attribute errors.
+    except (gym.error.Error, ImportError, AttributeError, TypeError, ValueError) as exc:
         raise HarnessError(
             f"unknown gymnasium environment id {env_id!r} ({_one_line(exc)}); "
             "pass a registered id such as 'LunarLander-v3' or 'CartPole-v1'"
@@ -96,6 +110,7 @@ def episode_returns(model: nn.Module, env_id: str, episodes: int, *, seed: int =
     batches = -(-episodes // MAX_ENVS)
     num_envs = -(-episodes // batches)
     try:
+        _quiet_import()
         envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
     except Exception:
         _make(env_id).close()  # re-raise the bad-id / missing-dependency error as one line
@@ -125,7 +140,8 @@ def _run_batch(model: nn.Module, envs: gym.vector.VectorEnv, batch_seeds: list[i
     n = envs.num_envs
     wanted = len(batch_seeds)
     # Sub-envs beyond the last partial batch reuse the last seed; their rewards are discarded.
-    obs, _ = envs.reset(seed=batch_seeds + [batch_seeds[-1]] * (n - wanted))
+    # gymnasium's annotation says int, but vector envs take one seed per sub-env.
+    obs, _ = envs.reset(seed=batch_seeds + [batch_seeds[-1]] * (n - wanted))  # type: ignore[arg-type]
     totals = np.zeros(n, dtype=np.float64)
     active = np.zeros(n, dtype=bool)
     active[:wanted] = True

@@ -141,7 +141,7 @@ def train_parent(label: str, seed: int, cfg: TrainConfig) -> dict[str, Any]:
     replay = Replay(cfg.buffer_size, 8)
     envs = gym.make_vec(EMBEDDED_ENV_ID, num_envs=cfg.num_envs, vectorization_mode="sync")
     env_seeds = [seed * TRAIN_ENV_SEED_BASE + i for i in range(cfg.num_envs)]
-    obs, _ = envs.reset(seed=env_seeds)
+    obs, _ = envs.reset(seed=env_seeds)  # type: ignore[arg-type]  # one seed per sub-env
     # Next-step autoreset: the step after an episode ends only resets that sub-env; skip it.
     just_reset = np.zeros(cfg.num_envs, dtype=bool)
     env_steps = updates = vector_steps = episodes = 0
@@ -243,7 +243,8 @@ def build(out: Path, cfg: TrainConfig) -> dict[str, Any]:
         }
         print(f"[parent {lab}] {final['episodes']}-episode return {final['mean']:.1f} ± {final['std']:.1f}",
               flush=True)
-    slices, provenance = [], []
+    slices: list[np.ndarray] = []
+    provenance: list[dict[str, Any]] = []
     for lab in PARENT_SEEDS:
         rows, ep_seeds = gather_states(nets[lab], cfg.states_per_parent, cfg.states_epsilon, STATES_SEED[lab])
         start = sum(len(s) for s in slices)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import pytest
@@ -49,15 +50,22 @@ class CrossoverChild:
             from harness.pipeline import eval_report, run_child
 
             ctx = self.session.context()
+            started = time.time()  # wall clock, so benchmarks/perf.py can measure time-to-first-child
             out = run_child(self.spec, ctx, out_dir=self.session.run_dir)
             record = out.record
+            record["started_unix"] = started
             model = out.int8_model if out.int8_model is not None else out.model
+            t = time.perf_counter()
             if record["status"] != "diverged" and not self.session.distributed:
                 record["latency_ms"] = {"ranked": self._latency(model, ctx.latency_input), "mode": "in-test"}
+                record["timings_s"]["latency"] = round(time.perf_counter() - t, 6)
+                t = time.perf_counter()
             else:
                 record["latency_ms"] = None
             if "files" in record:
                 write_json(self.session.run_dir / record["files"]["eval"], eval_report(record))
+                record["timings_s"]["write"] = round(record["timings_s"].get("write", 0.0)
+                                                     + time.perf_counter() - t, 6)
             self.outcome = out
             self.record = builtins_only(record)
             self.item.user_properties.append((RESULT_KEY, self.record))

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 
 from harness.errors import HarnessError
-from harness.space import CROSSOVER_MODES, REGIMES, SPACE_NAMES, build_space, check_name
+from harness.space import CROSSOVER_MODES, REGIMES, SPACE_NAMES, Regime, build_space, check_name
 
 TEACHERS = ("a", "b", "both")
 DEVICES = ("cpu", "cuda")
@@ -23,7 +23,11 @@ _OPTIONS: tuple[tuple[str, str, str | None], ...] = (
     ("modes", f"Custom space only: crossover modes, comma-separated ({', '.join(CROSSOVER_MODES)})", None),
     ("alphas", "Custom space only: alphas in [0, 1], comma-separated (default 0.3,0.5,0.7)", None),
     ("seeds", "Custom space only: random-mode seeds, comma-separated (default 0,1,2)", None),
-    ("regimes", f"Custom space only: fine-tune regimes, comma-separated ({', '.join(REGIMES)})", None),
+    ("regimes", f"Custom space only: fine-tune regimes, comma-separated ({', '.join(REGIMES)} or a defined one)",
+     None),
+    ("define-regime", "Custom space only: define a regime for --crossover-regimes, "
+                      "NAME:epochs=5,lr=1e-3[,batch_size=32,val_fraction=0.1,seed=42,quantization_applied=none]; "
+                      "repeatable (ini: one per line)", None),
     ("max-runs", "Run only the first N children of the space (N >= 1)", None),
     ("parent-a", "Parent A checkpoint (.pt state dict); default: the embedded LunarLander parents", None),
     ("parent-b", "Parent B checkpoint (.pt state dict); default: the embedded LunarLander parents", None),
@@ -41,6 +45,10 @@ _OPTIONS: tuple[tuple[str, str, str | None], ...] = (
     ("device", "cpu or cuda (default cpu)", "cpu"),
 )
 _FLAGS = {"allow-unsafe-unpickle"}
+_REPEATABLE = {"define-regime"}
+# Regime fields a definition may set, and how each is parsed.
+_REGIME_FIELDS: dict[str, Callable[[str], Any]] = {"epochs": int, "lr": float, "batch_size": int,
+                                                   "val_fraction": float, "seed": int, "quantization_applied": str}
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -50,6 +58,10 @@ def add_options(parser: pytest.Parser) -> None:
         if name in _FLAGS:
             group.addoption(f"--crossover-{name}", action="store_true", default=None, dest=dest, help=help_text)
             parser.addini(dest, help_text, type="bool", default=False)
+        elif name in _REPEATABLE:
+            group.addoption(f"--crossover-{name}", action="append", default=None, dest=dest, metavar="VALUE",
+                            help=help_text)
+            parser.addini(dest, help_text, type="linelist", default=[])
         else:
             group.addoption(f"--crossover-{name}", action="store", default=None, dest=dest, metavar="VALUE",
                             help=help_text)
@@ -65,6 +77,7 @@ class CrossoverOptions:
     alphas: tuple[float, ...] | None
     seeds: tuple[int, ...] | None
     regimes: tuple[str, ...] | None
+    define_regime: tuple[str, ...]  # the definitions as given; parsed by ``extra_regimes``
     max_runs: int | None
     parent_a: str | None
     parent_b: str | None
@@ -83,9 +96,38 @@ class CrossoverOptions:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def extra_regimes(self) -> dict[str, Regime]:
+        return dict(parse_regime(d) for d in self.define_regime)
+
     def space_specs(self) -> list[Any]:
         return build_space(self.space, modes=self.modes, alphas=self.alphas, seeds=self.seeds,
-                           regimes=self.regimes, max_runs=self.max_runs)
+                           regimes=self.regimes, max_runs=self.max_runs, extra_regimes=self.extra_regimes())
+
+
+def parse_regime(definition: str) -> tuple[str, Regime]:
+    """``NAME:epochs=5,lr=1e-3[,...]`` -> (name, Regime); a bad definition raises a one-line UsageError."""
+    fix = "write NAME:epochs=5,lr=1e-3[,batch_size=32,val_fraction=0.1,seed=42,quantization_applied=none]"
+    name, sep, body = definition.strip().partition(":")
+    name = name.strip()
+    if not sep or not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise pytest.UsageError(f"--crossover-define-regime: {definition!r} has no NAME: prefix; {fix}")
+    if name in REGIMES:
+        raise pytest.UsageError(f"--crossover-define-regime: {name!r} is a built-in regime; pick another name")
+    fields: dict[str, Any] = {}
+    for part in (p.strip() for p in body.split(",") if p.strip()):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq or key not in _REGIME_FIELDS:
+            raise pytest.UsageError(f"--crossover-define-regime: {part!r} in {definition!r} is not one of "
+                                    f"{', '.join(k + '=' for k in _REGIME_FIELDS)}; {fix}")
+        fields[key] = _parse("define-regime", value.strip(), _REGIME_FIELDS[key], f"a valid {key}")
+    missing = [k for k in ("epochs", "lr") if k not in fields]
+    if missing:
+        raise pytest.UsageError(f"--crossover-define-regime: {definition!r} lacks {', '.join(missing)}; {fix}")
+    try:
+        return name, Regime(name, **fields)
+    except HarnessError as exc:
+        raise pytest.UsageError(f"--crossover-define-regime: {exc}") from None
 
 
 def _raw(config: pytest.Config, name: str) -> tuple[Any, bool]:
@@ -96,6 +138,9 @@ def _raw(config: pytest.Config, name: str) -> tuple[Any, bool]:
     ini = config.getini(dest)
     if name in _FLAGS:
         return bool(ini), bool(ini)
+    if name in _REPEATABLE:
+        items = [str(v) for v in (ini if isinstance(ini, list) else str(ini).splitlines()) if str(v).strip()]
+        return (items, True) if items else (None, False)
     if ini not in ("", None):
         return str(ini), True
     default = next(d for n, _, d in _OPTIONS if n == name)
@@ -125,7 +170,7 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         raise pytest.UsageError(f"--crossover-space: {exc}") from None
     lists: dict[str, Any] = {}
     for name, conv, what in (("modes", str, "a mode"), ("alphas", float, "a number"), ("seeds", int, "an integer"),
-                             ("regimes", str, "a regime")):
+                             ("regimes", str, "a regime"), ("define-regime", str, "a regime definition")):
         if raw[name] is None:
             lists[name] = None
             continue
@@ -133,14 +178,18 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
             raise pytest.UsageError(
                 f"--crossover-{name} only applies to --crossover-space custom (got --crossover-space {space}); "
                 f"add --crossover-space custom or drop --crossover-{name}")
-        items = tuple(_parse(name, v, conv, what) for v in _split(raw[name]))
+        values = list(raw[name]) if name in _REPEATABLE else _split(raw[name])
+        items = tuple(_parse(name, v, conv, what) for v in values)
         if not items:
             raise pytest.UsageError(f"--crossover-{name}: give at least one value")
         lists[name] = items
     for mode in lists["modes"] or ():
         _check(lambda: check_name("crossover mode", mode, CROSSOVER_MODES), "modes")
+    defined = dict(parse_regime(d) for d in lists["define-regime"] or ())
+    if len(defined) != len(lists["define-regime"] or ()):
+        raise pytest.UsageError("--crossover-define-regime: a regime name is defined twice; give each one once")
     for regime in lists["regimes"] or ():
-        _check(lambda: check_name("fine-tune regime", regime, REGIMES), "regimes")
+        _check(lambda: check_name("fine-tune regime", regime, {**REGIMES, **defined}), "regimes")
     for alpha in lists["alphas"] or ():
         if not 0.0 <= alpha <= 1.0:
             raise pytest.UsageError(f"--crossover-alphas: alpha {alpha} is outside [0, 1]; use values like 0.3,0.5,0.7")
@@ -171,6 +220,7 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
                                 "(neither uses the embedded LunarLander parents)")
     opts = CrossoverOptions(
         space=space, modes=lists["modes"], alphas=lists["alphas"], seeds=lists["seeds"], regimes=lists["regimes"],
+        define_regime=lists["define-regime"] or (),
         max_runs=max_runs, parent_a=raw["parent-a"], parent_b=raw["parent-b"], states=raw["states"],
         allow_unsafe_unpickle=bool(raw["allow-unsafe-unpickle"]), holdout=holdout, teacher=teacher,
         degenerate_threshold=threshold, run_dir=str(raw["run-dir"]), env=raw["env"], episodes=episodes,

@@ -16,6 +16,9 @@ FIXTURE = "crossover_child"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+    from pytest_crossover.history import add_history_options
+
+    add_history_options(parser)
 
 
 @pytest.hookimpl(trylast=True)
@@ -24,6 +27,9 @@ def pytest_configure(config: pytest.Config) -> None:
     session = CrossoverSession(config, options)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(_ReportHooks(session), "crossover-reports")
+    from pytest_crossover.history import register_history
+
+    register_history(config, session)
     config.addinivalue_line("markers", "crossover: a child of the crossover search (added by pytest-crossover)")
     # Explicit settings are checked now, on the controller, so bad input stops the session before any child.
     if options.explicit and not session.is_worker and not config.option.help:
@@ -127,9 +133,12 @@ def _record(cs: CrossoverSession, report: pytest.TestReport) -> None:
     if RESULT_KEY in props and report.when == "call":
         cs.add(props[RESULT_KEY])
     elif report.failed and child_id not in cs.records:
-        text = str(report.longrepr) if report.longrepr else "failed"
-        status = "lost" if "crashed" in text else "error"
-        cs.add_failure(child_id, status, text.strip().splitlines()[-1][:500] if text.strip() else status)
+        text = str(report.longrepr).strip() if report.longrepr else ""
+        # xdist reports a worker that died mid-test (SIGKILL, OOM, segfault) with exactly this longrepr.
+        lost = text.startswith("worker ") and "crashed while running" in text
+        crash = getattr(report.longrepr, "reprcrash", None)
+        line = getattr(crash, "message", None) or (text.splitlines()[-1] if text else "failed")
+        cs.add_failure(child_id, "lost" if lost else "error", f"{report.when}: {line.splitlines()[0] if line else ''}"[:500])
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
@@ -171,9 +180,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _finish(cs: CrossoverSession) -> None:
-    if cs.records:
+    # No record yet (interrupted before the first child, or nothing selected): the previous session's files
+    # stay as they were; they are replaced only once this session has a result to replace them with.
+    if not cs.records:
+        return
+    try:
         cs.finalize()
-    cs.write_outputs()
+    finally:
+        cs.write_outputs()
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

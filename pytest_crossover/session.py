@@ -77,7 +77,8 @@ class CrossoverSession:
             probe = self.run_dir / f".write-test-{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
-            self._lock_fh = open(self.run_dir / ".lock", "w")
+            # "a": a refused second session must not truncate the pid the holder wrote.
+            self._lock_fh = open(self.run_dir / ".lock", "a")
         except OSError as exc:
             raise pytest.UsageError(
                 f"--crossover-run-dir: cannot write to {str(self.run_dir)!r} ({exc.strerror}); "
@@ -88,8 +89,12 @@ class CrossoverSession:
             raise RunDirLocked(
                 f"--crossover-run-dir: {str(self.run_dir)!r} is in use by another crossover session; "
                 "wait for it or pass another --crossover-run-dir") from None
+        self._lock_fh.truncate(0)
         self._lock_fh.write(str(os.getpid()))
         self._lock_fh.flush()
+        from harness.pipeline import remove_stale_staging
+
+        remove_stale_staging(self.run_dir)  # child folders half-staged by a crashed session
 
     def release_run_dir(self) -> None:
         if self._lock_fh is not None:
@@ -164,7 +169,7 @@ class CrossoverSession:
             "harness_version": __version__,
             "complete": self.complete and not missing,
             "space": self.options.space,
-            "options": self.options.to_dict(),
+            "options": {**self.options.to_dict(), "run_dir": self._relative_run_dir()},
             "expected_children": expected,
             "missing_children": missing,
             "latency_mode": self.latency_mode(),
@@ -173,6 +178,10 @@ class CrossoverSession:
             "wall_s": round(time.time() - self.started, 3),
             "children": self.ordered_records(),
         }
+
+    def _relative_run_dir(self) -> str:
+        """The run directory relative to the rootdir: outputs never hold an absolute path of the run dir."""
+        return os.path.relpath(self.run_dir.resolve(), self.config.rootpath.resolve())
 
     def latency_mode(self) -> str:
         if self.distributed:

@@ -1,0 +1,171 @@
+"""History options and hooks: save one record per session, compare with a baseline, fail on a regression.
+
+Only the controller (no ``workerinput``) saves and compares, and only when the crossover session ran children.
+The work happens after the crossover session wrote its files (a ``trylast`` sessionfinish wrapper, inside the
+terminal reporter's, so the terminal summary that follows can print it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generator
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.history import DEFAULT_STORAGE, FailCheck, parse_fail
+
+_HELP = {
+    "storage": f"History folder: one record per session, per commit (default {DEFAULT_STORAGE})",
+    "no-save": "Do not save this session's record in the history folder",
+    "compare": "Compare with a stored record: no value = the newest of the same space and parents/states; "
+               "or a record number / file-name prefix (e.g. 3 or 0003_ab12)",
+    "compare-fail": "Fail the session when a child regresses against the compared record: EXPR[,EXPR...] with "
+                    "EXPR = primary:0.02 (absolute drop), primary:5% (relative drop), return:10, latency:20% "
+                    "(relative increase); implies --crossover-compare",
+}
+
+
+def add_history_options(parser: pytest.Parser) -> None:
+    """The history options, in the ``crossover`` group, each also an ini key ``crossover_*``."""
+    group = parser.getgroup("crossover", "crossover search harness")
+    group.addoption("--crossover-storage", action="store", default=None, dest="crossover_storage", metavar="DIR",
+                    help=_HELP["storage"])
+    parser.addini("crossover_storage", _HELP["storage"], type="string", default="")
+    group.addoption("--crossover-no-save", action="store_true", default=None, dest="crossover_no_save",
+                    help=_HELP["no-save"])
+    parser.addini("crossover_no_save", _HELP["no-save"], type="bool", default=False)
+    # nargs="?" as in pytest-benchmark: a bare flag means "latest"; write --crossover-compare=ID to name one.
+    group.addoption("--crossover-compare", action="store", nargs="?", const="latest", default=None,
+                    dest="crossover_compare", metavar="ID", help=_HELP["compare"])
+    parser.addini("crossover_compare", _HELP["compare"] + " ('latest' for the newest)", type="string", default="")
+    group.addoption("--crossover-compare-fail", action="append", default=None, dest="crossover_compare_fail",
+                    metavar="EXPR", help=_HELP["compare-fail"])
+    parser.addini("crossover_compare_fail", _HELP["compare-fail"], type="string", default="")
+
+
+@dataclass(frozen=True)
+class HistoryOptions:
+    storage: Path
+    save: bool
+    compare: str | None  # None = off, "latest", or a record number / prefix
+    checks: tuple[FailCheck, ...]
+
+
+def resolve_history(config: pytest.Config) -> HistoryOptions:
+    """Command line over ini over default; a bad value raises a one-line UsageError."""
+    storage = config.getoption("crossover_storage", None) or config.getini("crossover_storage") or DEFAULT_STORAGE
+    no_save = config.getoption("crossover_no_save", None)
+    save = not (no_save if no_save is not None else bool(config.getini("crossover_no_save")))
+    compare = config.getoption("crossover_compare", None) or config.getini("crossover_compare") or None
+    fail = config.getoption("crossover_compare_fail", None) or (
+        [config.getini("crossover_compare_fail")] if config.getini("crossover_compare_fail") else [])
+    checks: list[FailCheck] = []
+    for text in fail:
+        try:
+            checks += parse_fail(text)
+        except HarnessError as exc:
+            raise pytest.UsageError(f"--crossover-compare-fail: {exc}") from None
+    if checks and compare is None:
+        compare = "latest"
+    compare = None if compare is None else str(compare).strip()
+    if compare == "":
+        raise pytest.UsageError("--crossover-compare: empty record id; pass a number, a file-name prefix or no value")
+    base = Path(config.invocation_params.dir)
+    return HistoryOptions(base / storage, save, compare, tuple(checks))
+
+
+def register_history(config: pytest.Config, session: Any) -> None:
+    """Check the options; on the controller, register the hooks that save and compare."""
+    opts = resolve_history(config)
+    if hasattr(config, "workerinput") or config.option.help:
+        return
+    if opts.compare not in (None, "latest"):
+        from harness.history import HistoryStore, find_record
+
+        try:
+            find_record(HistoryStore(opts.storage).load()[0], opts.compare)
+        except HarnessError as exc:
+            raise pytest.UsageError(
+                f"--crossover-compare: {exc} (a bare --crossover-compare before a test path takes the path as "
+                "its value: write --crossover-compare=latest)") from None
+    config.pluginmanager.register(HistoryHooks(session, opts), "crossover-history")
+
+
+class HistoryHooks:
+    """Save, compare and report; state for one session."""
+
+    def __init__(self, session: Any, opts: HistoryOptions) -> None:
+        self.cs = session
+        self.opts = opts
+        self.saved: Path | None = None
+        self.baseline: str | None = None
+        self.table: str | None = None
+        self.notes: list[str] = []
+        self.regressed: list[str] = []
+        self.active = False
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> Generator[None, Any, Any]:
+        result = yield
+        if self.cs.records and not self.cs.is_worker:
+            self.active = True
+            self._run(session)
+        return result
+
+    def _run(self, session: pytest.Session) -> None:
+        from harness.history import (HistoryStore, build_record, compare, comparison_table, git_info,
+                                     regressions, select_baseline)
+
+        manifest = self.cs.manifest()
+        record = build_record(manifest, git=git_info(session.config.invocation_params.dir))
+        store = HistoryStore(self.opts.storage)
+        records, warnings = store.load()
+        self.notes += [f"warning: {w}" for w in warnings]
+        if self.opts.compare is not None:
+            try:
+                base, notes = select_baseline(records, record, self.opts.compare)
+            except HarnessError as exc:
+                base, notes = None, [f"warning: {exc}"]
+            self.notes += notes
+            if base is not None:
+                cmp = compare(base, record)
+                self.baseline, self.table = base.name, comparison_table(cmp)
+                self.notes += cmp.notes
+                if cmp.added:
+                    self.notes.append(f"children added since {base.name}: {', '.join(cmp.added)}")
+                if cmp.removed:
+                    self.notes.append(f"children removed since {base.name}: {', '.join(cmp.removed)}")
+                self.regressed = regressions(cmp, self.opts.checks)
+        if not self.opts.save:
+            pass
+        elif manifest["complete"]:
+            self.saved = store.save(record)
+        else:
+            self.notes.append("record not saved: the session is incomplete (interrupted or children missing)")
+        if self.regressed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    @pytest.hookimpl(trylast=True)  # after the crossover leaderboard
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.active:
+            return
+        tr = terminalreporter
+        title = f"crossover history: compared with {self.baseline}" if self.baseline else "crossover history"
+        tr.write_sep("-", title)
+        if self.table:
+            tr.write_line(self.table)
+        for note in self.notes:
+            tr.write_line(note, yellow=True)
+        if self.regressed:
+            checks = ",".join(str(c) for c in self.opts.checks)
+            tr.write_line(f"regressed against {self.baseline} ({len(self.regressed)} breach(es) of "
+                          f"--crossover-compare-fail={checks}); exit status 1:", red=True, bold=True)
+            for line in self.regressed:
+                tr.write_line(f"  regressed: {line}", red=True)
+        elif self.opts.checks and self.baseline:
+            tr.write_line(f"no regression against {self.baseline} ({', '.join(str(c) for c in self.opts.checks)})",
+                          green=True)
+        if self.saved:
+            tr.write_line(f"saved: {self.saved}")

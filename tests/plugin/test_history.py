@@ -1,0 +1,173 @@
+"""History across commits, end to end in temporary git repositories: records, baselines, fail thresholds, trend."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.history import machine_id
+from tests.plugin.conftest import CLIENT, base_args, read_json
+
+SMOKE2 = ["000_random_a0p50_s0_short", "001_layer_a0p50_sNone_short"]
+
+
+def _git(path: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=path, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(pytester: pytest.Pytester) -> Path:
+    pytester.makepyfile(test_search=CLIENT)
+    _git(pytester.path, "init", "-q", "-b", "main")
+    _git(pytester.path, "config", "user.email", "ci@example.com")
+    _git(pytester.path, "config", "user.name", "ci")
+    _git(pytester.path, "add", "test_search.py")
+    _git(pytester.path, "commit", "-qm", "first")
+    return pytester.path
+
+
+def _run(pytester: pytest.Pytester, files: dict, *args: str, subprocess_: bool = False) -> pytest.RunResult:
+    # In-process keeps torch imported once; the exit-status test runs one real process.
+    argv = [*base_args(files), "--crossover-space=smoke", "--crossover-max-runs=2", "-p", "no:benchmark", *args]
+    return pytester.runpytest_subprocess(*argv) if subprocess_ else pytester.runpytest_inprocess(*argv)
+
+
+def _store(root: Path, name: str = ".crossover") -> Path:
+    return root / name / machine_id()
+
+
+def _edit(path: Path, fn) -> None:
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data))
+
+
+def test_records_follow_commits_and_compare_picks_the_newest_match(pytester, search_files, repo):
+    sha1 = _git(repo, "rev-parse", "HEAD")
+    _run(pytester, search_files).assert_outcomes(passed=2)
+    first = _store(repo) / f"0001_{sha1[:10]}.json"
+    rec = read_json(first)
+    assert rec["commit_info"] == {"commit": sha1, "short": sha1[:10], "branch": "main", "dirty": False}
+    assert rec["space"] == "smoke" and rec["options"]["max_runs"] == 2 and rec["complete"] is True
+    assert rec["fingerprints"] == {k: hashlib.sha256(search_files[f].read_bytes()).hexdigest()
+                                   for k, f in (("parent_a", "parent_a"), ("parent_b", "parent_b"),
+                                                ("states", "states"))}
+    manifest = {c["child_id"]: c for c in read_json(repo / "runs" / "manifest.json")["children"]}
+    assert sorted(c["child_id"] for c in rec["children"]) == SMOKE2
+    for child in rec["children"]:
+        m = manifest[child["child_id"]]
+        assert child["primary"] == m["primary"] and child["status"] == "ok" and child["degenerate"] is False
+        assert child["agree_a"] == m["after_finetune"]["vs_parent_a"]["top1"]
+        assert child["kl_b"] == m["after_finetune"]["vs_parent_b"]["kl"]
+        assert child["latency"] == m["latency_ms"]["ranked"] > 0 and child["return"] is None
+
+    (repo / "test_search.py").write_text(CLIENT + "# a change not yet committed\n")
+    _run(pytester, search_files).assert_outcomes(passed=2)
+    dirty = _store(repo) / f"0002_{sha1[:10]}_dirty.json"
+    assert read_json(dirty)["commit_info"]["dirty"] is True
+
+    _git(repo, "commit", "-qam", "second")
+    sha2 = _git(repo, "rev-parse", "HEAD")
+    result = _run(pytester, search_files, "--crossover-compare")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        f"*crossover history: compared with 0002_{sha1[:10]}_dirty*",
+        "| child_id *| primary old *| primary new *| primary delta *| return old *| latency_ms delta *|",
+        f"| {SMOKE2[0]} *| {manifest[SMOKE2[0]]['primary']:.4f} *| {manifest[SMOKE2[0]]['primary']:.4f} "
+        "*| +0.0000 *|*",
+        f"saved: {_store(repo) / f'0003_{sha2[:10]}.json'}",
+    ])
+    assert "fingerprints differ" not in result.stdout.str()
+
+    # An explicit id wins over "newest"; --crossover-no-save keeps the store as it is.
+    result = _run(pytester, search_files, "--crossover-compare=1", "--crossover-no-save", "--crossover-max-runs=3")
+    result.stdout.fnmatch_lines([f"*crossover history: compared with 0001_{sha1[:10]} *",
+                                 "children added since 0001_*: 002_weighted_a0p50_sNone_short"])
+    assert sorted(p.name for p in _store(repo).iterdir()) == [
+        f"0001_{sha1[:10]}.json", f"0002_{sha1[:10]}_dirty.json", f"0003_{sha2[:10]}.json"]
+
+    # Trend: one line per record, with the best child, and a plot.
+    trend = pytester.run(sys.executable, "-m", "harness.history", "--storage", ".crossover", "--plot", "t/trend.png")
+    assert trend.ret == 0
+    best = max(manifest.values(), key=lambda c: c["primary"])
+    trend.stdout.fnmatch_lines([
+        f"| 0001_{sha1[:10]} *| {sha1[:10]} *| main *| *| smoke *| 2 *| {best['child_id']} *| "
+        f"{best['primary']:.4f} *| — *| 0 *|",
+        f"| 0002_{sha1[:10]}_dirty *| {sha1[:10]} *| main *| yes *|*",
+        f"| 0003_{sha2[:10]} *| {sha2[:10]} *|*",
+        "plot: t/trend.png",
+    ])
+    assert (repo / "t" / "trend.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fail_expressions_trigger_exactly_at_their_thresholds(pytester, search_files, repo):
+    _run(pytester, search_files).assert_outcomes(passed=2)
+    (stored,) = _store(repo).iterdir()
+    now = {c["child_id"]: c for c in read_json(stored)["children"]}
+    p0, p1 = now[SMOKE2[0]]["primary"], now[SMOKE2[1]]["primary"]
+
+    def regress(data, latency):
+        for c in data["children"]:
+            # Child 0 dropped exactly 0.02 (absolute), child 1 exactly 5% (relative); returns were measured before.
+            c["primary"] = p0 + 0.02 if c["child_id"] == SMOKE2[0] else p1 / 0.95
+            c["latency"], c["return"] = latency, 200.0
+
+    _edit(stored, lambda d: regress(d, 1e6))
+    ok = _run(pytester, search_files, "--crossover-no-save",
+              "--crossover-compare-fail=primary:0.02,primary:5%,latency:20%,return:10")
+    assert ok.ret == 0
+    ok.stdout.fnmatch_lines([f"no regression against {stored.stem} (primary:0.02, primary:5%, latency:20%, "
+                             "return:10)"])
+
+    _edit(stored, lambda d: regress(d, 1e-6))
+    bad = _run(pytester, search_files, "--crossover-no-save", "--crossover-compare-fail=primary:0.019",
+               "--crossover-compare-fail=primary:4.9%,latency:20%", subprocess_=True)
+    assert bad.ret == 1  # the process exit status, although every test passed
+    bad.assert_outcomes(passed=2)
+    lines = [ln.strip() for ln in bad.stdout.lines if "regressed:" in ln]
+    assert lines[0].startswith(f"regressed: {SMOKE2[0]}: primary {p0 + 0.02:.4f} -> {p0:.4f} (worse by 0.02 > 0.019)")
+    expected = {(SMOKE2[0], "[primary:0.019]"), (SMOKE2[0], "[latency:20%]"), (SMOKE2[1], "[primary:0.019]"),
+                (SMOKE2[1], "[primary:4.9%]"), (SMOKE2[1], "[latency:20%]")}
+    assert {(ln.split()[1].rstrip(":"), ln.split()[-1]) for ln in lines} == expected
+    assert any(f"{SMOKE2[1]}: primary {p1 / 0.95:.4f} -> {p1:.4f} (worse by 5% > 4.9%)" in ln for ln in lines)
+    bad.stdout.fnmatch_lines([f"regressed against {stored.stem} (5 breach(es) of --crossover-compare-fail="
+                              "primary:0.019,primary:4.9%,latency:20%); exit status 1:"])
+
+
+def test_fingerprint_mismatch_and_corrupt_records_are_reported(pytester, search_files, repo):
+    _run(pytester, search_files).assert_outcomes(passed=2)
+    (stored,) = _store(repo).iterdir()
+    _edit(stored, lambda d: d["fingerprints"].update(states="0" * 64))
+    (_store(repo) / "0002_bad.json").write_text('{"schema": "pytest-crossover-history", "chil')
+    (_store(repo) / "foreign.json").write_text("{}")
+    result = _run(pytester, search_files, "--crossover-compare", "--crossover-compare-fail=primary:0.01")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        f"*crossover history: compared with {stored.stem}*",
+        "warning: skipped *0002_bad.json: unreadable or corrupt JSON*",
+        "warning: skipped *foreign.json: not a pytest-crossover record name*",
+        f"fingerprints differ: no stored record has the same parents and states (*); comparing with the newest "
+        f"record of the space, {stored.stem}, whose states differ",
+        f"saved: *0003_{stored.stem[5:]}.json",
+    ])
+
+
+def test_ini_storage_outside_git_and_usage_errors(pytester, search_files):
+    pytester.makepyfile(test_search=CLIENT)
+    pytester.makeini("[pytest]\ncrossover_storage = hist\n")
+    _run(pytester, search_files).assert_outcomes(passed=2)
+    (saved,) = _store(pytester.path, "hist").iterdir()
+    assert saved.name == "0001_nogit.json" and read_json(saved)["commit_info"]["commit"] == "nogit"
+
+    bad = _run(pytester, search_files, "--crossover-compare-fail=primary:abc")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["ERROR: --crossover-compare-fail: cannot parse 'primary:abc'; use METRIC:AMOUNT[%] *"])
+    bad = _run(pytester, search_files, "--crossover-compare=7")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["ERROR: --crossover-compare: no stored record matches '7' (newest: 0001_nogit); *"])
+    assert [p.name for p in _store(pytester.path, "hist").iterdir()] == ["0001_nogit.json"]
