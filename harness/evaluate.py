@@ -37,6 +37,13 @@ def _chunk(states: Any, start: int, stop: int) -> torch.Tensor:
     return torch.from_numpy(np.array(part, dtype=np.float32, copy=True))
 
 
+def _device(model: nn.Module) -> torch.device:
+    """Where ``model`` runs: its first parameter's device (int8 modules have packed params: CPU)."""
+    for param in model.parameters():
+        return param.device
+    return torch.device("cpu")
+
+
 def _check_chunk_size(chunk_size: int) -> None:
     if chunk_size < 1:
         raise HarnessError(f"chunk_size must be >= 1, got {chunk_size}; use the default 65536")
@@ -49,13 +56,14 @@ def predict(model: nn.Module, states: np.ndarray | torch.Tensor, *, chunk_size: 
     """
     _check_chunk_size(chunk_size)
     n = _rows(states)
+    dev = _device(model)
     was_training = model.training
     model.eval()
     out: torch.Tensor | None = None
     try:
         with torch.no_grad():
             for s in range(0, n, chunk_size):
-                z = model(_chunk(states, s, s + chunk_size)).to(torch.float32)
+                z = model(_chunk(states, s, s + chunk_size).to(dev)).to(device="cpu", dtype=torch.float32)
                 if out is None:
                     out = torch.empty(n, z.shape[1], dtype=torch.float32)
                 out[s:s + z.shape[0]] = z
@@ -158,12 +166,13 @@ def evaluate_model(model: nn.Module, states: np.ndarray | torch.Tensor, logits_a
                            "compute them with predict(parent, states) on the same buffer")
     sums_a, sums_b = PairSums(), PairSums()
     oracle = 0
+    dev = _device(model)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for s in range(0, n, chunk_size):
-                z = model(_chunk(states, s, s + chunk_size))
+                z = model(_chunk(states, s, s + chunk_size).to(dev)).cpu()
                 a, b = la[s:s + chunk_size], lb[s:s + chunk_size]
                 c_arg = sums_a.update(a, z)
                 sums_b.update(b, z)

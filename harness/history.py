@@ -17,10 +17,11 @@ import platform
 import re
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from tabulate import tabulate
 
@@ -46,7 +47,7 @@ _EPS = 1e-9
 # -- environment --------------------------------------------------------------------------------------------
 def _git(args: Sequence[str], cwd: Path) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -67,20 +68,16 @@ def git_info(cwd: str | Path | None = None) -> dict[str, Any]:
             "dirty": bool(status)}
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def versions() -> dict[str, str | None]:
     """Versions that change results; read from package metadata so torch is not imported here."""
     from harness import __version__
 
     out: dict[str, str | None] = {"python": platform.python_version(), "harness": __version__}
     for dist in ("torch", "numpy", "gymnasium", "pytest", "pytest-crossover"):
-        out[dist] = _version(dist)
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
     return out
 
 
@@ -142,7 +139,7 @@ def build_record(manifest: Mapping[str, Any], *, git: Mapping[str, Any] | None =
     parents = manifest.get("parents") or {}
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
-        "datetime": timestamp or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "datetime": timestamp or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "commit_info": dict(git or git_info()), "machine_info": dict(machine or machine_info()),
         "versions": dict(vers or versions()), "space": manifest.get("space"), "options": manifest.get("options"),
         "complete": manifest.get("complete"), "fingerprints": fingerprints(manifest.get("provenance")),
@@ -165,7 +162,6 @@ class Stored:
     def name(self) -> str:
         return self.path.stem
 
-    @property
     def commit(self) -> str:
         return str((self.data.get("commit_info") or {}).get("commit", "nogit"))
 
@@ -215,10 +211,6 @@ class HistoryStore:
 
 
 # -- baseline -----------------------------------------------------------------------------------------------------
-def _short(fp: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k} {str(v)[:8]}" for k, v in fp.items())
-
-
 def select_baseline(records: Sequence[Stored], current: Mapping[str, Any],
                     ref: str = "latest") -> tuple[Stored | None, list[str]]:
     """The record to compare ``current`` with, and notes to show the user.
@@ -231,7 +223,8 @@ def select_baseline(records: Sequence[Stored], current: Mapping[str, Any],
         return find_record(records, ref), []
     same_space = [r for r in records if space_key(r.data) == space_key(current)]
     if not same_space:
-        return None, [f"no stored record of space {current.get('space')!r} to compare with; this run starts its history"]
+        return None, [(f"no stored record of space {current.get('space')!r} to compare with; "
+                      "this run starts its history")]
     fp = current.get("fingerprints") or {}
     same_fp = [r for r in same_space if (r.data.get("fingerprints") or {}) == fp]
     if same_fp:
@@ -239,8 +232,9 @@ def select_baseline(records: Sequence[Stored], current: Mapping[str, Any],
     base = same_space[-1]
     other = base.data.get("fingerprints") or {}
     differ = [k for k in fp if fp.get(k) != other.get(k)]
-    return base, [f"fingerprints differ: no stored record has the same parents and states ({_short(fp)}); "
-                  f"comparing with the newest record of the space, {base.name}, whose {', '.join(differ)} differ"]
+    short = ", ".join(f"{k} {str(v)[:8]}" for k, v in fp.items())
+    return base, [(f"fingerprints differ: no stored record has the same parents and states ({short}); "
+                  f"comparing with the newest record of the space, {base.name}, whose {', '.join(differ)} differ")]
 
 
 def find_record(records: Sequence[Stored], ref: str) -> Stored:
@@ -253,7 +247,8 @@ def find_record(records: Sequence[Stored], ref: str) -> Stored:
     if not hits:
         raise HarnessError(f"no stored record matches {ref!r} (newest: {names}); pass a record number or "
                            "file-name prefix, or no value for the newest matching record")
-    raise HarnessError(f"{ref!r} matches {len(hits)} records ({', '.join(f'{h.path.parent.name}/{h.name}' for h in hits)}); "
+    where = ", ".join(f"{h.path.parent.name}/{h.name}" for h in hits)
+    raise HarnessError(f"{ref!r} matches {len(hits)} records ({where}); "
                        "remove the copy you do not want from the store")
 
 
@@ -267,7 +262,7 @@ class FailCheck:
     percent: bool
 
     def __str__(self) -> str:
-        return f"{self.metric}:{self.amount:g}{'%' if self.percent else ''}"
+        return f"{self.metric}:{self.amount:g}{'%' * self.percent}"
 
     def worsening(self, old: float, new: float) -> float:
         """How much worse ``new`` is than ``old`` in this check's unit (negative = better)."""
@@ -323,7 +318,7 @@ def compare(baseline: Stored, current: Mapping[str, Any]) -> Comparison:
         cmp.same_machine = False
         cmp.notes.append(f"machine info differs from {baseline.name} ({', '.join(differ)}): latency deltas compare "
                          "different machines and are not meaningful")
-    if baseline.commit == (current.get("commit_info") or {}).get("commit"):
+    if baseline.commit() == (current.get("commit_info") or {}).get("commit"):
         cmp.notes.append(f"{baseline.name} is from the same commit")
     return cmp
 
@@ -381,14 +376,16 @@ def trend_rows(records: Sequence[Stored]) -> list[dict[str, Any]]:
         rows.append({"record": r.name, "commit": git.get("short"), "branch": git.get("branch"),
                      "dirty": bool(git.get("dirty")), "datetime": r.data.get("datetime"), "space": r.data.get("space"),
                      "children": len(kids), "best": best.get("child_id"), "primary": _num(best.get("primary")),
-                     "return": _num(best.get("return")), "degenerate": sum(c.get("status") == "degenerate" for c in kids)})
+                     "return": _num(best.get("return")),
+                     "degenerate": sum(c.get("status") == "degenerate" for c in kids)})
     return rows
 
 
 def trend_table(rows: Sequence[Mapping[str, Any]]) -> str:
     body = [[r["record"], r["commit"], r["branch"] or "—", "yes" if r["dirty"] else "", r["space"], r["children"],
              r["best"] or "—", _f(r["primary"], ".4f"), _f(r["return"], ".1f"), r["degenerate"]] for r in rows]
-    heads = ["record", "commit", "branch", "dirty", "space", "children", "best child", "primary", "return", "degenerate"]
+    heads = ["record", "commit", "branch", "dirty", "space", "children", "best child", "primary", "return",
+             "degenerate"]
     return tabulate(body, headers=heads, tablefmt="github", disable_numparse=True)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +22,14 @@ from harness.atomic import torch_save, write_json
 from harness.crossover import check_parents, crossover
 from harness.errors import HarnessError, StatesError
 from harness.evaluate import evaluate_model, parent_baseline, predict
-from harness.finetune import TEMPERATURE, finetune, soft_targets
+from harness.finetune import TEMPERATURE, FinetuneResult, soft_targets
 from harness.networks import QNetwork, infer_architecture, network_from_state_dict
+from harness.population import finetune_population
 from harness.quantize import convert_int8
 from harness.space import ChildSpec
 
 TEACHERS = ("a", "b", "both")
+DEVICES = ("cpu", "cuda")
 STATUSES = ("ok", "degenerate", "diverged", "error", "lost")
 
 
@@ -42,8 +45,14 @@ class Settings:
     episode_seed: int = 10_000
     split_seed: int = 0
     chunk_size: int = 65_536
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise HarnessError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise HarnessError("device 'cuda' was asked for but torch.cuda.is_available() is False (torch "
+                               f"{torch.__version__}); use device cpu or install a CUDA build of torch")
         if self.teacher not in TEACHERS:
             raise HarnessError(f"teacher must be one of {', '.join(TEACHERS)}, got {self.teacher!r}")
         if not 0.0 <= self.holdout < 1.0:
@@ -107,6 +116,16 @@ class Context:
         self.eval_states = _gather(states, eval_idx)
         self.latency_input = torch.from_numpy(np.array(self.eval_states[:1], dtype=np.float32))
         self.targets = self._teacher_targets()
+        # Fine-tuning runs on the device; evaluation streams CPU chunks through the model's device (evaluate.py).
+        self.device = torch.device(settings.device)
+        self.train_states_dev = self.train_states.to(self.device)
+        self.targets_dev = self.targets.to(self.device)
+        # The children this process will run (set by the caller, e.g. the plugin from its selected items): the
+        # children of one regime among them are fine-tuned together as one population (harness.population).
+        self.specs: list[ChildSpec] | None = None
+        self._pending: dict[str, FinetuneResult] = {}
+        self._trained: set[str] = set()
+        self.finetune_share: dict[str, float] = {}
         self.logits_a = predict(self.parent_a, self.eval_states, chunk_size=settings.chunk_size)
         self.logits_b = predict(self.parent_b, self.eval_states, chunk_size=settings.chunk_size)
         self.baseline = parent_baseline(self.logits_a, self.logits_b)
@@ -126,8 +145,33 @@ class Context:
         return net.eval()
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
+        if self.device.type != "cpu" and any(True for _ in model.parameters()):
+            model = copy.deepcopy(model).to(self.device)  # float children run on the device; int8 stays on CPU
         return evaluate_model(model, self.eval_states, self.logits_a, self.logits_b, self.agree_ab,
                               chunk_size=self.settings.chunk_size)
+
+    def finetune(self, spec: ChildSpec, child: torch.nn.Module) -> FinetuneResult:
+        """``spec``'s fine-tune result; on a miss, trains it with every not-yet-trained child of ``self.specs``
+        that shares its regime (one population), and keeps the others' results for their own turn.
+
+        A child's result is bitwise independent of its population (tests/harness/test_population.py), so which
+        children share a population (``-k``, ``-n``) changes nothing but speed.
+        """
+        hit = self._pending.pop(spec.child_id, None)
+        if hit is not None:
+            return hit
+        others = [s for s in (self.specs or ()) if s.regime == spec.regime and s.child_id != spec.child_id
+                  and s.child_id not in self._trained]
+        models = [child] + [self.new_child(crossover(self.sd_a, self.sd_b, s.recipe.mode, alpha=s.recipe.alpha,
+                                                     seed=s.recipe.seed)) for s in others]
+        start = time.perf_counter()
+        results = finetune_population(models, self.train_states_dev, self.targets_dev, spec.regime)
+        share = (time.perf_counter() - start) / len(results)
+        for s, r in zip([spec, *others], results):
+            self._trained.add(s.child_id)
+            self.finetune_share[s.child_id] = round(share, 6)
+        self._pending.update({s.child_id: r for s, r in zip(others, results[1:])})
+        return results[0]
 
     def parent_rows(self) -> dict[str, Any]:
         """The A-vs-B baseline, as builtins (returns are added by the caller, which owns the environment)."""
@@ -168,12 +212,14 @@ def run_child(spec: ChildSpec, ctx: Context, *, out_dir: Path | None = None) -> 
     t = _timed(timings, "crossover", t)
     before = ctx.evaluate(child)
     t = _timed(timings, "evaluate", t)
-    ft = finetune(child, ctx.train_states, ctx.targets, spec.regime)
+    ft = ctx.finetune(spec, child)
     t = _timed(timings, "finetune", t)
+    # A population's time is shared equally by its children (the first one waited for all of them).
+    timings["finetune"] = ctx.finetune_share.get(spec.child_id, timings["finetune"])
     after = ctx.evaluate(ft.model)
     int8_model = int8 = None
     if spec.regime.qat and not ft.diverged:
-        int8_model = convert_int8(ft.model)
+        int8_model = ft.int8_model if ft.int8_model is not None else convert_int8(ft.model)
         int8 = ctx.evaluate(int8_model)
         int8["vs_float"] = _agreement(predict(int8_model, ctx.eval_states), predict(ft.model, ctx.eval_states))
     t = _timed(timings, "evaluate", t)

@@ -225,7 +225,7 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
         "train_losses": [], "val_losses": [], "val_agreements": [], "initial_val_loss": None,
         "initial_val_agreement": None, "best_epoch": -1, "best_val_loss": None,
         "selection": "val" if n_val else "train", "steps": 0, "diverged": False, "n_train": n_train,
-        "n_val": n_val, "temperature": TEMPERATURE, "qat": regime.qat, "population": k,
+        "n_val": n_val, "temperature": TEMPERATURE, "qat": regime.qat,
     } for _ in range(k)]
     if n_val:
         losses, agrees = _evaluate(net, x_val, p_val, val_arg)

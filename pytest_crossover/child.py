@@ -50,6 +50,8 @@ class CrossoverChild:
             from harness.pipeline import eval_report, run_child
 
             ctx = self.session.context()
+            if ctx.specs is None:
+                ctx.specs = self._selected_specs()
             started = time.time()  # wall clock, so benchmarks/perf.py can measure time-to-first-child
             out = run_child(self.spec, ctx, out_dir=self.session.run_dir)
             record = out.record
@@ -70,6 +72,15 @@ class CrossoverChild:
             self.record = builtins_only(record)
             self.item.user_properties.append((RESULT_KEY, self.record))
         return self.record
+
+    def _selected_specs(self) -> list[Any]:
+        """The children this process runs (its selected items; under loadgroup, whole regimes): the children of a
+        regime among them are fine-tuned together as one population."""
+        from pytest_crossover.plugin import _child_id
+
+        ids = {_child_id(item.nodeid) for item in getattr(self.item.session, "items", ())}
+        specs = [s for s in self.session.specs if s.child_id in ids]
+        return specs if self.spec in specs else [self.spec]
 
     def _latency(self, model: Any, x: Any) -> float:
         import torch

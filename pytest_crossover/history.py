@@ -7,9 +7,10 @@ terminal reporter's, so the terminal summary that follows can print it).
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,7 @@ def add_history_options(parser: pytest.Parser) -> None:
                     dest="crossover_compare", metavar="ID", help=_HELP["compare"])
     parser.addini("crossover_compare", _HELP["compare"] + " ('latest' for the newest)", type="string", default="")
     group.addoption("--crossover-compare-fail", action="append", default=None, dest="crossover_compare_fail",
-                    metavar="EXPR", help=_HELP["compare-fail"])
+                    metavar="EXPR", help=_HELP["compare-fail"].replace("%", "%%"))  # argparse %-formats help
     parser.addini("crossover_compare_fail", _HELP["compare-fail"], type="string", default="")
 
 
@@ -115,8 +116,15 @@ class HistoryHooks:
         return result
 
     def _run(self, session: pytest.Session) -> None:
-        from harness.history import (HistoryStore, build_record, compare, comparison_table, git_info,
-                                     regressions, select_baseline)
+        from harness.history import (
+            HistoryStore,
+            build_record,
+            compare,
+            comparison_table,
+            git_info,
+            regressions,
+            select_baseline,
+        )
 
         manifest = self.cs.manifest()
         record = build_record(manifest, git=git_info(session.config.invocation_params.dir))

@@ -31,6 +31,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     register_history(config, session)
     config.addinivalue_line("markers", "crossover: a child of the crossover search (added by pytest-crossover)")
+    # Children of one regime train together as one population (harness.population), so under xdist keep each
+    # regime on one worker: plain `-n N` ("load") becomes "loadgroup" with one group per regime.
+    if getattr(config.option, "dist", "no") == "load" and not session.is_worker:
+        config.option.dist = "loadgroup"
     # Explicit settings are checked now, on the controller, so bad input stops the session before any child.
     if options.explicit and not session.is_worker and not config.option.help:
         _check_inputs(session)
@@ -42,10 +46,21 @@ def _check_inputs(session: CrossoverSession) -> None:
     from harness.pipeline import holdout_split
 
     try:
+        _check_device(session.options.device)
         inputs = session.inputs()
         holdout_split(len(inputs.states), session.options.holdout, 0)
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise pytest.UsageError(
+                f"--crossover-device: 'cuda' was asked for but torch.cuda.is_available() is False (torch "
+                f"{torch.__version__}); use --crossover-device cpu or install a CUDA build of torch")
 
 
 def _session(config: pytest.Config) -> CrossoverSession | None:
@@ -56,7 +71,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if FIXTURE in metafunc.fixturenames:
         session = metafunc.config.stash[SESSION_KEY]
         ids = [s.child_id for s in session.specs]
-        metafunc.parametrize(FIXTURE, ids, ids=ids, indirect=True)
+        if metafunc.config.pluginmanager.hasplugin("xdist"):
+            # One xdist group per regime: only used by --dist loadgroup (see pytest_configure).
+            params = [pytest.param(s.child_id, id=s.child_id, marks=pytest.mark.xdist_group(s.regime.name))
+                      for s in session.specs]
+            metafunc.parametrize(FIXTURE, params, indirect=True)
+        else:
+            metafunc.parametrize(FIXTURE, ids, ids=ids, indirect=True)
 
 
 @pytest.fixture
@@ -108,6 +129,8 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
 
 
 def _child_id(nodeid: str) -> str | None:
+    if "@" in nodeid and nodeid.endswith("]@" + nodeid.rsplit("@", 1)[1]):
+        nodeid = nodeid.rsplit("@", 1)[0]  # xdist --dist loadgroup appends "@<group>"
     if nodeid.endswith("]") and "[" in nodeid:
         return nodeid[nodeid.rindex("[") + 1:-1]
     return None

@@ -153,8 +153,8 @@ def test_compare_and_regression_lines(tmp_path):
         "001_c: return 100.0000 -> missing (status diverged) [return:10]",
         "001_c: latency 1.0000 -> missing (status diverged) [latency:20%]",
     ]
-    assert h.regressions(cmp, h.parse_fail("primary:0.03")) == ["001_c: primary 0.7000 -> missing (status diverged) "
-                                                               "[primary:0.03]"]
+    assert h.regressions(cmp, h.parse_fail("primary:0.03")) == [("001_c: primary 0.7000 -> missing (status diverged) "
+                                                               "[primary:0.03]")]
     table = h.comparison_table(cmp)
     assert "| 000_c " in table and "-0.0300" in table and "+0.5000" in table
 
@@ -209,13 +209,14 @@ def test_baseline_is_newest_of_same_space_and_fingerprints(tmp_path):
     copy_path.parent.mkdir()
     copy_path.write_text(records[1].path.read_text())
     merged, _ = store.load()
-    with pytest.raises(HarnessError, match=r"^'2' matches 2 records \(Linux-CPython-3.11-torch2.13.0\+cpu/0002_abcdef0123, Other-"):
+    ambiguous = r"^'2' matches 2 records \(Linux-CPython-3.11-torch2.13.0\+cpu/0002_abcdef0123, Other-"
+    with pytest.raises(HarnessError, match=ambiguous):
         h.find_record(merged, "2")
 
 
 def test_git_info_reads_commit_branch_and_dirty(tmp_path):
     assert h.git_info(tmp_path) == {"commit": "nogit", "short": "nogit", "branch": None, "dirty": False}
-    run = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True, text=True)  # noqa: E731
+    run = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True, text=True)
     run("init", "-q", "-b", "trunk")
     run("config", "user.email", "t@example.com")
     run("config", "user.name", "t")

@@ -78,8 +78,8 @@ def test_records_follow_commits_and_compare_picks_the_newest_match(pytester, sea
     result.stdout.fnmatch_lines([
         f"*crossover history: compared with 0002_{sha1[:10]}_dirty*",
         "| child_id *| primary old *| primary new *| primary delta *| return old *| latency_ms delta *|",
-        f"| {SMOKE2[0]} *| {manifest[SMOKE2[0]]['primary']:.4f} *| {manifest[SMOKE2[0]]['primary']:.4f} "
-        "*| +0.0000 *|*",
+        (f"| {SMOKE2[0]} *| {manifest[SMOKE2[0]]['primary']:.4f} *| {manifest[SMOKE2[0]]['primary']:.4f} "
+        "*| +0.0000 *|*"),
         f"saved: {_store(repo) / f'0003_{sha2[:10]}.json'}",
     ])
     assert "fingerprints differ" not in result.stdout.str()
@@ -96,8 +96,8 @@ def test_records_follow_commits_and_compare_picks_the_newest_match(pytester, sea
     assert trend.ret == 0
     best = max(manifest.values(), key=lambda c: c["primary"])
     trend.stdout.fnmatch_lines([
-        f"| 0001_{sha1[:10]} *| {sha1[:10]} *| main *| *| smoke *| 2 *| {best['child_id']} *| "
-        f"{best['primary']:.4f} *| — *| 0 *|",
+        (f"| 0001_{sha1[:10]} *| {sha1[:10]} *| main *| *| smoke *| 2 *| {best['child_id']} *| "
+        f"{best['primary']:.4f} *| — *| 0 *|"),
         f"| 0002_{sha1[:10]}_dirty *| {sha1[:10]} *| main *| yes *|*",
         f"| 0003_{sha2[:10]} *| {sha2[:10]} *|*",
         "plot: t/trend.png",
@@ -108,35 +108,50 @@ def test_records_follow_commits_and_compare_picks_the_newest_match(pytester, sea
 def test_fail_expressions_trigger_exactly_at_their_thresholds(pytester, search_files, repo):
     _run(pytester, search_files).assert_outcomes(passed=2)
     (stored,) = _store(repo).iterdir()
-    now = {c["child_id"]: c for c in read_json(stored)["children"]}
-    p0, p1 = now[SMOKE2[0]]["primary"], now[SMOKE2[1]]["primary"]
+    original = read_json(stored)
+    p0, p1 = (next(c["primary"] for c in original["children"] if c["child_id"] == cid) for cid in SMOKE2)
 
-    def regress(data, latency):
+    def baseline(primary0: float, primary1: float, latency: float) -> None:
+        data = json.loads(json.dumps(original))
         for c in data["children"]:
-            # Child 0 dropped exactly 0.02 (absolute), child 1 exactly 5% (relative); returns were measured before.
-            c["primary"] = p0 + 0.02 if c["child_id"] == SMOKE2[0] else p1 / 0.95
-            c["latency"], c["return"] = latency, 200.0
+            c["primary"] = primary0 if c["child_id"] == SMOKE2[0] else primary1
+            c["latency"], c["return"] = latency, 200.0  # returns were measured then, not now
+        stored.write_text(json.dumps(data))
 
-    _edit(stored, lambda d: regress(d, 1e6))
-    ok = _run(pytester, search_files, "--crossover-no-save",
-              "--crossover-compare-fail=primary:0.02,primary:5%,latency:20%,return:10")
-    assert ok.ret == 0
-    ok.stdout.fnmatch_lines([f"no regression against {stored.stem} (primary:0.02, primary:5%, latency:20%, "
-                             "return:10)"])
+    def check(expr: str, **kw) -> pytest.RunResult:
+        return _run(pytester, search_files, "--crossover-no-save", f"--crossover-compare-fail={expr}", **kw)
 
-    _edit(stored, lambda d: regress(d, 1e-6))
-    bad = _run(pytester, search_files, "--crossover-no-save", "--crossover-compare-fail=primary:0.019",
-               "--crossover-compare-fail=primary:4.9%,latency:20%", subprocess_=True)
+    def regressed(result: pytest.RunResult) -> list[str]:
+        return [ln.strip() for ln in result.stdout.lines if ln.strip().startswith("regressed: ")]
+
+    # Absolute drop: child 0 lost exactly 0.02 -> passes at 0.02, breaches at 0.019 (a real process: exit 1).
+    baseline(p0 + 0.02, p1, 1e6)
+    ok = check("primary:0.02,return:10,latency:20%")
+    assert ok.ret == 0 and regressed(ok) == []
+    ok.stdout.fnmatch_lines([f"no regression against {stored.stem} (primary:0.02, return:10, latency:20%)"])
+    bad = check("primary:0.019", subprocess_=True)
     assert bad.ret == 1  # the process exit status, although every test passed
     bad.assert_outcomes(passed=2)
-    lines = [ln.strip() for ln in bad.stdout.lines if "regressed:" in ln]
-    assert lines[0].startswith(f"regressed: {SMOKE2[0]}: primary {p0 + 0.02:.4f} -> {p0:.4f} (worse by 0.02 > 0.019)")
-    expected = {(SMOKE2[0], "[primary:0.019]"), (SMOKE2[0], "[latency:20%]"), (SMOKE2[1], "[primary:0.019]"),
-                (SMOKE2[1], "[primary:4.9%]"), (SMOKE2[1], "[latency:20%]")}
-    assert {(ln.split()[1].rstrip(":"), ln.split()[-1]) for ln in lines} == expected
-    assert any(f"{SMOKE2[1]}: primary {p1 / 0.95:.4f} -> {p1:.4f} (worse by 5% > 4.9%)" in ln for ln in lines)
-    bad.stdout.fnmatch_lines([f"regressed against {stored.stem} (5 breach(es) of --crossover-compare-fail="
-                              "primary:0.019,primary:4.9%,latency:20%); exit status 1:"])
+    assert regressed(bad) == [(f"regressed: {SMOKE2[0]}: primary {p0 + 0.02:.4f} -> {p0:.4f} "
+                              "(worse by 0.02 > 0.019) [primary:0.019]")]
+    bad.stdout.fnmatch_lines([(f"regressed against {stored.stem} (1 breach(es) of --crossover-compare-fail="
+                              "primary:0.019); exit status 1:")])
+
+    # Relative drop: child 1 lost exactly 5%.
+    baseline(p0, p1 / 0.95, 1e6)
+    assert check("primary:5%").ret == 0
+    bad = check("primary:4.9%")
+    assert bad.ret == 1
+    assert regressed(bad) == [(f"regressed: {SMOKE2[1]}: primary {p1 / 0.95:.4f} -> {p1:.4f} "
+                              "(worse by 5% > 4.9%) [primary:4.9%]")]
+
+    # Latency: a relative increase; a record timed at 1 ns makes every child slower.
+    baseline(p0, p1, 1e-6)
+    bad = _run(pytester, search_files, "--crossover-no-save", "--crossover-compare-fail=primary:0",
+               "--crossover-compare-fail=latency:20%")
+    assert bad.ret == 1
+    assert [ln.split()[1] + ln.split()[-1] for ln in regressed(bad)] == [
+        f"{SMOKE2[1]}:[latency:20%]", f"{SMOKE2[0]}:[latency:20%]"]  # rank order: child 1 leads
 
 
 def test_fingerprint_mismatch_and_corrupt_records_are_reported(pytester, search_files, repo):
@@ -151,8 +166,8 @@ def test_fingerprint_mismatch_and_corrupt_records_are_reported(pytester, search_
         f"*crossover history: compared with {stored.stem}*",
         "warning: skipped *0002_bad.json: unreadable or corrupt JSON*",
         "warning: skipped *foreign.json: not a pytest-crossover record name*",
-        f"fingerprints differ: no stored record has the same parents and states (*); comparing with the newest "
-        f"record of the space, {stored.stem}, whose states differ",
+        (f"fingerprints differ: no stored record has the same parents and states (*); comparing with the newest "
+        f"record of the space, {stored.stem}, whose states differ"),
         f"saved: *0003_{stored.stem[5:]}.json",
     ])
 
@@ -166,8 +181,17 @@ def test_ini_storage_outside_git_and_usage_errors(pytester, search_files):
 
     bad = _run(pytester, search_files, "--crossover-compare-fail=primary:abc")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
-    bad.stderr.fnmatch_lines(["ERROR: --crossover-compare-fail: cannot parse 'primary:abc'; use METRIC:AMOUNT[%] *"])
+    bad.stderr.fnmatch_lines([("ERROR: --crossover-compare-fail: cannot parse 'primary:abc'; use METRIC:AMOUNT* "
+                              "with METRIC one of primary, return, latency *")])
     bad = _run(pytester, search_files, "--crossover-compare=7")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["ERROR: --crossover-compare: no stored record matches '7' (newest: 0001_nogit); *"])
     assert [p.name for p in _store(pytester.path, "hist").iterdir()] == ["0001_nogit.json"]
+
+
+def test_help_lists_the_history_options(pytester):
+    result = pytester.runpytest_inprocess("--help")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*--crossover-storage=DIR*", "*--crossover-no-save*", "*--crossover-compare=[[]ID[]]*",
+                                 "*--crossover-compare-fail=EXPR*", "*primary:5% (relative drop)*",
+                                 "*crossover_compare_fail (string)*"])
