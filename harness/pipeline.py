@@ -25,7 +25,7 @@ from harness.evaluate import evaluate_model, parent_baseline, predict
 from harness.finetune import TEMPERATURE, FinetuneResult, soft_targets
 from harness.networks import QNetwork, infer_architecture, network_from_state_dict
 from harness.population import finetune_population
-from harness.quantize import convert_int8
+from harness.quantize import convert_int8, is_int8
 from harness.space import ChildSpec
 
 TEACHERS = ("a", "b", "both")
@@ -145,8 +145,8 @@ class Context:
         return net.eval()
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
-        if self.device.type != "cpu" and any(True for _ in model.parameters()):
-            model = copy.deepcopy(model).to(self.device)  # float children run on the device; int8 stays on CPU
+        if self.device.type != "cpu" and not is_int8(model):
+            model = copy.deepcopy(model).to(self.device)  # float children run on the device; int8 is CPU-only
         return evaluate_model(model, self.eval_states, self.logits_a, self.logits_b, self.agree_ab,
                               chunk_size=self.settings.chunk_size)
 

@@ -8,7 +8,7 @@ import pytest
 
 from pytest_crossover.child import CrossoverChild
 from pytest_crossover.options import add_options, resolve
-from pytest_crossover.session import RESULT_KEY, CrossoverSession
+from pytest_crossover.session import RESULT_KEY, CrossoverSession, child_id_of
 
 SESSION_KEY = pytest.StashKey[CrossoverSession]()
 FIXTURE = "crossover_child"
@@ -27,14 +27,14 @@ def pytest_configure(config: pytest.Config) -> None:
     session = CrossoverSession(config, options)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(_ReportHooks(session), "crossover-reports")
+    if config.pluginmanager.hasplugin("xdist"):
+        from pytest_crossover.xdist_hooks import XdistHooks
+
+        config.pluginmanager.register(XdistHooks(session), "crossover-xdist")
     from pytest_crossover.history import register_history
 
     register_history(config, session)
     config.addinivalue_line("markers", "crossover: a child of the crossover search (added by pytest-crossover)")
-    # Children of one regime train together as one population (harness.population), so under xdist keep each
-    # regime on one worker: plain `-n N` ("load") becomes "loadgroup" with one group per regime.
-    if getattr(config.option, "dist", "no") == "load" and not session.is_worker:
-        config.option.dist = "loadgroup"
     # Explicit settings are checked now, on the controller, so bad input stops the session before any child.
     if options.explicit and not session.is_worker and not config.option.help:
         _check_inputs(session)
@@ -71,13 +71,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if FIXTURE in metafunc.fixturenames:
         session = metafunc.config.stash[SESSION_KEY]
         ids = [s.child_id for s in session.specs]
-        if metafunc.config.pluginmanager.hasplugin("xdist"):
-            # One xdist group per regime: only used by --dist loadgroup (see pytest_configure).
-            params = [pytest.param(s.child_id, id=s.child_id, marks=pytest.mark.xdist_group(s.regime.name))
-                      for s in session.specs]
-            metafunc.parametrize(FIXTURE, params, indirect=True)
-        else:
-            metafunc.parametrize(FIXTURE, ids, ids=ids, indirect=True)
+        metafunc.parametrize(FIXTURE, ids, ids=ids, indirect=True)
 
 
 @pytest.fixture
@@ -116,24 +110,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             cs.acquire_run_dir()
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
-    cs = _session(node.config)
-    if cs is None:
-        return
-    children = [c for c in (_child_id(i) for i in ids) if c in cs.ids]
-    if children:
-        cs.expected = children
-        if cs._lock_fh is None:
-            cs.acquire_run_dir()
-
-
 def _child_id(nodeid: str) -> str | None:
-    if "@" in nodeid and nodeid.endswith("]@" + nodeid.rsplit("@", 1)[1]):
-        nodeid = nodeid.rsplit("@", 1)[0]  # xdist --dist loadgroup appends "@<group>"
-    if nodeid.endswith("]") and "[" in nodeid:
-        return nodeid[nodeid.rindex("[") + 1:-1]
-    return None
+    return child_id_of(nodeid)
 
 
 class _ReportHooks:

@@ -11,6 +11,7 @@ import torch
 from harness.evaluate import evaluate_model, parent_baseline, predict
 from harness.finetune import MAX_GRAD_NORM, TEMPERATURE, _Adam, _dropout_mask, _FlatMLP, finetune, soft_targets
 from harness.networks import QNetwork
+from harness.population import finetune_population
 from harness.space import REGIMES
 
 torch.set_num_threads(1)
@@ -52,6 +53,21 @@ def test_speed_short_regime_1000_states(benchmark: pytest.FixtureRequest, parent
     result = benchmark.pedantic(finetune, args=(parents[1], x, p, REGIMES["short"]), rounds=30, warmup_rounds=2)
     benchmark.extra_info["steps"] = result.history["steps"]
     benchmark.extra_info["ms_per_step"] = benchmark.stats.stats.median * 1e3 / result.history["steps"]
+
+
+@pytest.mark.parametrize("size", [1, 3, 7])
+def test_speed_short_regime_population(benchmark: pytest.FixtureRequest, parents: tuple[QNetwork, QNetwork],
+                                       size: int) -> None:
+    """A whole `short` regime for a population of ``size`` children trained together (harness.population)."""
+    x = _states(1000)
+    with torch.no_grad():
+        p = soft_targets(parents[0](x))
+    kids = [parents[i % 2] for i in range(size)]
+    results = benchmark.pedantic(finetune_population, args=(kids, x, p, REGIMES["short"]), rounds=10,
+                                 warmup_rounds=1)
+    steps = results[0].history["steps"]
+    benchmark.extra_info["steps"] = steps
+    benchmark.extra_info["ms_per_step_per_child"] = benchmark.stats.stats.median * 1e3 / steps / size
 
 
 def test_speed_evaluate_100k_states(benchmark: pytest.FixtureRequest, parents: tuple[QNetwork, QNetwork]) -> None:

@@ -42,9 +42,25 @@ def _assert_usage_error(result: pytest.RunResult, *fragments: str) -> None:
         (["--crossover-modes=random"], ["--crossover-modes", "--crossover-space custom"]),
         (["--crossover-holdout=1.0"], ["--crossover-holdout", "1.0"]),
         (["--crossover-teacher=c"], ["--crossover-teacher", "'c'", "a, b, both"]),
+        (["--crossover-space=custom", "--crossover-alphas=-0.1"], ["-0.1", "[0, 1]"]),
+        (["--crossover-alphas=0.5"], ["--crossover-alphas", "--crossover-space custom"]),
+        (["--crossover-seeds=1"], ["--crossover-seeds", "--crossover-space custom"]),
+        (["--crossover-regimes=short"], ["--crossover-regimes", "--crossover-space custom"]),
+        (["--crossover-define-regime=x:epochs=1,lr=1"], ["--crossover-define-regime", "--crossover-space custom"]),
+        (["--crossover-space=custom", "--crossover-define-regime=epochs=1,lr=1"], ["no NAME: prefix"]),
+        (["--crossover-space=custom", "--crossover-define-regime=x:epochs=1,lr=1,momentum=0.9"],
+         ["'momentum=0.9'", "epochs=, lr="]),
+        (["--crossover-space=custom", "--crossover-define-regime=x:epochs=1"], ["lacks lr"]),
+        (["--crossover-space=custom", "--crossover-define-regime=x:epochs=1,lr=-1"], ["lr > 0", "lr=-1.0"]),
+        (["--crossover-space=custom", "--crossover-define-regime=x:epochs=two,lr=1"], ["'two' is not a valid epochs"]),
+        (["--crossover-space=custom", "--crossover-define-regime=short:epochs=1,lr=1"], ["'short' is a built-in"]),
+        (["--crossover-space=custom", "--crossover-define-regime=fast:epochs=1,lr=1", "--crossover-regimes=fsat"],
+         ["'fsat'", "did you mean 'fast'"]),
     ],
     ids=["space", "mode", "regime", "alpha", "max-runs-0", "max-runs-nan", "knob-without-custom", "holdout",
-         "teacher"],
+         "teacher", "alpha-negative", "alphas-without-custom", "seeds-without-custom", "regimes-without-custom",
+         "define-without-custom", "define-no-name", "define-unknown-field", "define-no-lr", "define-bad-lr",
+         "define-bad-int", "define-builtin", "defined-regime-typo"],
 )
 def test_bad_option(pytester, search_files, args, fragments):
     _assert_usage_error(_run(pytester, search_files, *args), *fragments)
@@ -76,6 +92,18 @@ def test_pickled_module_needs_opt_in(pytester, search_files):
                         "--crossover-allow-unsafe-unpickle")
 
 
+def test_pickled_module_runs_with_opt_in(pytester, search_files):
+    path = pytester.path / "full.pt"
+    module = QNetwork(8, 4, 16)
+    module.load_state_dict(torch.load(search_files["parent_a"], weights_only=True))
+    torch.save(module, path)
+    pytester.makepyfile(test_search=CLIENT)
+    argv = [a for a in base_args(search_files) if not a.startswith("--crossover-parent-a=")]
+    result = pytester.runpytest_subprocess(*argv, f"--crossover-parent-a={path}", "--crossover-allow-unsafe-unpickle",
+                                           "--crossover-space=smoke", "--crossover-max-runs=1")
+    result.assert_outcomes(passed=1)
+
+
 def test_parents_with_different_keys(pytester, search_files):
     sd = make_parent(3)
     sd["extra.weight"] = torch.zeros(2)
@@ -101,10 +129,12 @@ def test_parents_with_different_shapes(pytester, search_files):
         ("cube.npy", np.zeros((4, 8, 2), np.float32), "cube.npy"),
         ("narrow.npy", np.zeros((10, 5), np.float32), "narrow.npy"),
         ("empty.npy", np.zeros((0, 8), np.float32), "empty.npy"),
+        ("nocols.npy", np.zeros((10, 0), np.float32), "nocols.npy"),
+        ("ints.npy", np.zeros((10, 8), np.complex64), "ints.npy"),
         ("nan.npy", np.full((10, 8), np.nan, np.float32), "nan.npy"),
         ("inf.npy", np.full((10, 8), np.inf, np.float32), "inf.npy"),
     ],
-    ids=["not-npy", "object", "1-d", "3-d", "width", "empty", "nan", "inf"],
+    ids=["not-npy", "object", "1-d", "3-d", "width", "empty", "no-columns", "complex", "nan", "inf"],
 )
 def test_bad_states(pytester, search_files, name, array, fragment):
     path = pytester.path / name
@@ -117,10 +147,17 @@ def test_bad_states(pytester, search_files, name, array, fragment):
     _assert_usage_error(_run(pytester, search_files, states=str(path)), fragment)
 
 
-def test_holdout_leaving_no_states(pytester, search_files):
+def test_holdout_leaving_no_finetune_states(pytester, search_files):
     path = pytester.path / "two.npy"
     np.save(path, np.zeros((2, 8), np.float32))
-    _assert_usage_error(_run(pytester, search_files, states=str(path), holdout="0.5"), "holdout")
+    _assert_usage_error(_run(pytester, search_files, states=str(path), holdout="0.5"), "leaves 1 fine-tune and 1 evaluation states")
+
+
+def test_holdout_leaving_no_evaluation_states(pytester, search_files):
+    path = pytester.path / "three.npy"
+    np.save(path, np.zeros((3, 8), np.float32))
+    _assert_usage_error(_run(pytester, search_files, states=str(path), holdout="0.1"),
+                        "leaves 3 fine-tune and 0 evaluation states")
 
 
 def test_unwritable_run_dir(pytester, search_files):

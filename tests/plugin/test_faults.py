@@ -170,7 +170,9 @@ crossover_child.run()
     assert [(c["child_id"], c["status"]) for c in manifest["children"]] == [(SMOKE[0], "ok"), (SMOKE[1], "ok")]
     for cid in SMOKE[:2]:
         assert _strict_json(run_dir / cid / "eval.json")["child_id"] == cid
-    assert "INCOMPLETE: 2 of 3" in (run_dir / "leaderboard.md").read_text()
+    # The derived views (leaderboard.*) are rewritten at most once a second; they are complete files either way.
+    assert (run_dir / "leaderboard.md").read_text().startswith("# Crossover leaderboard (INCOMPLETE: ")
+    _strict_json(run_dir / "leaderboard.json")
     assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]  # no half-written file left
     # The dead session's lock is gone with its process: the next session on the directory runs.
     rerun = pytester.runpytest_subprocess(*base_args(search_files), "--crossover-space=smoke",
