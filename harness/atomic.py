@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, IO
 
 
-def _write(path: Path, writer: Callable[[IO[bytes]], None]) -> Path:
+def _write(path: Path, writer: Callable[[IO[bytes]], None], durable: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -18,7 +18,8 @@ def _write(path: Path, writer: Callable[[IO[bytes]], None]) -> Path:
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:  # rename alone is atomic against a crashed process; fsync also survives power loss
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -26,12 +27,12 @@ def _write(path: Path, writer: Callable[[IO[bytes]], None]) -> Path:
     return path
 
 
-def write_bytes(path: Path | str, data: bytes) -> Path:
-    return _write(Path(path), lambda fh: fh.write(data))
+def write_bytes(path: Path | str, data: bytes, *, durable: bool = True) -> Path:
+    return _write(Path(path), lambda fh: fh.write(data), durable)
 
 
-def write_text(path: Path | str, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
+def write_text(path: Path | str, text: str, *, durable: bool = True) -> Path:
+    return write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
 def json_safe(value: Any) -> Any:
@@ -45,12 +46,12 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path | str, obj: Any) -> Path:
+def write_json(path: Path | str, obj: Any, *, durable: bool = True) -> Path:
     text = json.dumps(json_safe(obj), indent=2, allow_nan=False, default=str)
-    return write_text(path, text + "\n")
+    return write_text(path, text + "\n", durable=durable)
 
 
-def torch_save(path: Path | str, obj: Any) -> Path:
+def torch_save(path: Path | str, obj: Any, *, durable: bool = True) -> Path:
     import torch  # local: keeps this module importable without torch for the plugin's light paths
 
-    return _write(Path(path), lambda fh: torch.save(obj, fh))
+    return _write(Path(path), lambda fh: torch.save(obj, fh), durable)

@@ -298,15 +298,16 @@ def write_child(out_dir: Path, spec: ChildSpec, ctx: Context, crossed: Mapping[s
     d = Path(out_dir) / f".{spec.child_id}.{os.getpid()}.tmp"
     shutil.rmtree(d, ignore_errors=True)
     files = {"crossover": "crossover.pt", "child": "child.pt", "eval": "eval.json", "run_config": "run_config.json"}
-    torch_save(d / files["crossover"], dict(crossed))
-    torch_save(d / files["child"], model.state_dict())
+    # No fsync per file: the folder rename below is what makes the child appear whole (~2-3 ms saved per file).
+    torch_save(d / files["crossover"], dict(crossed), durable=False)
+    torch_save(d / files["child"], model.state_dict(), durable=False)
     if int8_model is not None:
         files["int8"] = "child_int8.pt"
-        torch_save(d / files["int8"], int8_model.state_dict())
+        torch_save(d / files["int8"], int8_model.state_dict(), durable=False)
     cfg = run_config(spec, ctx)
     cfg["finetune_metrics"] = record["finetune"]
-    write_json(d / files["run_config"], cfg)
-    write_json(d / files["eval"], eval_report(record))
+    write_json(d / files["run_config"], cfg, durable=False)
+    write_json(d / files["eval"], eval_report(record), durable=False)
     _publish_dir(d, final)
     return {k: f"{spec.child_id}/{v}" for k, v in files.items()}
 

@@ -65,7 +65,7 @@ class CrossoverChild:
             else:
                 record["latency_ms"] = None
             if "files" in record:
-                write_json(self.session.run_dir / record["files"]["eval"], eval_report(record))
+                write_json(self.session.run_dir / record["files"]["eval"], eval_report(record), durable=False)
                 record["timings_s"]["write"] = round(record["timings_s"].get("write", 0.0)
                                                      + time.perf_counter() - t, 6)
             self.outcome = out

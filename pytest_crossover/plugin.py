@@ -35,8 +35,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
     register_history(config, session)
     config.addinivalue_line("markers", "crossover: a child of the crossover search (added by pytest-crossover)")
-    # Explicit settings are checked now, on the controller, so bad input stops the session before any child.
-    if options.explicit and not session.is_worker and not config.option.help:
+    # Explicit settings are checked on the controller before any child runs: here in a serial session; under
+    # xdist in pytest_sessionstart, once the workers are booting, so their torch import overlaps the check's.
+    if options.explicit and not session.is_worker and not session.distributed and not config.option.help:
         _check_inputs(session)
 
 
@@ -93,9 +94,13 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     return result
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
+    # trylast: after xdist's own sessionstart has started the workers (they receive no test before this returns).
     cs = _session(session.config)
     if cs is not None and not cs.is_worker and cs.options.explicit:
+        if cs.distributed:
+            _check_inputs(cs)
         cs.acquire_run_dir()
 
 

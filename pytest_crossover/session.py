@@ -51,7 +51,13 @@ class CrossoverSession:
     # -- inputs, built lazily so a session that runs no child never imports torch -----------------------
     def inputs(self) -> Any:
         if self._inputs is None:
-            from harness.inputs import load_inputs
+            import gc
+
+            from harness.inputs import load_inputs  # imports torch
+
+            # torch's import leaves ~10^5 long-lived objects that the interpreter's final collection walks at
+            # exit (~0.2 s a process); they are modules, never garbage, so move them out of the collector's way.
+            gc.freeze()
 
             o = self.options
             self._inputs = load_inputs(o.parent_a, o.parent_b, o.states, allow_unsafe_unpickle=o.allow_unsafe_unpickle,
