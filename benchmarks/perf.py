@@ -71,9 +71,11 @@ NOTES = """## Notes: where the time goes and why some costs are not linear
   dominate (and evaluation of 1000 states is still cheap). For big networks use `--crossover-device cuda`.
 - **Writing**: `manifest.json` is rewritten after every child (so a killed session loses no finished child); it
   holds every record, so this cost grows with children² (visible in the 100-children row); the derived leaderboard
-  views are rewritten at most once a second. Every file is fsynced (harness/atomic.py).
-- **Workers on 2 cores**: each xdist worker and the controller import torch (~1.2 s CPU each) and the controller
-  checks the inputs before the workers start, so `-n 2` pays ~2.4 s more CPU before the first child than `-n 0`.
+  views are rewritten at most once a second. Session files are fsynced; a child's files are not (its staged
+  folder is renamed into place whole, harness/pipeline.py).
+- **Workers on 2 cores**: each xdist worker and the controller import torch (~1.2 s CPU each; the controller's
+  input check runs while the workers boot, but 3 processes share 2 cores), so `-n 2` pays ~2.4 s more CPU before
+  the first child than `-n 0`.
   With populations, the parallelisable fine-tune work of `default-qat`/`extended` at 1,000 states is under 1 s of
   CPU, so on this 2-core machine `-n 2` cannot beat `-n 0` there; it pays once the work is larger (the 10k-states
   extended rows). Each worker uses 1 torch thread (`--crossover-threads`), and under `-n N` the plugin's scheduler
