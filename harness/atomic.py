@@ -6,8 +6,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import IO, Any
 
 
 def _write(path: Path, writer: Callable[[IO[bytes]], None], durable: bool = True) -> Path:

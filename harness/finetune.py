@@ -218,20 +218,26 @@ class _Adam:
 
     def step(self) -> None:
         self.steps += 1
-        if _FUSED_ADAM is not None:
-            # The kernel torch.optim.Adam(fused=True) calls: one pass instead of ~7 ops (profiled: 9 µs vs 43 µs).
-            self.step_t.fill_(self.steps)
-            _FUSED_ADAM([self.param], [self.grad], [self.exp_avg], [self.exp_avg_sq], [], [self.step_t],
-                        lr=self.lr, beta1=_BETA1, beta2=_BETA2, weight_decay=0.0, eps=_ADAM_EPS,
-                        amsgrad=False, maximize=False)
-            return
-        # torch.optim.Adam's single-tensor path, op for op.
-        bc1 = 1 - _BETA1 ** self.steps
-        bc2_sqrt = (1 - _BETA2 ** self.steps) ** 0.5
-        self.exp_avg.lerp_(self.grad, 1 - _BETA1)
-        self.exp_avg_sq.mul_(_BETA2).addcmul_(self.grad, self.grad, value=1 - _BETA2)
-        denom = (self.exp_avg_sq.sqrt() / bc2_sqrt).add_(_ADAM_EPS)
-        self.param.addcdiv_(self.exp_avg, denom, value=-self.lr / bc1)
+        adam_step(self.param, self.grad, self.exp_avg, self.exp_avg_sq, self.step_t, self.steps, self.lr,
+                  fused=_FUSED_ADAM is not None)
+
+
+def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+              step_t: torch.Tensor, steps: int, lr: float, *, fused: bool) -> None:
+    """One in-place Adam update (torch defaults, no weight decay) of contiguous buffers of any shape."""
+    if fused:
+        # The kernel torch.optim.Adam(fused=True) calls: one pass instead of ~7 ops (profiled: 9 µs vs 43 µs).
+        step_t.fill_(steps)
+        _FUSED_ADAM([param.view(-1)], [grad.view(-1)], [exp_avg.view(-1)], [exp_avg_sq.view(-1)], [], [step_t],
+                    lr=lr, beta1=_BETA1, beta2=_BETA2, weight_decay=0.0, eps=_ADAM_EPS, amsgrad=False, maximize=False)
+        return
+    # torch.optim.Adam's single-tensor path, op for op.
+    bc1 = 1 - _BETA1 ** steps
+    bc2_sqrt = (1 - _BETA2 ** steps) ** 0.5
+    exp_avg.lerp_(grad, 1 - _BETA1)
+    exp_avg_sq.mul_(_BETA2).addcmul_(grad, grad, value=1 - _BETA2)
+    denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(_ADAM_EPS)
+    param.addcdiv_(exp_avg, denom, value=-lr / bc1)
 
 
 def _finite(value: float) -> float | None:

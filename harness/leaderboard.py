@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import statistics
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from tabulate import tabulate
 

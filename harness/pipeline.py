@@ -6,13 +6,14 @@ parents' logits on the evaluation states — so it is computed once per process,
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
-import copy
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch

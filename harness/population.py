@@ -27,9 +27,6 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.finetune import (
-    _ADAM_EPS,
-    _BETA1,
-    _BETA2,
     _CLIP_EPS,
     _DROPOUT_STREAM,
     _FUSED_ADAM,
@@ -40,6 +37,7 @@ from harness.finetune import (
     _dropout_mask,
     _finite,
     _FlatMLP,
+    adam_step,
     split_indices,
 )
 from harness.quantize import _MIN_SCALE, _SCALE_DIVISOR, QMAX, QMIN, convert_int8
@@ -166,18 +164,8 @@ class _StackAdam:
 
     def step(self) -> None:
         self.steps += 1
-        if self.fused:
-            self.step_t.fill_(self.steps)
-            _FUSED_ADAM([self.param.view(-1)], [self.grad.view(-1)], [self.exp_avg.view(-1)],
-                        [self.exp_avg_sq.view(-1)], [], [self.step_t], lr=self.lr, beta1=_BETA1, beta2=_BETA2,
-                        weight_decay=0.0, eps=_ADAM_EPS, amsgrad=False, maximize=False)
-            return
-        bc1 = 1 - _BETA1 ** self.steps
-        bc2_sqrt = (1 - _BETA2 ** self.steps) ** 0.5
-        self.exp_avg.lerp_(self.grad, 1 - _BETA1)
-        self.exp_avg_sq.mul_(_BETA2).addcmul_(self.grad, self.grad, value=1 - _BETA2)
-        denom = (self.exp_avg_sq.sqrt() / bc2_sqrt).add_(_ADAM_EPS)
-        self.param.addcdiv_(self.exp_avg, denom, value=-self.lr / bc1)
+        adam_step(self.param, self.grad, self.exp_avg, self.exp_avg_sq, self.step_t, self.steps, self.lr,
+                  fused=self.fused)
 
 
 def _evaluate(net: _Stack, x: torch.Tensor, p: torch.Tensor, target_arg: torch.Tensor) -> tuple[list[float],

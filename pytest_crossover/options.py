@@ -6,8 +6,9 @@ Every check raises ``pytest.UsageError`` naming the option, the value and the fi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 

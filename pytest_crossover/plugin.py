@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Generator
+from collections.abc import Generator
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _check_inputs(session: CrossoverSession) -> None:
     from harness.errors import HarnessError
-
     from harness.pipeline import holdout_split
 
     try:
