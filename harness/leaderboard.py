@@ -106,19 +106,30 @@ def _sort_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
             row["finetune_steps"] or 0, row["index"] if row["index"] is not None else 0)
 
 
-def pareto_front(rows: Sequence[Mapping[str, Any]]) -> set[str]:
-    """Ids no other child dominates on (primary ↑, fine-tune steps ↓, latency ↓); None latency is ignored."""
-    pts = [r for r in rows if r["status"] in RANKABLE and r["primary_metric"] is not None]
+# Batch-1 latencies of same-sized nets differ by timer noise (a few %); closer than this they count as equal,
+# so the Pareto mark reflects real trade-offs (an int8 child, a bigger net), not noise.
+LATENCY_TOLERANCE = 0.10
 
-    def vec(r: Mapping[str, Any]) -> tuple[float, ...]:
-        lat = r["latency_ms"] if all(p["latency_ms"] is not None for p in pts) else 0.0
-        return (-r["primary_metric"], float(r["finetune_steps"] or 0), float(lat))
+
+def pareto_front(rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Ids no other child dominates on primary ↑, fine-tune steps ↓ and latency ↓ (latency within
+    ``LATENCY_TOLERANCE`` counts as equal; ignored when any child has none)."""
+    pts = [r for r in rows if r["status"] in RANKABLE and r["primary_metric"] is not None]
+    use_latency = all(p["latency_ms"] is not None for p in pts)
+
+    def no_worse(o: Mapping[str, Any], r: Mapping[str, Any]) -> tuple[bool, bool]:
+        """(o is at least as good as r everywhere, o is better somewhere)."""
+        steps_o, steps_r = o["finetune_steps"] or 0, r["finetune_steps"] or 0
+        ge = o["primary_metric"] >= r["primary_metric"] and steps_o <= steps_r
+        gt = o["primary_metric"] > r["primary_metric"] or steps_o < steps_r
+        if use_latency:
+            ge = ge and o["latency_ms"] <= r["latency_ms"] * (1 + LATENCY_TOLERANCE)
+            gt = gt or o["latency_ms"] < r["latency_ms"] * (1 - LATENCY_TOLERANCE)
+        return ge, gt
 
     front = set()
     for r in pts:
-        v = vec(r)
-        dominated = any(all(a <= b for a, b in zip(vec(o), v)) and vec(o) != v for o in pts if o is not r)
-        if not dominated:
+        if not any(all(no_worse(o, r)) for o in pts if o is not r):
             front.add(r["child_id"])
     return front
 

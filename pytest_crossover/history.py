@@ -157,7 +157,7 @@ class HistoryHooks:
 
     @pytest.hookimpl(trylast=True)  # after the crossover leaderboard
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.active:
+        if not self.active or not (self.table or self.notes or self.regressed or self.saved or self.baseline):
             return
         tr = terminalreporter
         title = f"crossover history: compared with {self.baseline}" if self.baseline else "crossover history"

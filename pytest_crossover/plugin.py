@@ -198,6 +198,7 @@ def _finish(cs: CrossoverSession) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     cs = _session(config)
-    if cs is None or cs.is_worker or not cs.records or config.get_verbosity() < 0:
+    # The leaderboard is the session's product: shown under -q too (as pytest-benchmark's table), hidden by -qq.
+    if cs is None or cs.is_worker or not cs.records or config.get_verbosity() < -1:
         return
     cs.summary(terminalreporter)
