@@ -43,6 +43,7 @@ class CrossoverSession:
         self._lock_fh: Any = None
         self._ctx: Any = None
         self._inputs: Any = None
+        self._git: dict[str, Any] | None = None
         self.started = time.time()
         self.parents: dict[str, Any] | None = None
         self.written: list[Path] = []
@@ -76,8 +77,21 @@ class CrossoverSession:
             o = self.options
             settings = Settings(holdout=o.holdout, teacher=o.teacher, degenerate_threshold=o.degenerate_threshold,
                                 env_id=inp.env_id, episodes=inp.episodes, device=o.device)
-            self._ctx = Context(inp.sd_a, inp.sd_b, inp.states, settings, provenance=inp.provenance)
+            provenance = {**inp.provenance, "git": self.git()}
+            self._ctx = Context(inp.sd_a, inp.sd_b, inp.states, settings, provenance=provenance)
         return self._ctx
+
+    def git(self) -> dict[str, Any]:
+        """Commit, branch and dirty flag of the rootdir's repository; computed once, on the controller (workers
+        receive it through ``workerinput``, see xdist_hooks)."""
+        workerinput = getattr(self.config, "workerinput", {})
+        if "crossover_git" in workerinput:
+            return dict(workerinput["crossover_git"])
+        if self._git is None:
+            from harness.history import git_info
+
+            self._git = git_info(self.config.rootpath)
+        return self._git
 
     # -- run directory ------------------------------------------------------------------------------------
     def acquire_run_dir(self) -> None:

@@ -28,6 +28,11 @@ class XdistHooks:
         return _regime_scheduling(config, log, {s.child_id: s.regime.name for s in self.session.specs})
 
     @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        if self.session.options.explicit:  # a search is configured: ask git once here, not in every worker
+            node.workerinput["crossover_git"] = self.session.git()
+
+    @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         # The controller collects nothing itself: learn the selected children (after -k/-m) from a worker.
         cs = self.session

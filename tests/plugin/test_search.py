@@ -45,6 +45,7 @@ def test_smoke_space_writes_every_output(pytester, search_files):
         assert cfg["child_id"] == cid and cfg["teacher"] == "a" and cfg["holdout"] == 0.2
         assert cfg["finetune"]["epochs"] == 5 and cfg["finetune"]["lr"] == 0.001 and cfg["finetune"]["seed"] == 42
         assert len(cfg["parent_a"]["sha256"]) == 64 and cfg["states_file"]["shape"] == [300, 8]
+        assert cfg["git"]["commit"] == "nogit"  # pytester's directory is not a repository
     rows = list(csv.DictReader((run_dir / "leaderboard.csv").open()))
     assert [r["child_id"] for r in rows[-2:]] == ["parent_a", "parent_b"]
     children = rows[:-2]
@@ -81,6 +82,8 @@ def test_xdist_and_selection_give_identical_metrics(pytester, search_files):
     assert a == b
     assert c["001_random_a0p50_s0_short_qat"] == a["001_random_a0p50_s0_short_qat"]
     assert a["001_random_a0p50_s0_short_qat"][3]["vs_float"] > 0.5  # the int8 model was evaluated
+    cfg = read_json(pytester.path / "par" / "001_random_a0p50_s0_short_qat" / "run_config.json")
+    assert cfg["git"] == {"commit": "nogit", "short": "nogit", "branch": None, "dirty": False}
     par = read_json(pytester.path / "par" / "manifest.json")
     assert "controller" in par["latency_mode"]
 
