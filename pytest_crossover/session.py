@@ -23,10 +23,6 @@ WRITE_INTERVAL_S = 1.0  # partial leaderboard files are at most this stale
 SCHEMA_VERSION = "1.0"
 
 
-class RunDirLocked(pytest.UsageError):
-    pass
-
-
 class CrossoverSession:
     """Holds the options, the expected children, and the records as they arrive."""
 
@@ -110,7 +106,7 @@ class CrossoverSession:
         try:
             fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise RunDirLocked(
+            raise pytest.UsageError(
                 f"--crossover-run-dir: {str(self.run_dir)!r} is in use by another crossover session; "
                 "wait for it or pass another --crossover-run-dir") from None
         self._lock_fh.truncate(0)
@@ -240,7 +236,8 @@ class CrossoverSession:
         d = self.run_dir
         self.written = [
             write_json(d / "manifest.json", manifest),
-            write_json(d / "leaderboard.json", {"complete": manifest["complete"], "rows": rows}),
+            # A plain list of rows, as the established tool writes it; completeness lives in manifest.json.
+            write_json(d / "leaderboard.json", rows),
             write_text(d / "leaderboard.csv", to_csv(rows)),
             write_text(d / "leaderboard.md", md),
             write_text(d / "recommendation.txt", recommendation(rows, self.parents) + "\n"),
