@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_crossover.session import RESULT_KEY, CrossoverSession
+from pytest_crossover.session import RESULT_KEY, CrossoverSession, child_id_of
 
 
 def builtins_only(value: Any) -> Any:
@@ -74,11 +74,9 @@ class CrossoverChild:
         return self.record
 
     def _selected_specs(self) -> list[Any]:
-        """The children this process runs (its selected items; under loadgroup, whole regimes): the children of a
-        regime among them are fine-tuned together as one population."""
-        from pytest_crossover.plugin import _child_id
-
-        ids = {_child_id(item.nodeid) for item in getattr(self.item.session, "items", ())}
+        """The children this process may run (its selected items; the xdist scheduler keeps a regime on one
+        worker): the children of a regime among them are fine-tuned together as one population."""
+        ids = {child_id_of(item.nodeid) for item in getattr(self.item.session, "items", ())}
         specs = [s for s in self.session.specs if s.child_id in ids]
         return specs if self.spec in specs else [self.spec]
 

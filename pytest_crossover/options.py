@@ -46,6 +46,10 @@ _OPTIONS: tuple[tuple[str, str, str | None], ...] = (
     ("device", "cpu or cuda (default cpu)", "cpu"),
 )
 _FLAGS = {"allow-unsafe-unpickle"}
+_METAVARS = {"space": "NAME", "modes": "MODES", "alphas": "ALPHAS", "seeds": "SEEDS", "regimes": "REGIMES",
+             "define-regime": "SPEC", "max-runs": "N", "parent-a": "PATH", "parent-b": "PATH", "states": "PATH.npy",
+             "holdout": "FRACTION", "teacher": "a|b|both", "degenerate-threshold": "X", "run-dir": "DIR",
+             "env": "ID", "episodes": "N", "threads": "N", "device": "cpu|cuda"}
 _REPEATABLE = {"define-regime"}
 # Regime fields a definition may set, and how each is parsed.
 _REGIME_FIELDS: dict[str, Callable[[str], Any]] = {"epochs": int, "lr": float, "batch_size": int,
@@ -60,11 +64,11 @@ def add_options(parser: pytest.Parser) -> None:
             group.addoption(f"--crossover-{name}", action="store_true", default=None, dest=dest, help=help_text)
             parser.addini(dest, help_text, type="bool", default=False)
         elif name in _REPEATABLE:
-            group.addoption(f"--crossover-{name}", action="append", default=None, dest=dest, metavar="VALUE",
+            group.addoption(f"--crossover-{name}", action="append", default=None, dest=dest, metavar=_METAVARS.get(name, "VALUE"),
                             help=help_text)
             parser.addini(dest, help_text, type="linelist", default=[])
         else:
-            group.addoption(f"--crossover-{name}", action="store", default=None, dest=dest, metavar="VALUE",
+            group.addoption(f"--crossover-{name}", action="store", default=None, dest=dest, metavar=_METAVARS.get(name, "VALUE"),
                             help=help_text)
             parser.addini(dest, help_text, type="string", default="")
 

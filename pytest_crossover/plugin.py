@@ -108,15 +108,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     cs = _session(session.config)
     if cs is None or cs.is_worker:
         return
-    ids = [_child_id(item.nodeid) for item in session.items if FIXTURE in getattr(item, "fixturenames", ())]
+    ids = [child_id_of(item.nodeid) for item in session.items if FIXTURE in getattr(item, "fixturenames", ())]
     if ids:
         cs.expected = [i for i in ids if i]
         if cs._lock_fh is None:
             cs.acquire_run_dir()
 
 
-def _child_id(nodeid: str) -> str | None:
-    return child_id_of(nodeid)
 
 
 class _ReportHooks:
@@ -133,7 +131,7 @@ def _record(cs: CrossoverSession, report: pytest.TestReport) -> None:
     if cs.is_worker or cs._lock_fh is None:
         return
     props = dict(p for p in report.user_properties if isinstance(p, tuple) and len(p) == 2)
-    child_id = _child_id(report.nodeid)
+    child_id = child_id_of(report.nodeid)
     if child_id not in cs.ids:
         return
     if RESULT_KEY in props and report.when == "call":
