@@ -173,6 +173,20 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         space = check_name("search space", str(raw["space"]), SPACE_NAMES)
     except HarnessError as exc:
         raise pytest.UsageError(f"--crossover-space: {exc}") from None
+    lists = _custom_knobs(raw, space)
+    scalars = _scalars(raw)
+    opts = CrossoverOptions(
+        space=space, modes=lists["modes"], alphas=lists["alphas"], seeds=lists["seeds"], regimes=lists["regimes"],
+        define_regime=lists["define-regime"] or (), parent_a=raw["parent-a"], parent_b=raw["parent-b"],
+        states=raw["states"], allow_unsafe_unpickle=bool(raw["allow-unsafe-unpickle"]), run_dir=str(raw["run-dir"]),
+        env=raw["env"], explicit=tuple(explicit), **scalars,
+    )
+    _check(opts.space_specs, "space")
+    return opts
+
+
+def _custom_knobs(raw: dict[str, Any], space: str) -> dict[str, Any]:
+    """The custom-space lists, parsed and checked; any of them with another space is an error."""
     lists: dict[str, Any] = {}
     for name, conv, what in (("modes", str, "a mode"), ("alphas", float, "a number"), ("seeds", int, "an integer"),
                              ("regimes", str, "a regime"), ("define-regime", str, "a regime definition")):
@@ -198,6 +212,11 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
     for alpha in lists["alphas"] or ():
         if not 0.0 <= alpha <= 1.0:
             raise pytest.UsageError(f"--crossover-alphas: alpha {alpha} is outside [0, 1]; use values like 0.3,0.5,0.7")
+    return lists
+
+
+def _scalars(raw: dict[str, Any]) -> dict[str, Any]:
+    """The numeric and choice options, parsed and range-checked."""
     max_runs = None if raw["max-runs"] is None else _parse("max-runs", raw["max-runs"], int, "an integer")
     if max_runs is not None and max_runs < 1:
         raise pytest.UsageError(f"--crossover-max-runs: {max_runs} is not >= 1; pass a positive number of children")
@@ -223,16 +242,8 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
     if (raw["parent-a"] is None) != (raw["parent-b"] is None):
         raise pytest.UsageError("--crossover-parent-a and --crossover-parent-b go together; give both or neither "
                                 "(neither uses the embedded LunarLander parents)")
-    opts = CrossoverOptions(
-        space=space, modes=lists["modes"], alphas=lists["alphas"], seeds=lists["seeds"], regimes=lists["regimes"],
-        define_regime=lists["define-regime"] or (),
-        max_runs=max_runs, parent_a=raw["parent-a"], parent_b=raw["parent-b"], states=raw["states"],
-        allow_unsafe_unpickle=bool(raw["allow-unsafe-unpickle"]), holdout=holdout, teacher=teacher,
-        degenerate_threshold=threshold, run_dir=str(raw["run-dir"]), env=raw["env"], episodes=episodes,
-        threads=threads, device=device, explicit=tuple(explicit),
-    )
-    _check(opts.space_specs, "space")
-    return opts
+    return {"max_runs": max_runs, "holdout": holdout, "teacher": teacher, "degenerate_threshold": threshold,
+            "episodes": episodes, "threads": threads, "device": device}
 
 
 def _check(fn: Callable[[], Any], name: str) -> None:
