@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def _write(path: Path, writer: Callable[[IO[bytes]], None], durable: bool = True) -> Path:
+def _write(path: Path, writer: Callable[[IO[bytes]], object], durable: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -225,7 +225,7 @@ class _Adam:
 def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
               step_t: torch.Tensor, steps: int, lr: float, *, fused: bool) -> None:
     """One in-place Adam update (torch defaults, no weight decay) of contiguous buffers of any shape."""
-    if fused:
+    if fused and _FUSED_ADAM is not None:
         # The kernel torch.optim.Adam(fused=True) calls: one pass instead of ~7 ops (profiled: 9 µs vs 43 µs).
         step_t.fill_(steps)
         _FUSED_ADAM([param.view(-1)], [grad.view(-1)], [exp_avg.view(-1)], [exp_avg_sq.view(-1)], [], [step_t],

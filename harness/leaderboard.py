@@ -79,7 +79,7 @@ def parent_rows(parents: Mapping[str, Any]) -> list[dict[str, Any]]:
     vs = parents.get("vs") or {}
     rows = []
     for name, other in (("parent_a", "b"), ("parent_b", "a")):
-        row = {c: None for c in COLUMNS}
+        row: dict[str, Any] = {c: None for c in COLUMNS}
         own = "a" if name == "parent_a" else "b"
         row.update({
             "child_id": name, "crossover_mode": "—", "finetune_regime": "—", "finetune_quantization_applied": "—",

@@ -48,6 +48,7 @@ class QNetwork(nn.Module):
         )
         for idx in _LINEARS:
             layer = self.network[idx]
+            assert isinstance(layer, nn.Linear)  # for the type checker: the indices above are the Linears
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
 

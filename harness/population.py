@@ -137,8 +137,9 @@ class _Stack:
             _, _, g, _, gw, gb, gg, ge, shape, _eps = self.hidden[li]
             h_in, a, n, mean, rstd, out = saved[li]
             dh = torch.bmm(d, w_next)
-            if masks[li] is not None:
-                dh.mul_(masks[li])
+            mask = masks[li]
+            if mask is not None:
+                dh.mul_(mask)
             dy = _RELU_BACKWARD(dh, out, 0.0)
             gg.copy_((dy * n).sum(1))
             ge.copy_(dy.sum(1))
@@ -209,7 +210,7 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
     order_gen = torch.Generator().manual_seed(regime.seed)
     drop_gen = torch.Generator().manual_seed((regime.seed ^ _DROPOUT_STREAM) & 0xFFFF_FFFF_FFFF)
     adam = _StackAdam(net.flat, net.grad, regime.lr)
-    hist = [{
+    hist: list[dict[str, Any]] = [{
         "train_losses": [], "val_losses": [], "val_agreements": [], "initial_val_loss": None,
         "initial_val_agreement": None, "best_epoch": -1, "best_val_loss": None,
         "selection": "val" if n_val else "train", "steps": 0, "diverged": False, "n_train": n_train,
@@ -264,13 +265,14 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
         if not hist[i]["diverged"]:
             hist[i]["steps"] = adam.steps
         model = copy.deepcopy(child).cpu()
-        if best_flat[i] is not None:
-            views = net.views(best_flat[i].unsqueeze(0))
+        best = best_flat[i]
+        if best is not None:
+            views = net.views(best.unsqueeze(0))
             model.load_state_dict({n: v[0].detach().cpu().clone() for n, v in views.items()})
         model.eval()
         int8_model = convert_int8(model) if regime.qat else None
         results.append(FinetuneResult(model=model, int8_model=int8_model, history=hist[i],
-                                      diverged=hist[i]["diverged"]))
+                                      diverged=bool(hist[i]["diverged"])))
     return results
 
 

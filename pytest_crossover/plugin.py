@@ -130,9 +130,9 @@ class _ReportHooks:
 def _record(cs: CrossoverSession, report: pytest.TestReport) -> None:
     if cs.is_worker or cs._lock_fh is None:
         return
-    props = dict(p for p in report.user_properties if isinstance(p, tuple) and len(p) == 2)
+    props: dict[str, Any] = dict(p for p in report.user_properties if isinstance(p, tuple) and len(p) == 2)
     child_id = child_id_of(report.nodeid)
-    if child_id not in cs.ids:
+    if child_id is None or child_id not in cs.ids:
         return
     if RESULT_KEY in props and report.when == "call":
         cs.add(props[RESULT_KEY])
@@ -148,7 +148,7 @@ def _record(cs: CrossoverSession, report: pytest.TestReport) -> None:
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
     if report.when != "call":
         return None
-    props = dict(p for p in report.user_properties if isinstance(p, tuple) and len(p) == 2)
+    props: dict[str, Any] = dict(p for p in report.user_properties if isinstance(p, tuple) and len(p) == 2)
     rec = props.get(RESULT_KEY)
     if rec is None or rec.get("primary") is None:
         return None

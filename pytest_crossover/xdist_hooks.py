@@ -36,7 +36,7 @@ class XdistHooks:
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         # The controller collects nothing itself: learn the selected children (after -k/-m) from a worker.
         cs = self.session
-        children = [c for c in (child_id_of(i) for i in ids) if c in cs.ids]
+        children = [c for c in (child_id_of(i) for i in ids) if c is not None and c in cs.ids]
         if children:
             cs.expected = children
             if cs._lock_fh is None:
