@@ -27,11 +27,8 @@ from harness.finetune import TEMPERATURE, FinetuneResult, soft_targets
 from harness.networks import QNetwork, infer_architecture, network_from_state_dict
 from harness.population import finetune_population
 from harness.quantize import convert_int8, is_int8
-from harness.space import ChildSpec
+from harness.space import DEVICES, TEACHERS, ChildSpec
 
-TEACHERS = ("a", "b", "both")
-DEVICES = ("cpu", "cuda")
-STATUSES = ("ok", "degenerate", "diverged", "error", "lost")
 
 
 @dataclass(frozen=True, slots=True)

@@ -275,7 +275,3 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
                                       diverged=bool(hist[i]["diverged"])))
     return results
 
-
-def population_info(results: Sequence[FinetuneResult]) -> dict[str, Any]:
-    """A small JSON-safe summary (population size, steps) for records and benchmarks."""
-    return {"size": len(results), "steps": [r.history.get("steps") for r in results]}

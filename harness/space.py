@@ -11,6 +11,8 @@ from harness.errors import SpaceError
 
 CROSSOVER_MODES = ("random", "layer", "weighted")
 QUANTIZATION_MODES = ("none", "ptq_dynamic", "ptq_static", "qat_float")
+TEACHERS = ("a", "b", "both")  # "both": the mean of the two parents' soft targets
+DEVICES = ("cpu", "cuda")
 
 
 def check_name(kind: str, value: str, known: Iterable[str]) -> str:

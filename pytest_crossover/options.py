@@ -13,10 +13,8 @@ from typing import Any
 import pytest
 
 from harness.errors import HarnessError
-from harness.space import CROSSOVER_MODES, REGIMES, SPACE_NAMES, Regime, build_space, check_name
+from harness.space import CROSSOVER_MODES, DEVICES, REGIMES, SPACE_NAMES, TEACHERS, Regime, build_space, check_name
 
-TEACHERS = ("a", "b", "both")
-DEVICES = ("cpu", "cuda")
 
 # name, help, default (None = unset); list-valued knobs take comma- or space-separated values.
 _OPTIONS: tuple[tuple[str, str, str | None], ...] = (
