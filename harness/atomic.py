@@ -1,10 +1,12 @@
-"""Atomic file writes: a temporary file in the same folder, fsync, then rename, so no reader ever sees half a file."""
+"""Atomic writes: a file goes to a temporary file in the same folder (fsync, then rename), a folder is staged
+and renamed into place, so no reader ever sees half of either."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -56,3 +58,37 @@ def torch_save(path: Path | str, obj: Any, *, durable: bool = True) -> Path:
     import torch  # local: keeps this module importable without torch for the plugin's light paths
 
     return _write(Path(path), lambda fh: torch.save(obj, fh), durable)
+
+
+def publish_dir(staged: Path, final: Path) -> None:
+    """Move a fully written folder into place; an older folder of that name is set aside, then removed."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.{os.getpid()}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(staged, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_staging(run_dir: Path) -> list[Path]:
+    """Remove staging folders left by processes that no longer exist (a crash mid-write); returns them."""
+    removed = []
+    for p in Path(run_dir).glob(".*.*.*"):
+        pid = p.name.rsplit(".", 2)[-2] if p.name.endswith((".tmp", ".old")) else ""
+        if not p.is_dir() or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.architecture import check_parents, is_floatlike
 from harness.errors import CrossoverError
 from harness.space import CROSSOVER_MODES
 
@@ -27,49 +28,6 @@ __all__ = ["CROSSOVER_MODES", "check_parents", "crossover", "layer_blocks"]
 # its weakness 8.10, which we do not repeat).
 _ALPHA_MODES = ("random", "weighted")
 _DIGITS = re.compile(r"[0-9]+")
-
-
-def _is_floatlike(value: torch.Tensor) -> bool:
-    # Quantized tensors count as float: they are dequantized, which is what the established tool does too.
-    return bool(value.is_quantized or value.is_floating_point())
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return str(tuple(value.shape))
-    return type(value).__name__
-
-
-def check_parents(sd_a: Mapping[str, Any], sd_b: Mapping[str, Any]) -> None:
-    """Raise one :class:`CrossoverError` listing every key that keeps the parents from being crossed.
-
-    Reported together: keys only in A, keys only in B, a tensor under a key where the other parent holds a
-    non-tensor, an integer tensor where the other parent holds a floating one, and every shape mismatch as
-    ``'key': A=(..), B=(..)``. Dtypes are otherwise not compared (a qint8 A with a float32 B is fine).
-    """
-    for name, sd in (("A", sd_a), ("B", sd_b)):
-        if not isinstance(sd, Mapping):
-            raise CrossoverError(
-                f"parent {name} is a {type(sd).__name__}, not a state dict; pass a mapping of "
-                "parameter names to tensors (e.g. model.state_dict())"
-            )
-    only_a = sorted(set(sd_a) - set(sd_b))
-    only_b = sorted(set(sd_b) - set(sd_a))
-    problems = [f"only in A: {k!r}" for k in only_a] + [f"only in B: {k!r}" for k in only_b]
-    for key in sorted(set(sd_a) & set(sd_b)):
-        a, b = sd_a[key], sd_b[key]
-        a_tensor, b_tensor = isinstance(a, torch.Tensor), isinstance(b, torch.Tensor)
-        if a_tensor != b_tensor:
-            problems.append(f"{key!r}: A={_describe(a)}, B={_describe(b)} (tensor vs non-tensor)")
-        elif a_tensor and tuple(a.shape) != tuple(b.shape):
-            problems.append(f"{key!r}: A={tuple(a.shape)}, B={tuple(b.shape)}")
-        elif a_tensor and _is_floatlike(a) != _is_floatlike(b):
-            problems.append(f"{key!r}: A={a.dtype}, B={b.dtype} (integer vs floating dtype)")
-    if problems:
-        raise CrossoverError(
-            f"parents cannot be crossed: {len(problems)} key(s) differ in name, shape or kind; "
-            "pass two checkpoints of the same architecture\n  " + "\n  ".join(problems)
-        )
 
 
 def _check_mode_alpha(mode: Any, alpha: Any) -> float:
@@ -228,7 +186,7 @@ def _weighted(sd_a: Mapping[str, Any], sd_b: Mapping[str, Any], alpha: float) ->
     child = {}
     for key in sd_a:
         a, b = sd_a[key], sd_b[key]
-        if isinstance(a, torch.Tensor) and _is_floatlike(a):
+        if isinstance(a, torch.Tensor) and is_floatlike(a):
             a32, b32 = _float32(a), _float32(b)
             # Exactly the established expression (python-float alpha on float32 tensors), so results are
             # bit-identical; it allocates a new tensor, so the child never aliases a parent.

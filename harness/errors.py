@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class HarnessError(ValueError):
     """Bad input to the harness; the message names the value and the fix."""
@@ -21,3 +24,19 @@ class CrossoverError(HarnessError):
 
 class SpaceError(HarnessError):
     """An unknown space, mode or regime name, or a bad knob value."""
+
+
+def existing_file(path: str | os.PathLike[str], error: type[HarnessError], what: str, fix: str) -> Path:
+    """``path`` as a Path if it is an existing file; else ``error`` naming it as ``what`` and the ``fix``."""
+    p = Path(path)
+    if not p.exists():
+        raise error(f"{what} {str(p)!r} does not exist; {fix}")
+    if p.is_dir():
+        raise error(f"{what} {str(p)!r} is a directory, not a file; {fix}")
+    return p
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first message line, capped: enough to name the cause inside a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else "no message"

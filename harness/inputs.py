@@ -1,21 +1,26 @@
 """Resolve what a search runs on: parent checkpoints, the states buffer and the environment for returns.
 
 With no paths, the embedded LunarLander parents and states are used, and returns come from LunarLander-v3.
+``load_inputs`` loads everything (torch); ``check_inputs`` runs the same checks without importing torch, for
+the plugin's controller, whose xdist workers do the loading.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from harness import embedded
-from harness.checkpoints import check_parents, file_sha256, load_parent, load_states
+from harness.architecture import check_parents, infer_architecture
+from harness.checkpoints import file_sha256, load_parent, peek_parent
 from harness.errors import HarnessError, StatesError
-from harness.networks import infer_architecture
+from harness.states import load_states
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_EPISODES = 10
 
@@ -30,6 +35,56 @@ class SearchInputs:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Sources:
+    embedded: bool
+    parent_a: Path
+    parent_b: Path
+    states: Path
+    env_id: str | None
+    episodes: int
+
+
+def _sources(parent_a: str | Path | None, parent_b: str | Path | None, states: str | Path | None,
+             env_id: str | None, episodes: int | None) -> _Sources:
+    if (parent_a is None) != (parent_b is None):
+        raise HarnessError("give both parent checkpoints or neither (neither uses the embedded parents)")
+    use_embedded = parent_a is None
+    path_a, path_b = embedded.parent_paths() if use_embedded else (Path(parent_a), Path(parent_b))  # type: ignore[arg-type]
+    if env_id is None and use_embedded:
+        env_id = embedded.EMBEDDED_ENV_ID
+    if episodes is None:
+        episodes = DEFAULT_EPISODES if env_id else 0
+    states_path = Path(states) if states is not None else embedded.states_path()
+    return _Sources(use_embedded, path_a, path_b, states_path, env_id, episodes)
+
+
+def _check(src: _Sources, sd_a: Any, sd_b: Any, states_given: bool, check_environment: bool) -> tuple[np.ndarray,
+                                                                                                      dict[str, Any]]:
+    """The checks shared by both paths, on tensors or their metadata: (states buffer, provenance)."""
+    check_parents(sd_a, sd_b)
+    arch = infer_architecture(sd_a)
+    if not states_given and not src.embedded and arch.input_dim != embedded.INPUT_DIM:
+        raise StatesError(
+            f"the parents take {arch.input_dim} inputs but the embedded states have {embedded.INPUT_DIM}; "
+            "pass --crossover-states PATH.npy with your own (N, input_dim) buffer"
+        )
+    buffer = load_states(src.states, input_dim=arch.input_dim)
+    if src.env_id and src.episodes > 0 and check_environment:
+        from harness.rollout import check_env  # gymnasium only when returns are asked for
+
+        check_env(src.env_id, arch.input_dim, arch.output_dim)
+    provenance = {
+        "source": "embedded" if src.embedded else "files",
+        "parent_a": {"path": str(src.parent_a), "sha256": file_sha256(src.parent_a)},
+        "parent_b": {"path": str(src.parent_b), "sha256": file_sha256(src.parent_b)},
+        "states_file": {"path": str(src.states), "sha256": file_sha256(src.states), "shape": list(buffer.shape)},
+        "env_id": src.env_id,
+        "episodes": src.episodes,
+    }
+    return buffer, provenance
+
+
 def load_inputs(
     parent_a: str | Path | None = None,
     parent_b: str | Path | None = None,
@@ -41,36 +96,29 @@ def load_inputs(
     check_environment: bool = True,
 ) -> SearchInputs:
     """Load and check everything before any child runs; raise a one-line HarnessError on bad input."""
-    if (parent_a is None) != (parent_b is None):
-        raise HarnessError("give both parent checkpoints or neither (neither uses the embedded parents)")
-    use_embedded = parent_a is None
-    path_a, path_b = embedded.parent_paths() if use_embedded else (Path(parent_a), Path(parent_b))  # type: ignore[arg-type]
-    sd_a = load_parent(path_a, allow_unsafe_unpickle=allow_unsafe_unpickle)
-    sd_b = load_parent(path_b, allow_unsafe_unpickle=allow_unsafe_unpickle)
-    check_parents(sd_a, sd_b)
-    arch = infer_architecture(sd_a)
-    states_path = Path(states) if states is not None else embedded.states_path()
-    if states is None and not use_embedded and arch.input_dim != embedded.INPUT_DIM:
-        raise StatesError(
-            f"the parents take {arch.input_dim} inputs but the embedded states have {embedded.INPUT_DIM}; "
-            "pass --crossover-states PATH.npy with your own (N, input_dim) buffer"
-        )
-    buffer = load_states(states_path, input_dim=arch.input_dim)
-    if env_id is None and use_embedded:
-        env_id = embedded.EMBEDDED_ENV_ID
-    if episodes is None:
-        episodes = DEFAULT_EPISODES if env_id else 0
-    if env_id and episodes > 0 and check_environment:
-        from harness.rollout import check_env  # gymnasium only when returns are asked for
+    src = _sources(parent_a, parent_b, states, env_id, episodes)
+    sd_a = load_parent(src.parent_a, allow_unsafe_unpickle=allow_unsafe_unpickle)
+    sd_b = load_parent(src.parent_b, allow_unsafe_unpickle=allow_unsafe_unpickle)
+    buffer, provenance = _check(src, sd_a, sd_b, states is not None, check_environment)
+    return SearchInputs(sd_a, sd_b, buffer, src.env_id, src.episodes, provenance)
 
-        check_env(env_id, arch.input_dim, arch.output_dim)
-    provenance = {
-        "source": "embedded" if use_embedded else "files",
-        "parent_a": {"path": str(path_a), "sha256": file_sha256(path_a)},
-        "parent_b": {"path": str(path_b), "sha256": file_sha256(path_b)},
-        "states_file": {"path": str(states_path), "sha256": file_sha256(states_path),
-                        "shape": list(buffer.shape)},
-        "env_id": env_id,
-        "episodes": episodes,
-    }
-    return SearchInputs(sd_a, sd_b, buffer, env_id, episodes, provenance)
+
+def check_inputs(
+    parent_a: str | Path | None = None,
+    parent_b: str | Path | None = None,
+    states: str | Path | None = None,
+    *,
+    env_id: str | None = None,
+    episodes: int | None = None,
+    check_environment: bool = True,
+) -> dict[str, Any] | None:
+    """``load_inputs``'s checks without importing torch; returns the provenance it would record.
+
+    Returns ``None`` when a parent checkpoint can only be judged by ``torch.load`` (see
+    :func:`harness.checkpoints.peek_parent`); the caller then runs ``load_inputs``.
+    """
+    src = _sources(parent_a, parent_b, states, env_id, episodes)
+    meta_a, meta_b = peek_parent(src.parent_a), peek_parent(src.parent_b)
+    if meta_a is None or meta_b is None:
+        return None
+    return _check(src, meta_a, meta_b, states is not None, check_environment)[1]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from harness import __version__
-from harness.atomic import torch_save, write_json
+from harness.atomic import publish_dir, torch_save, write_json
 from harness.crossover import check_parents, crossover
 from harness.errors import HarnessError, StatesError
 from harness.evaluate import evaluate_model, parent_baseline, predict
@@ -28,7 +28,7 @@ from harness.networks import QNetwork, infer_architecture, network_from_state_di
 from harness.population import finetune_population
 from harness.quantize import convert_int8, is_int8
 from harness.space import DEVICES, TEACHERS, ChildSpec
-
+from harness.states import holdout_split
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,21 +60,6 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__slots__}  # type: ignore[attr-defined]
-
-
-def holdout_split(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fine-tune indices, evaluation indices), each sorted; holdout 0 uses every state for both (established)."""
-    if holdout == 0.0:
-        every = np.arange(n)
-        return every, every
-    n_eval = int(round(n * holdout))
-    if n_eval < 1 or n - n_eval < 2:
-        raise StatesError(
-            f"holdout {holdout} of {n} states leaves {n - n_eval} fine-tune and {n_eval} evaluation states; "
-            "use more states or a holdout fraction that leaves at least 2 and 1"
-        )
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[n_eval:]), np.sort(perm[:n_eval])
 
 
 def _gather(states: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -306,42 +291,8 @@ def write_child(out_dir: Path, spec: ChildSpec, ctx: Context, crossed: Mapping[s
     cfg["finetune_metrics"] = record["finetune"]
     write_json(d / files["run_config"], cfg, durable=False)
     write_json(d / files["eval"], eval_report(record), durable=False)
-    _publish_dir(d, final)
+    publish_dir(d, final)
     return {k: f"{spec.child_id}/{v}" for k, v in files.items()}
-
-
-def _publish_dir(staged: Path, final: Path) -> None:
-    """Move a fully written folder into place; an older folder of that name is set aside, then removed."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.{os.getpid()}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(staged, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def remove_stale_staging(run_dir: Path) -> list[Path]:
-    """Remove staging folders left by processes that no longer exist (a crash mid-write); returns them."""
-    removed = []
-    for p in Path(run_dir).glob(".*.*.*"):
-        pid = p.name.rsplit(".", 2)[-2] if p.name.endswith((".tmp", ".old")) else ""
-        if not p.is_dir() or not pid.isdigit() or _alive(int(pid)):
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-        removed.append(p)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def eval_report(record: Mapping[str, Any]) -> dict[str, Any]:

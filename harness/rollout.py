@@ -9,13 +9,14 @@ network in one forward call, which keeps the cost per child well under a second.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
-from torch import nn
+
+if TYPE_CHECKING:
+    from torch import nn
 
 from harness.errors import HarnessError
 
@@ -137,6 +138,8 @@ def episode_returns(model: nn.Module, env_id: str, episodes: int, *, seed: int =
 
 def _run_batch(model: nn.Module, envs: gym.vector.VectorEnv, batch_seeds: list[int]) -> list[float]:
     """Run one episode per seed in ``batch_seeds`` (the first ``len(batch_seeds)`` sub-envs)."""
+    import torch  # here, not at the top: check_env runs on the plugin's controller, which never imports torch
+
     n = envs.num_envs
     wanted = len(batch_seeds)
     # Sub-envs beyond the last partial batch reuse the last seed; their rewards are discarded.

@@ -58,8 +58,9 @@ class CrossoverChild:
             record["started_unix"] = started
             model = out.int8_model if out.int8_model is not None else out.model
             t = time.perf_counter()
-            if record["status"] != "diverged" and not self.session.distributed:
-                record["latency_ms"] = {"ranked": self._latency(model, ctx.latency_input), "mode": "in-test"}
+            if record["status"] != "diverged":
+                mode = "in-worker" if self.session.distributed else "in-test"
+                record["latency_ms"] = {"ranked": self._latency(model, ctx.latency_input), "mode": mode}
                 record["timings_s"]["latency"] = round(time.perf_counter() - t, 6)
                 t = time.perf_counter()
             else:

@@ -15,7 +15,6 @@ import pytest
 from harness.errors import HarnessError
 from harness.space import CROSSOVER_MODES, DEVICES, REGIMES, SPACE_NAMES, TEACHERS, Regime, build_space, check_name
 
-
 # name, help, default (None = unset); list-valued knobs take comma- or space-separated values.
 _OPTIONS: tuple[tuple[str, str, str | None], ...] = (
     ("space", f"Search space: {', '.join(SPACE_NAMES)} (default: default)", "default"),

@@ -9,7 +9,7 @@ import pytest
 
 from pytest_crossover.child import CrossoverChild
 from pytest_crossover.options import add_options, resolve
-from pytest_crossover.session import RESULT_KEY, CrossoverSession, child_id_of
+from pytest_crossover.session import PARENTS_KEY, RESULT_KEY, CrossoverSession, child_id_of
 
 SESSION_KEY = pytest.StashKey[CrossoverSession]()
 FIXTURE = "crossover_child"
@@ -44,12 +44,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _check_inputs(session: CrossoverSession) -> None:
     from harness.errors import HarnessError
-    from harness.pipeline import holdout_split
+    from harness.states import holdout_split
 
     try:
         _check_device(session.options.device)
-        inputs = session.inputs()
-        holdout_split(len(inputs.states), session.options.holdout, 0)
+        provenance = session.check_inputs()
+        holdout_split(provenance["states_file"]["shape"][0], session.options.holdout, 0)
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -106,12 +106,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     cs = _session(session.config)
-    if cs is None or cs.is_worker:
+    if cs is None:
         return
     ids = [child_id_of(item.nodeid) for item in session.items if FIXTURE in getattr(item, "fixturenames", ())]
     if ids:
         cs.expected = [i for i in ids if i]
-        if cs._lock_fh is None:
+        if cs._lock_fh is None and not cs.is_worker:
             cs.acquire_run_dir()
 
 
@@ -174,6 +174,11 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     cs = _session(session.config)
+    if cs is not None and cs.is_worker and cs.expected and exitstatus != pytest.ExitCode.INTERRUPTED:
+        # Runs before xdist's own (wrapper) hook sends workeroutput to the controller.
+        share = cs.worker_share()
+        if share:
+            session.config.workeroutput[PARENTS_KEY] = share  # type: ignore[attr-defined]
     if cs is None or cs.is_worker or cs._lock_fh is None:
         return
     try:

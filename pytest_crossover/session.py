@@ -19,6 +19,8 @@ import pytest
 from pytest_crossover.options import CrossoverOptions
 
 RESULT_KEY = "crossover_result"
+PARENTS_KEY = "crossover_parents"  # a worker's share of the parent baselines, in its workeroutput
+PARENTS = ("parent_a", "parent_b")
 WRITE_INTERVAL_S = 1.0  # partial leaderboard files are at most this stale
 SCHEMA_VERSION = "1.0"
 
@@ -42,6 +44,8 @@ class CrossoverSession:
         self._git: dict[str, Any] | None = None
         self.started = time.time()
         self.parents: dict[str, Any] | None = None
+        self._provenance: dict[str, Any] | None = None
+        self._from_workers: dict[str, Any] = {}  # parent baselines computed by xdist workers (see finalize)
         self.written: list[Path] = []
         self.complete = False
         self._last_write = -math.inf
@@ -61,6 +65,24 @@ class CrossoverSession:
             self._inputs = load_inputs(o.parent_a, o.parent_b, o.states, allow_unsafe_unpickle=o.allow_unsafe_unpickle,
                                        env_id=o.env, episodes=o.episodes, check_environment=not self.is_worker)
         return self._inputs
+
+    def check_inputs(self) -> dict[str, Any]:
+        """Check the inputs before any child runs and return their provenance.
+
+        A serial session loads them (its children need them loaded anyway). An xdist controller never trains,
+        so it checks them without importing torch (harness.inputs.check_inputs), leaving the cores to the
+        workers; it loads them only for a checkpoint that just ``torch.load`` can judge.
+        """
+        if self.distributed and self._inputs is None:
+            from harness.inputs import check_inputs
+
+            o = self.options
+            self._provenance = check_inputs(o.parent_a, o.parent_b, o.states, env_id=o.env, episodes=o.episodes)
+        return self.provenance if self.provenance is not None else self.inputs().provenance
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        return self._inputs.provenance if self._inputs is not None else self._provenance
 
     def context(self) -> Any:
         if self._ctx is None:
@@ -112,7 +134,7 @@ class CrossoverSession:
         self._lock_fh.truncate(0)
         self._lock_fh.write(str(os.getpid()))
         self._lock_fh.flush()
-        from harness.pipeline import remove_stale_staging
+        from harness.atomic import remove_stale_staging
 
         remove_stale_staging(self.run_dir)  # child folders half-staged by a crashed session
 
@@ -152,43 +174,56 @@ class CrossoverSession:
     def ordered_records(self) -> list[dict[str, Any]]:
         return sorted(self.records.values(), key=lambda r: r["index"])
 
-    def finalize(self) -> None:
-        """Parent baselines (agreement, return, latency) once, and under xdist every child's latency, now that
-        no worker is training (a latency timed beside training processes would be noise)."""
-        from harness.atomic import write_json
-        from harness.pipeline import eval_report
+    def parent_baselines(self, names: tuple[str, ...] = PARENTS, *, agreement: bool = True) -> dict[str, Any]:
+        """The parents' rows of the leaderboard: their mutual agreement, and each named parent's latency and
+        (when episodes are on) return. Under xdist each worker computes its share (``worker_share``)."""
         from harness.timing import measure_latency
 
         ctx = self.context()
-        parents = ctx.parent_rows()
-        parents["latency_ms"] = {name: measure_latency(net, ctx.latency_input)["median_ms"]
-                                 for name, net in (("parent_a", ctx.parent_a), ("parent_b", ctx.parent_b))}
+        nets = {"parent_a": ctx.parent_a, "parent_b": ctx.parent_b}
+        out: dict[str, Any] = ctx.parent_rows() if agreement else {}
+        out["latency_ms"] = {n: measure_latency(nets[n], ctx.latency_input)["median_ms"] for n in names}
         s = ctx.settings
         if s.env_id and s.episodes > 0:
             from harness.rollout import episode_returns
 
-            parents["returns"] = {name: episode_returns(net, s.env_id, s.episodes, seed=s.episode_seed)
-                                  for name, net in (("parent_a", ctx.parent_a), ("parent_b", ctx.parent_b))}
+            out["returns"] = {n: episode_returns(nets[n], s.env_id, s.episodes, seed=s.episode_seed) for n in names}
         from pytest_crossover.child import builtins_only
 
-        self.parents = builtins_only(parents)
+        return dict(builtins_only(out))
+
+    def worker_share(self) -> dict[str, Any] | None:
+        """An xdist worker's share of the parent baselines, sent to the controller in its ``workeroutput``:
+        parent j is timed (and rolled out) by worker j mod N, and worker 0 adds the parents' agreement; so the
+        controller imports no torch, and with two or more workers the two parents' episodes run in parallel."""
+        info = getattr(self.config, "workerinput", {})
+        index = int("".join(c for c in str(info.get("workerid", "gw0")) if c.isdigit()) or 0)
+        count = int(info.get("workercount", 1))
+        names = tuple(n for j, n in enumerate(PARENTS) if j % count == index)
+        if not names and index != 0:
+            return None
+        return self.parent_baselines(names, agreement=index == 0)
+
+    def add_worker_parents(self, part: Mapping[str, Any]) -> None:
+        for key, value in part.items():
+            if key in ("latency_ms", "returns"):
+                self._from_workers.setdefault(key, {}).update(value)
+            else:
+                self._from_workers[key] = value
+
+    def finalize(self) -> None:
+        """The parent baselines: computed here in a serial session; under xdist, merged from the workers' shares,
+        and only a share a worker could not deliver (it crashed) is computed here, which imports torch."""
         if not self.distributed:
+            self.parents = self.parent_baselines()
             return
-        for rec in self.records.values():
-            if rec.get("status") in ("ok", "degenerate") and rec.get("files"):
-                model = self._load_child(ctx, rec)
-                rec["latency_ms"] = {"ranked": measure_latency(model, ctx.latency_input)["median_ms"],
-                                     "mode": "controller"}
-                write_json(self.run_dir / rec["files"]["eval"], eval_report(rec))
-
-    def _load_child(self, ctx: Any, rec: Mapping[str, Any]) -> Any:
-        import torch
-
-        from harness.quantize import convert_int8
-
-        sd = torch.load(self.run_dir / rec["files"]["child"], weights_only=True)
-        model = ctx.new_child(sd)
-        return convert_int8(model) if rec.get("ranked_model") == "int8" else model
+        parents = self._from_workers
+        prov = self.provenance or {}
+        parts = ("latency_ms", "returns") if prov.get("env_id") and prov.get("episodes") else ("latency_ms",)
+        missing = tuple(n for n in PARENTS if any(n not in parents.get(p, {}) for p in parts))
+        if (missing or "agree_ab" not in parents) and self.complete:
+            self.add_worker_parents(self.parent_baselines(missing, agreement="agree_ab" not in parents))
+        self.parents = dict(self._from_workers) or None
 
     # -- outputs ----------------------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
@@ -206,7 +241,7 @@ class CrossoverSession:
             "missing_children": missing,
             "latency_mode": self.latency_mode(),
             "parents": self.parents,
-            "provenance": self._inputs.provenance if self._inputs is not None else None,
+            "provenance": self.provenance,
             "wall_s": round(time.time() - self.started, 3),
             "children": self.ordered_records(),
         }
@@ -217,7 +252,7 @@ class CrossoverSession:
 
     def latency_mode(self) -> str:
         if self.distributed:
-            return "harness.timing on the controller after all workers finished (3 warm-up, 20 timed, median)"
+            return "harness.timing in the xdist worker right after each child (3 warm-up, 20 timed, median)"
         if self.config.pluginmanager.hasplugin("benchmark") and not self.config.getoption("benchmark_disable", False):
             return "pytest-benchmark pedantic in the test (3 warm-up, 20 rounds, median)"
         return "harness.timing in the test (3 warm-up, 20 timed, median)"

@@ -1,12 +1,17 @@
-"""Controller-side xdist hooks, registered only when xdist is active: scheduling and collection."""
+"""Controller-side xdist hooks, registered only when xdist is active: scheduling, collection, worker output."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_crossover.session import CrossoverSession, child_id_of
+from pytest_crossover.session import PARENTS_KEY, CrossoverSession, child_id_of
+
+if TYPE_CHECKING:
+    from harness.space import ChildSpec
 
 
 class XdistHooks:
@@ -25,12 +30,19 @@ class XdistHooks:
         """
         if config.getvalue("dist") != "load":
             return None
-        return _regime_scheduling(config, log, {s.child_id: s.regime.name for s in self.session.specs})
+        specs = self.session.specs
+        return _regime_scheduling(config, log, {s.child_id: s.regime.name for s in specs}, regime_costs(specs))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         if self.session.options.explicit:  # a search is configured: ask git once here, not in every worker
             node.workerinput["crossover_git"] = self.session.git()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        share = getattr(node, "workeroutput", {}).get(PARENTS_KEY)
+        if share:
+            self.session.add_worker_parents(share)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -43,13 +55,32 @@ class XdistHooks:
                 cs.acquire_run_dir()
 
 
-def _regime_scheduling(config: pytest.Config, log: Any, regimes: dict[str, str]) -> Any:
+def regime_costs(specs: Sequence[ChildSpec]) -> dict[str, float]:
+    """Relative cost of fine-tuning each regime's population: Adam steps (epochs over batch size; a QAT step
+    costs ~1.6 float steps, profiled) times a population's per-step cost, which grows slowly with its size."""
+    sizes = Counter(s.regime.name for s in specs)
+    regimes = {s.regime.name: s.regime for s in specs}
+    return {name: r.epochs / r.batch_size * (1.6 if r.qat else 1.0) * (1 + sizes[name] / 10)
+            for name, r in regimes.items()}
+
+
+def _regime_scheduling(config: pytest.Config, log: Any, regimes: dict[str, str], costs: dict[str, float]) -> Any:
     from xdist.scheduler import LoadScopeScheduling
+
+    prefix = "crossover-regime:"
 
     class RegimeScheduling(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             regime = regimes.get(child_id_of(nodeid) or "")
-            return f"crossover-regime:{regime}" if regime else nodeid
+            return f"{prefix}{regime}" if regime else nodeid
+
+        def _assign_work_unit(self, node: Any) -> None:
+            # Longest regime first (LPT): the most expensive population goes to the first free worker, so the
+            # cheap ones fill in around it and the workers finish together.
+            ordered = sorted(self.workqueue.items(), key=lambda unit: -costs.get(unit[0][len(prefix):], 0.0))
+            self.workqueue.clear()
+            self.workqueue.update(ordered)
+            super()._assign_work_unit(node)
 
         def remove_node(self, node: Any) -> str | None:
             """As LoadScopeScheduling's, except that the test that crashed the worker is marked done.

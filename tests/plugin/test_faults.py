@@ -348,7 +348,7 @@ def test_all_writes_go_through_the_atomic_module():
 
 
 def test_stale_staging_folder_of_a_dead_process_is_removed(tmp_path):
-    from harness.pipeline import remove_stale_staging
+    from harness.atomic import remove_stale_staging
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f".000_random_a0p50_s0_short.{int(dead.stdout)}.tmp"

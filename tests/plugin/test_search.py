@@ -72,9 +72,18 @@ def test_xdist_and_selection_give_identical_metrics(pytester, search_files):
     serial = run_search(pytester, search_files, "--crossover-space=minimal-qat", "--crossover-max-runs=4",
                         "--crossover-run-dir=serial", "-n", "0")
     serial.assert_outcomes(passed=4)
+    # The controller never imports torch under xdist: it checks inputs from the checkpoints' pickled index and
+    # the workers time the children and the parents (see the parents' rows below).
+    conftest = pytester.makeconftest("""
+import sys
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput"):
+        open("controller_torch.txt", "w").write(str("torch" in sys.modules))
+""")
     parallel = pytester.runpytest_subprocess(*_args(search_files, "par"), "--crossover-space=minimal-qat",
                                              "--crossover-max-runs=4", "-n", "2")
     parallel.assert_outcomes(passed=4)
+    conftest.unlink()
     selected = pytester.runpytest_subprocess(*_args(search_files, "sel"), "--crossover-space=minimal-qat",
                                              "--crossover-max-runs=4", "-k", "short_qat")
     selected.assert_outcomes(passed=1, deselected=3)
@@ -85,7 +94,14 @@ def test_xdist_and_selection_give_identical_metrics(pytester, search_files):
     cfg = read_json(pytester.path / "par" / "001_random_a0p50_s0_short_qat" / "run_config.json")
     assert cfg["git"] == {"commit": "nogit", "short": "nogit", "branch": None, "dirty": False}
     par = read_json(pytester.path / "par" / "manifest.json")
-    assert "controller" in par["latency_mode"]
+    assert "xdist worker" in par["latency_mode"]
+    assert {c["latency_ms"]["mode"] for c in par["children"]} == {"in-worker"}
+    assert (pytester.path / "controller_torch.txt").read_text() == "False"
+    ser = read_json(pytester.path / "serial" / "manifest.json")
+    assert par["parents"]["vs"] == ser["parents"]["vs"] and par["parents"]["agree_ab"] == ser["parents"]["agree_ab"]
+    assert set(par["parents"]["latency_ms"]) == {"parent_a", "parent_b"}
+    assert all(v > 0 for v in par["parents"]["latency_ms"].values())
+    assert par["provenance"] == ser["provenance"]
 
 
 def _args(files, run_dir):
@@ -126,3 +142,14 @@ def test_plugin_is_inert_without_its_fixture(pytester):
     result.assert_outcomes(passed=1)
     assert "crossover leaderboard" not in result.stdout.str()
     assert not (pytester.path / "runs").exists()
+
+
+def test_regime_costs_put_the_longest_population_first():
+    from harness.space import build_space
+    from pytest_crossover.xdist_hooks import regime_costs
+
+    costs = regime_costs(build_space("extended"))
+    assert sorted(costs, key=lambda r: -costs[r])[:2] == ["long", "medium"]
+    assert costs["short"] == costs["lr_high"] and costs["long"] == 4 * costs["short"]
+    qat = regime_costs(build_space("default-qat"))
+    assert sorted(qat, key=lambda r: -qat[r]) == ["long", "short_qat", "short"]
