@@ -128,8 +128,9 @@ class Run:
 
 def _spawn(cmd: list[str], cwd: Path) -> tuple[float, float, int, float]:
     """(wall seconds, peak RSS MB of any process of the tree, exit code, spawn time as unix time)."""
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ)
     env.pop("PYTEST_ADDOPTS", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # sessions read the bytecode compile_sources() wrote, as after an install
     # Linux lets a forked child inherit its parent's RSS high-water mark, and this script holds torch and big
     # arrays; so the session is started by /usr/bin/time (a small process) when there is one, which reports the
     # peak of the session's process tree (%M: max over the child and the descendants it reaped, xdist workers too).
@@ -148,6 +149,15 @@ def _spawn(cmd: list[str], cwd: Path) -> tuple[float, float, int, float]:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err[-2000:]}")
     rss_kb = float(rss_file.read_text().split()[-1]) if timer.exists() else float(usage.ru_maxrss)
     return wall, rss_kb / 1024.0, proc.returncode, t_unix
+
+
+def compile_sources() -> None:
+    """Byte-compile harness and pytest_crossover, as ``pip install`` does (an editable install caches on first
+    import): otherwise, where PYTHONDONTWRITEBYTECODE is set, every session recompiles them (~45 ms a process)."""
+    import compileall
+
+    for pkg in ("harness", "pytest_crossover"):
+        compileall.compile_dir(ROOT / pkg, quiet=1)
 
 
 def run_session(work: Path, files: dict[str, Path], space: str, workers: int, *, extra: tuple[str, ...] = (),
@@ -283,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text("\n".join(lines) + "\n")
 
+    compile_sources()
     with tempfile.TemporaryDirectory(prefix="crossover-perf-") as tmp:
         work = Path(tmp)
         data = work / "data"
@@ -296,13 +307,17 @@ def main(argv: list[str] | None = None) -> int:
             say("## Targets (1000 x 8 states, 8-64-64-4 parents, holdout 0, no episodes; medians of "
                 f"{reps})\n")
             say(HEADER)
-            results: dict[str, Run] = {}
-            for space, n in (("minimal", 0), ("default-qat", 0), ("default-qat", 2), ("extended", 0), ("extended", 2)):
-                if args.quick and space == "extended":
-                    continue
-                key = f"{space} -n {n}"
-                results[key] = repeat(reps, lambda i, s=space, n=n: run_session(work, base, s, n, name=f"{s}{n}_{i}"))
-                say(row(f"`{key}`", results[key]))
+            configs = [(s, n) for s, n in (("minimal", 0), ("default-qat", 0), ("default-qat", 2), ("extended", 0),
+                                           ("extended", 2)) if not (args.quick and s == "extended")]
+            # Interleaved (one run of every configuration per round), so drifting background load on a shared
+            # machine hits the -n 0 and -n 2 runs of a pair alike.
+            runs: dict[str, list[Run]] = {f"{s} -n {n}": [] for s, n in configs}
+            for i in range(reps):
+                for s, n in configs:
+                    runs[f"{s} -n {n}"].append(run_session(work, base, s, n, name=f"{s}{n}_{i}"))
+            results = {key: median_run(r) for key, r in runs.items()}
+            for key, r in results.items():
+                say(row(f"`{key}`", r))
             with_p, without = plugin_overhead(work, max(5, 2 * reps))
             say(f"\nPlugin overhead on an unrelated trivial pytest run: {1000 * (with_p - without):.0f} ms "
                 f"(with plugin {with_p:.3f} s, `-p no:crossover` {without:.3f} s; medians of {max(5, 2 * reps)}).")

@@ -19,11 +19,8 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-from tabulate import tabulate
 
 from harness.atomic import write_json
 from harness.errors import HarnessError
@@ -70,6 +67,8 @@ def git_info(cwd: str | Path | None = None) -> dict[str, Any]:
 
 def versions() -> dict[str, str | None]:
     """Versions that change results; read from package metadata so torch is not imported here."""
+    from importlib import metadata  # here: the plugin imports this module in every pytest run
+
     from harness import __version__
 
     out: dict[str, str | None] = {"python": platform.python_version(), "harness": __version__}
@@ -360,6 +359,8 @@ def comparison_table(cmp: Comparison) -> str:
             line += [_f(a, spec), _f(b, spec), "—" if d is None else format(d, "+" + spec)]
         body.append(line)
     heads = ["child_id"] + [f"{m} {w}" for m in ("primary", "return", "latency_ms") for w in ("old", "new", "delta")]
+    from tabulate import tabulate
+
     return tabulate(body, headers=heads, tablefmt="github", disable_numparse=True)
 
 
@@ -386,6 +387,8 @@ def trend_table(rows: Sequence[Mapping[str, Any]]) -> str:
              r["best"] or "—", _f(r["primary"], ".4f"), _f(r["return"], ".1f"), r["degenerate"]] for r in rows]
     heads = ["record", "commit", "branch", "dirty", "space", "children", "best child", "primary", "return",
              "degenerate"]
+    from tabulate import tabulate
+
     return tabulate(body, headers=heads, tablefmt="github", disable_numparse=True)
 
 

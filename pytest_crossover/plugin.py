@@ -171,8 +171,10 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
             f"parents={src}, holdout={o.holdout}, teacher={o.teacher}, run-dir={o.run_dir}"]
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # tryfirst: under xdist, before xdist's own hook waits for the workers to exit (~0.1 s of interpreter
+    # teardown each), so the files are written meanwhile; every worker has reported by then.
     cs = _session(session.config)
     if cs is not None and cs.is_worker and cs.expected and exitstatus != pytest.ExitCode.INTERRUPTED:
         # Runs before xdist's own (wrapper) hook sends workeroutput to the controller.

@@ -32,6 +32,7 @@ def test_meta_of_a_state_dict_matches_the_tensors(tmp_path: Path) -> None:
         assert meta[key] == TensorMeta(tuple(tensor.shape), str(tensor.dtype), True, False)
 
 
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # torch deprecates qint8 tensors
 def test_meta_covers_dtypes_views_parameters_and_quantized_tensors(tmp_path: Path) -> None:
     base = torch.arange(12, dtype=torch.float64).reshape(3, 4)
     obj = {
