@@ -52,18 +52,21 @@ per child per Adam step; `first child` is the time from spawning pytest to the f
 
 NOTES = """## Notes: where the time goes and why some costs are not linear
 
-- **Fixed start-up dominates small grids.** About 0.3 s is Python + pytest + plugins, and 1.0–1.4 s is
-  `import torch` (measured with `python -X importtime`; harness's own modules add ~30 ms). The plugin itself never
-  imports torch at load (see the plugin-overhead line), and gymnasium is imported only when returns are on. So wall
-  time is roughly `1.5 s + work`, not proportional to children.
+- **Fixed start-up dominates small grids.** About 0.25 s is Python + pytest + plugins, and 1.1–1.4 s is
+  `import torch` (`python -X importtime`; harness's own modules add ~10 ms once byte-compiled). The plugin never
+  imports torch at load (see the plugin-overhead line) and gymnasium only when returns are on. So a serial session
+  is roughly `1.5 s + work + 0.1 s` of interpreter exit, not proportional to children. Two things keep the ends
+  short: bytecode (this script compiles `harness` and `pytest_crossover` first, as any install does: recompiling
+  them costs ~45 ms a process where PYTHONDONTWRITEBYTECODE is set), and `gc.freeze()` once the inputs and the
+  per-process context exist, which keeps pytest's collection at unconfigure and the interpreter's at exit from
+  walking torch's ~10^5 long-lived objects (~0.2 s a process, profiled).
 - **Children of a regime train together** (`harness/population.py`): their weights are stacked and every step is
   one `bmm`-based forward/backward and one fused Adam over a (K, P) buffer, so the per-op overhead that dominates a
   small net is paid once per population. Per-child cost per step therefore *falls* as children per regime grow
-  (see `ms/step` across the children rows): with 3 children per regime it is ~0.18 ms, with 7 ~0.10 ms, with 50 ~0.07 ms.
-  A child's result is bit-for-bit the same whatever else is in its population (tested in
-  `tests/harness/test_population.py`), so `-k` and `-n` change speed only. A population of one is ~1.5x slower per
-  step than the single-child path in `harness/finetune.py` (extra ops for the per-child LayerNorm affine and strided
-  gradient copies); every child still uses the population path so results never depend on the selection.
+  (see `ms/step` across the children rows): with 3 children per regime it is ~0.18 ms, with 7 ~0.10 ms, with 50
+  ~0.07 ms. A child's result is bit-for-bit the same whatever else is in its population (tested in
+  `tests/harness/test_population.py`), so `-k` and `-n` change speed only. Every child uses the population path,
+  alone or not, so results never depend on the selection.
 - **States**: fine-tune steps grow linearly with the states (900 → 9,000 → 90,000 training rows per epoch), so
   fine-tune time is linear in states; evaluation is streamed in 65,536-row chunks, so memory grows only by the
   parents' logits (16 bytes per state per parent).
@@ -71,22 +74,29 @@ NOTES = """## Notes: where the time goes and why some costs are not linear
   dominate (and evaluation of 1000 states is still cheap). For big networks use `--crossover-device cuda`.
 - **Writing**: `manifest.json` is rewritten after every child (so a killed session loses no finished child); it
   holds every record, so this cost grows with children² (visible in the 100-children row); the derived leaderboard
-  views are rewritten at most once a second. Session files are fsynced; a child's files are not (its staged
-  folder is renamed into place whole, harness/pipeline.py).
-- **Workers on 2 cores**: each xdist worker and the controller import torch (~1.2 s CPU each; the controller's
-  input check runs while the workers boot, but 3 processes share 2 cores), so `-n 2` pays ~2.4 s more CPU before
-  the first child than `-n 0`.
-  With populations, the parallelisable fine-tune work of `default-qat`/`extended` at 1,000 states is under 1 s of
-  CPU, so on this 2-core machine `-n 2` cannot beat `-n 0` there; it pays once the work is larger (the 10k-states
-  extended rows). Each worker uses 1 torch thread (`--crossover-threads`), and under `-n N` the plugin's scheduler
-  (`pytest_xdist_make_scheduler`: xdist's loadscope with the regime as the scope) sends the children of one regime to
-  one worker, so populations are neither split nor trained twice. (xdist 3.8's own `--dist loadgroup` does not group
-  under pytest 9: it writes its `@group` suffix to `item._nodeid`, which pytest 9 no longer reads.) With 3–4 regimes
-  on 2 workers the split is also uneven (e.g. `long` alone is 4/7 of `default-qat`'s steps).
+  views are rewritten at most once a second. Mid-session writes are atomic renames; the finished session's files
+  are also fsynced (an fsync per child cost ~5 ms, as much as evaluating it).
+- **Workers** (`-n N`): the controller never imports torch. It checks the inputs from the checkpoints' pickled
+  index (`harness/checkpoint_meta.py`: names, shapes, dtypes and CRCs, nothing executed), the workers time their
+  children and the parents (parent j on worker j mod N, sent back in xdist's `workeroutput`), and the controller
+  only merges records and writes files. Each worker uses one torch thread, and the plugin's scheduler (xdist's
+  loadscope with the regime as the scope, `pytest_xdist_make_scheduler`) sends a regime's children to one worker,
+  the most expensive regime first, so populations are neither split nor trained twice. (xdist 3.8's own
+  `--dist loadgroup` does not group under pytest 9: it writes its `@group` suffix to `item._nodeid`, which pytest
+  9 no longer reads.)
+- **Why `-n 2` gains little at 1,000 states on 2 cores.** A worker starts its first child ~0.5 s after a serial
+  session would (`first child` column): xdist starts workers only once the controller's own pytest start-up is
+  done, and each worker then runs pytest's start-up again before importing torch. At the end the controller waits
+  ~0.1 s for the workers' interpreters to exit. Against that, `default-qat` has ~1.2 s of work (fine-tuning 21
+  children at ~0.1 ms per child-step, evaluating, timing and writing them), and its three regimes split at best
+  0.55/0.45 over two workers (`long` alone is half its steps). So at 1,000 states `-n 2` saves about as much as it
+  costs; it pays more the more work there is per regime (the 3k-/10k-state worker rows). The established tool's
+  `-n 2` was 5–7x slower than its serial mode; here workers never fight over threads and never pay torch twice
+  per process.
 - **Peak RSS** is ~250 MB per process, nearly all of it torch's own import; it barely moves with children. It grows
   with states during fine-tuning (each epoch's dropout masks are drawn for all training rows at once, 2 x rows x
-  hidden floats, plus the shuffled copies of states and targets: ~200 MB more at 100k states) and with hidden size
-  (population activations and evaluation chunks). Evaluation alone is streamed (see the 1,000,000-state line).
+  hidden floats, plus the shuffled copies of states and targets) and with hidden size (population activations and
+  evaluation chunks). Evaluation alone is streamed (see the 1,000,000-state line).
 """
 
 
@@ -355,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             # random x 10 seeds x 5 alphas, layer, weighted x 5 alphas = 56 recipes x (short, lr_high); first 100.
             grid100 = ("--crossover-modes=random,layer,weighted", "--crossover-alphas=0.1,0.3,0.5,0.7,0.9",
                        "--crossover-seeds=0,1,2,3,4,5,6,7,8,9", "--crossover-regimes=short,lr_high")
-            s10k = make_inputs(data, n_states=10_000)
+            s10k, s3k = make_inputs(data, n_states=10_000), make_inputs(data, n_states=3_000)
             # (label, inputs, space, workers, extra args, heavy: measured once even without --quick)
             rows: list[tuple[str, dict[str, Path], str, int, tuple[str, ...], bool]] = [
                 ("children 9 (minimal)", base, "minimal", 0, (), False),
@@ -370,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("workers 0 (extended -n 0)", base, "extended", 0, (), False),
                 ("workers 1 (extended -n 1)", base, "extended", 1, (), False),
                 ("workers 2 (extended -n 2)", base, "extended", 2, (), False),
+                ("workers 0 (default-qat, 3k states, -n 0)", s3k, "default-qat", 0, (), False),
+                ("workers 2 (default-qat, 3k states, -n 2)", s3k, "default-qat", 2, (), False),
                 ("workers 0 (extended, 10k states, -n 0)", s10k, "extended", 0, (), True),
                 ("workers 2 (extended, 10k states, -n 2)", s10k, "extended", 2, (), True),
             ]

@@ -132,6 +132,9 @@ if cid.startswith("001_"):
     assert rows[SMOKE[1]]["rank"] == 3 and rows[SMOKE[1]]["primary_metric"] is None
     assert rows[SMOKE[0]]["primary_metric"] > 0 and rows[SMOKE[2]]["primary_metric"] > 0
     assert "001_layer_a0p50_sNone_short lost" in (run_dir / "recommendation.txt").read_text()
+    # The dead worker never sent its share of the parents' rows (xdist workeroutput); the controller filled it in.
+    parents = manifest["parents"]
+    assert parents["agree_ab"] > 0 and set(parents["latency_ms"]) == {"parent_a", "parent_b"}
 
 
 def test_interrupted_session_writes_a_leaderboard_marked_incomplete(pytester, search_files):
