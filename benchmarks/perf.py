@@ -60,12 +60,15 @@ NOTES = """## Notes: where the time goes and why some costs are not linear
   them costs ~45 ms a process where PYTHONDONTWRITEBYTECODE is set), and `gc.freeze()` once the inputs and the
   per-process context exist, which keeps pytest's collection at unconfigure and the interpreter's at exit from
   walking torch's ~10^5 long-lived objects (~0.2 s a process, profiled).
-- **Children of a regime train together** (`harness/population.py`): their weights are stacked and every step is
-  one `bmm`-based forward/backward and one fused Adam over a (K, P) buffer, so the per-op overhead that dominates a
-  small net is paid once per population. Per-child cost per step therefore *falls* as children per regime grow
-  (see `ms/step` across the children rows): with 3 children per regime it is ~0.18 ms, with 7 ~0.10 ms, with 50
-  ~0.07 ms. A child's result is bit-for-bit the same whatever else is in its population (tested in
-  `tests/harness/test_population.py`), so `-k` and `-n` change speed only. Every child uses the population path,
+- **Children train together** (`harness/population.py`): their weights are stacked and every step is one
+  `bmm`-based forward/backward and one fused Adam call per learning rate over a (K, P) buffer, so the per-op
+  overhead that dominates a small net is paid once per population. Regimes that share their batch size,
+  validation split, seed and quantization (`Regime.batches`: `short`, `medium`, `long` and `lr_high` do) see the
+  same batches and dropout masks epoch by epoch, so in a serial session their children form one population that
+  narrows as the shorter regimes finish (`minimal`: 9 children for 5 epochs, 6 for 5 more, 3 for the last 10).
+  Per-child cost per step therefore *falls* as populations grow (`ms/step` across the children rows). A child's
+  result is bit-for-bit the same whatever else is in its population, whatever the other regimes
+  (`tests/harness/test_population.py`), so `-k` and `-n` change speed only. Every child uses the population path,
   alone or not, so results never depend on the selection.
 - **States**: fine-tune steps grow linearly with the states (900 → 9,000 → 90,000 training rows per epoch), so
   fine-tune time is linear in states; evaluation is streamed in 65,536-row chunks, so memory grows only by the
@@ -84,15 +87,18 @@ NOTES = """## Notes: where the time goes and why some costs are not linear
   the most expensive regime first, so populations are neither split nor trained twice. (xdist 3.8's own
   `--dist loadgroup` does not group under pytest 9: it writes its `@group` suffix to `item._nodeid`, which pytest
   9 no longer reads.)
-- **Why `-n 2` gains little at 1,000 states on 2 cores.** A worker starts its first child ~0.5 s after a serial
-  session would (`first child` column): xdist starts workers only once the controller's own pytest start-up is
-  done, and each worker then runs pytest's start-up again before importing torch. At the end the controller waits
-  ~0.1 s for the workers' interpreters to exit. Against that, `default-qat` has ~1.2 s of work (fine-tuning 21
-  children at ~0.1 ms per child-step, evaluating, timing and writing them), and its three regimes split at best
-  0.55/0.45 over two workers (`long` alone is half its steps). So at 1,000 states `-n 2` saves about as much as it
-  costs; it pays more the more work there is per regime (the 3k-/10k-state worker rows). The established tool's
-  `-n 2` was 5–7x slower than its serial mode; here workers never fight over threads and never pay torch twice
-  per process.
+- **Why `-n 2` does not beat `-n 0` at 1,000 states on 2 cores.** xdist itself costs ~0.5 s here (the "xdist's
+  own cost" line: the same two torch-importing tests, `-n 0` vs `-n 2`). A worker starts its
+  first child ~0.5 s after a serial session would (`first child` column): xdist starts workers only once the
+  controller's own pytest start-up is done, and each worker then runs pytest's start-up again before importing
+  torch; at the end the controller waits ~0.1 s for the workers' interpreters to exit. Against that, `default-qat`
+  has ~1.1 s of work in a serial session (fine-tuning 21 children at ~0.1 ms per child-step, evaluating, timing,
+  writing), and a worker can only take whole regimes (a regime's children train as one population; `long` is
+  half of `default-qat`'s steps), so two workers save ~0.5 s: less than xdist's cost. A serial session also
+  trains regimes that share their batches as one population, which a worker, sent one regime at a time, cannot.
+  So at 1,000 states `-n 0` is the faster choice on 2 cores; `-n 2` pays once there is more work (the 3k- and
+  10k-state worker rows). The established tool's `-n 2` was 5–7x slower than its serial mode; here workers never
+  fight over threads and the controller never imports torch.
 - **Peak RSS** is ~250 MB per process, nearly all of it torch's own import; it barely moves with children. It grows
   with states during fine-tuning (each epoch's dropout masks are drawn for all training rows at once, 2 x rows x
   hidden floats, plus the shuffled copies of states and targets) and with hidden size (population activations and
@@ -223,6 +229,20 @@ def plugin_overhead(work: Path, repeats: int) -> tuple[float, float]:
     return statistics.median(with_p), statistics.median(without)
 
 
+def xdist_cost(work: Path, repeats: int) -> tuple[float, float]:
+    """Median wall of a plugin-free pytest run whose two tests import torch, under ``-n 0`` and ``-n 2``: what
+    xdist itself costs on this machine, whatever the tests do (interleaved runs)."""
+    d = work / "xdist_cost"
+    d.mkdir(exist_ok=True)
+    (d / "test_torch.py").write_text("def test_a():\n    import torch\n\n\ndef test_b():\n    import torch\n")
+    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:crossover", "test_torch.py"]
+    serial, parallel = [], []
+    for _ in range(repeats):
+        serial.append(_spawn(base + ["-n", "0"], d)[0])
+        parallel.append(_spawn(base + ["-n", "2"], d)[0])
+    return statistics.median(serial), statistics.median(parallel)
+
+
 EVAL_MEMORY = """
 import resource, sys, time
 import numpy as np, torch
@@ -331,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
             with_p, without = plugin_overhead(work, max(5, 2 * reps))
             say(f"\nPlugin overhead on an unrelated trivial pytest run: {1000 * (with_p - without):.0f} ms "
                 f"(with plugin {with_p:.3f} s, `-p no:crossover` {without:.3f} s; medians of {max(5, 2 * reps)}).")
+            serial, parallel = xdist_cost(work, max(5, reps))
+            say(f"\nxdist's own cost: a pytest run of two tests that only import torch takes {serial:.2f} s under "
+                f"`-n 0` and {parallel:.2f} s under `-n 2` (medians of {max(5, reps)}).")
             big = make_inputs(data, n_states=1_000_000)
             before, after, secs, rows = eval_memory(work, big)
             say(f"\nEvaluating a {rows:,}-state buffer (memory-mapped .npy; both parents' logits + one child's "

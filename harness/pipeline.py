@@ -104,8 +104,11 @@ class Context:
         self.train_states_dev = self.train_states.to(self.device)
         self.targets_dev = self.targets.to(self.device)
         # The children this process will run (set by the caller, e.g. the plugin from its selected items): the
-        # children of one regime among them are fine-tuned together as one population (harness.population).
+        # children among them whose regimes share their batches (Regime.batches) are fine-tuned together as one
+        # population (harness.population); with ``share_batches`` False, only the children of one regime (the
+        # plugin under xdist, where a worker runs one regime's children but collects every child).
         self.specs: list[ChildSpec] | None = None
+        self.share_batches = True
         self._pending: dict[str, FinetuneResult] = {}
         self._trained: set[str] = set()
         self.finetune_share: dict[str, float] = {}
@@ -135,7 +138,8 @@ class Context:
 
     def finetune(self, spec: ChildSpec, child: torch.nn.Module) -> FinetuneResult:
         """``spec``'s fine-tune result; on a miss, trains it with every not-yet-trained child of ``self.specs``
-        that shares its regime (one population), and keeps the others' results for their own turn.
+        whose regime shares its batches (or is its regime, see ``share_batches``) as one population, and keeps the
+        others' results for their own turn.
 
         A child's result is bitwise independent of its population (tests/harness/test_population.py), so which
         children share a population (``-k``, ``-n``) changes nothing but speed.
@@ -143,16 +147,20 @@ class Context:
         hit = self._pending.pop(spec.child_id, None)
         if hit is not None:
             return hit
-        others = [s for s in (self.specs or ()) if s.regime == spec.regime and s.child_id != spec.child_id
+        def mates(s: ChildSpec) -> bool:
+            return s.regime.batches == spec.regime.batches if self.share_batches else s.regime == spec.regime
+
+        others = [s for s in (self.specs or ()) if mates(s) and s.child_id != spec.child_id
                   and s.child_id not in self._trained]
         models = [child] + [self.new_child(crossover(self.sd_a, self.sd_b, s.recipe.mode, alpha=s.recipe.alpha,
                                                      seed=s.recipe.seed)) for s in others]
+        members = [spec, *others]
         start = time.perf_counter()
-        results = finetune_population(models, self.train_states_dev, self.targets_dev, spec.regime)
-        share = (time.perf_counter() - start) / len(results)
-        for s, r in zip([spec, *others], results):
+        results = finetune_population(models, self.train_states_dev, self.targets_dev, [s.regime for s in members])
+        elapsed, epochs = time.perf_counter() - start, sum(s.regime.epochs for s in members)
+        for s in members:  # each child's share of the population's time, by its number of (equal-sized) epochs
             self._trained.add(s.child_id)
-            self.finetune_share[s.child_id] = round(share, 6)
+            self.finetune_share[s.child_id] = round(elapsed * s.regime.epochs / epochs, 6)
         self._pending.update({s.child_id: r for s, r in zip(others, results[1:])})
         return results[0]
 

@@ -69,25 +69,30 @@ class _Stack:
         self.k, self.names, self.shapes = len(flats), ref.names, ref.shapes
         n_params = ref.flat.numel()
         self.p_pad = -(-n_params // _PAD) * _PAD
-        self.flat = torch.zeros(self.k, self.p_pad, device=device)
+        self.full_flat = torch.zeros(self.k, self.p_pad, device=device)
         for i, f in enumerate(flats):
-            self.flat[i, :n_params] = f.flat.to(device)
-        self.grad = torch.zeros_like(self.flat)
-        pv, gv = self.views(self.flat), self.views(self.grad)
-        n_hidden = len(ref.hidden)
-        lin = [n for n in self.names if n.endswith(".weight") and len(self.shapes[self.names.index(n)]) == 2]
-        norms = [n for n in self.names if n.endswith(".weight") and len(self.shapes[self.names.index(n)]) == 1]
-        self.hidden = []
-        for li in range(n_hidden):
-            w, ln = lin[li][:-len(".weight")], norms[li][:-len(".weight")]
-            keys = (f"{w}.weight", f"{w}.bias", f"{ln}.weight", f"{ln}.bias")
-            self.hidden.append(tuple(pv[k] for k in keys) + tuple(gv[k] for k in keys)
-                               + (ref.hidden[li][8], ref.hidden[li][9]))
-        last = lin[-1][:-len(".weight")]
-        self.last = (pv[f"{last}.weight"], pv[f"{last}.bias"], gv[f"{last}.weight"], gv[f"{last}.bias"])
+            self.full_flat[i, :n_params] = f.flat.to(device)
+        self.full_grad = torch.zeros_like(self.full_flat)
+        self._ln_meta = [(h[8], h[9]) for h in ref.hidden]
+        self._lin = [n for n in self.names if n.endswith(".weight") and len(self.shapes[self.names.index(n)]) == 2]
+        self._norms = [n for n in self.names if n.endswith(".weight") and len(self.shapes[self.names.index(n)]) == 1]
         self.widths, self.dropout = ref.widths, ref.dropout
         self.in_dim, self.out_dim = ref.in_dim, ref.out_dim
         self.qat, self.temperature = qat, temperature
+        self.narrow(self.k)
+
+    def narrow(self, k: int) -> None:
+        """From now on train the first ``k`` children only; the others' rows stay as they are in the buffer."""
+        self.k = k
+        self.flat, self.grad = self.full_flat[:k], self.full_grad[:k]
+        pv, gv = self.views(self.flat), self.views(self.grad)
+        self.hidden = []
+        for (w_name, ln_name), meta in zip(zip(self._lin, self._norms), self._ln_meta):
+            w, ln = w_name[:-len(".weight")], ln_name[:-len(".weight")]
+            keys = (f"{w}.weight", f"{w}.bias", f"{ln}.weight", f"{ln}.bias")
+            self.hidden.append(tuple(pv[key] for key in keys) + tuple(gv[key] for key in keys) + meta)
+        last = self._lin[-1][:-len(".weight")]
+        self.last = (pv[f"{last}.weight"], pv[f"{last}.bias"], gv[f"{last}.weight"], gv[f"{last}.bias"])
 
     def views(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
         out, off = {}, 0
@@ -150,23 +155,38 @@ class _Stack:
 
 
 class _StackAdam:
-    """torch.optim.Adam (defaults) on the (K, P_pad) buffer, with per-child L2 clipping at ``max_norm``."""
+    """torch.optim.Adam (defaults) on the rows of the (K, P_pad) buffer, one learning rate per row, with per-row L2
+    clipping at ``max_norm``. Rows are steered as the stack's: :meth:`narrow` keeps the first ``k``."""
 
-    def __init__(self, param: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
-        self.param, self.grad, self.lr = param, grad, lr
+    def __init__(self, param: torch.Tensor, grad: torch.Tensor, lrs: Sequence[float]) -> None:
+        self.param, self.grad, self.lrs = param, grad, list(lrs)
         self.exp_avg, self.exp_avg_sq = torch.zeros_like(param), torch.zeros_like(param)
         self.step_t = torch.zeros((), dtype=torch.float32, device=param.device)
         self.steps = 0
         self.fused = _FUSED_ADAM is not None and param.device.type == "cpu"
+        self.narrow(len(self.lrs))
+
+    def narrow(self, k: int) -> None:
+        self.k = k
+        # Runs of equal learning rate (rows are sorted so they are contiguous): one Adam call per run, on whole
+        # rows, so every child's update is the same elementwise kernel on the same numbers as in any population.
+        self.runs: list[tuple[int, int, float]] = []
+        for i in range(k):
+            if self.runs and self.runs[-1][2] == self.lrs[i]:
+                self.runs[-1] = (self.runs[-1][0], i + 1, self.lrs[i])
+            else:
+                self.runs.append((i, i + 1, self.lrs[i]))
 
     def clip(self, max_norm: float) -> None:
-        norms = torch.linalg.vector_norm(self.grad, dim=1, keepdim=True)  # one norm per child (row)
-        self.grad.mul_(norms.add_(_CLIP_EPS).reciprocal_().mul_(max_norm).clamp_(max=1.0))
+        grad = self.grad[:self.k]
+        norms = torch.linalg.vector_norm(grad, dim=1, keepdim=True)  # one norm per child (row)
+        grad.mul_(norms.add_(_CLIP_EPS).reciprocal_().mul_(max_norm).clamp_(max=1.0))
 
     def step(self) -> None:
         self.steps += 1
-        adam_step(self.param, self.grad, self.exp_avg, self.exp_avg_sq, self.step_t, self.steps, self.lr,
-                  fused=self.fused)
+        for a, b, lr in self.runs:
+            adam_step(self.param[a:b], self.grad[a:b], self.exp_avg[a:b], self.exp_avg_sq[a:b], self.step_t,
+                      self.steps, lr, fused=self.fused)
 
 
 def _evaluate(net: _Stack, x: torch.Tensor, p: torch.Tensor, target_arg: torch.Tensor) -> tuple[list[float],
@@ -187,8 +207,12 @@ def _evaluate(net: _Stack, x: torch.Tensor, p: torch.Tensor, target_arg: torch.T
 
 
 def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, target_probs: torch.Tensor,
-                        regime: Regime) -> list[FinetuneResult]:
-    """Fine-tune every child of ``children`` under ``regime`` together; one :class:`FinetuneResult` per child.
+                        regime: Regime | Sequence[Regime]) -> list[FinetuneResult]:
+    """Fine-tune every child of ``children`` together; one :class:`FinetuneResult` per child, in order.
+
+    ``regime`` is one regime for all, or one per child; regimes of one population must share their ``batches``
+    (split, batch order and dropout masks), so they differ only in learning rate and epochs: a child whose regime
+    is shorter leaves the population when its epochs are done, with exactly the result it would have had alone.
 
     Same contract per child as :func:`harness.finetune.finetune` (split, batch order, dropout masks, Adam,
     clipping, best-epoch selection, divergence, QAT) — a diverged child stops contributing to its own history and
@@ -197,24 +221,33 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
     """
     if not children:
         return []
+    regimes = [regime] * len(children) if isinstance(regime, Regime) else list(regime)
+    if len(regimes) != len(children) or len({r.batches for r in regimes}) != 1:
+        raise HarnessError("a population needs one regime per child, all with the same batch size, val_fraction, "
+                           "seed and quantization; train other regimes in their own population")
+    # Longest regime first, so a child that is done leaves from the end (the stack narrows to a prefix); equal
+    # learning rates next to each other, so each run of them takes one Adam call.
+    order = sorted(range(len(children)), key=lambda i: (-regimes[i].epochs, regimes[i].lr))
+    rows = [regimes[i] for i in order]
+    ref = rows[0]
     x_in = torch.as_tensor(states)
     device = x_in.device
-    net = _Stack(children, qat=regime.qat, temperature=TEMPERATURE, device=device)
+    net = _Stack([children[i] for i in order], qat=ref.qat, temperature=TEMPERATURE, device=device)
     x, p = _check_inputs(x_in, torch.as_tensor(target_probs).to(device), net)  # type: ignore[arg-type]
-    train_np, val_np = split_indices(x.shape[0], regime.val_fraction, regime.seed)
+    train_np, val_np = split_indices(x.shape[0], ref.val_fraction, ref.seed)
     tr, va = torch.from_numpy(train_np).to(device), torch.from_numpy(val_np).to(device)
     x_tr, p_tr, x_val, p_val = x[tr], p[tr], x[va], p[va]
     val_arg = p_val.argmax(1)
     kl_const = torch.xlogy(p_tr, p_tr).sum(1)
     n_train, n_val, k = x_tr.shape[0], x_val.shape[0], net.k
-    order_gen = torch.Generator().manual_seed(regime.seed)
-    drop_gen = torch.Generator().manual_seed((regime.seed ^ _DROPOUT_STREAM) & 0xFFFF_FFFF_FFFF)
-    adam = _StackAdam(net.flat, net.grad, regime.lr)
+    order_gen = torch.Generator().manual_seed(ref.seed)
+    drop_gen = torch.Generator().manual_seed((ref.seed ^ _DROPOUT_STREAM) & 0xFFFF_FFFF_FFFF)
+    adam = _StackAdam(net.full_flat, net.full_grad, [r.lr for r in rows])
     hist: list[dict[str, Any]] = [{
         "train_losses": [], "val_losses": [], "val_agreements": [], "initial_val_loss": None,
         "initial_val_agreement": None, "best_epoch": -1, "best_val_loss": None,
         "selection": "val" if n_val else "train", "steps": 0, "diverged": False, "n_train": n_train,
-        "n_val": n_val, "temperature": TEMPERATURE, "qat": regime.qat,
+        "n_val": n_val, "temperature": TEMPERATURE, "qat": ref.qat,
     } for _ in range(k)]
     if n_val:
         losses, agrees = _evaluate(net, x_val, p_val, val_arg)
@@ -222,30 +255,39 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
             h["initial_val_loss"], h["initial_val_agreement"] = _finite(loss), agree
     best_loss = [math.inf] * k
     best_flat: list[torch.Tensor | None] = [None] * k
-    alive = list(range(k))
+    alive = set(range(k))  # not diverged
     log_q_buf = torch.empty(k, n_train, net.out_dim, device=device)
-    bs = regime.batch_size
-    for epoch in range(regime.epochs):
+    bs = ref.batch_size
+    for epoch in range(ref.epochs):
+        active = sum(r.epochs > epoch for r in rows)
+        if not alive & set(range(active)):
+            break
+        if active < net.k:
+            net.narrow(active)
+            adam.narrow(active)
         # The generators stay on the CPU so the batch order and masks are the same on every device.
         perm = torch.randperm(n_train, generator=order_gen).to(device)
         xe, pe, ce = x_tr[perm], p_tr[perm], kl_const[perm]
         masks = [_dropout_mask(n_train, w, q, drop_gen) for w, q in zip(net.widths, net.dropout)]
         masks = [None if m is None else m.to(device) for m in masks]
+        log_q = log_q_buf[:active]
         for s in range(0, n_train, bs):
             e = s + bs
-            net.train_step(xe[s:e], pe[s:e], [None if m is None else m[s:e] for m in masks], log_q_buf[:, s:e])
+            net.train_step(xe[s:e], pe[s:e], [None if m is None else m[s:e] for m in masks], log_q[:, s:e])
             adam.clip(MAX_GRAD_NORM)
             adam.step()
-        train_losses = ((ce - (pe * log_q_buf).sum(2)).double().mean(1) * (TEMPERATURE * TEMPERATURE)).tolist()
+        train_losses = ((ce - (pe * log_q).sum(2)).double().mean(1) * (TEMPERATURE * TEMPERATURE)).tolist()
         scores = train_losses
         if n_val:
             scores, agrees = _evaluate(net, x_val, p_val, val_arg)
-        for i in list(alive):
+        for i in sorted(alive & set(range(active))):
             h = hist[i]
+            if epoch == rows[i].epochs - 1:
+                h["steps"] = adam.steps
             if not math.isfinite(train_losses[i]):
                 h["train_losses"].append(None)
                 h["diverged"], h["steps"] = True, adam.steps
-                alive.remove(i)
+                alive.discard(i)
                 continue
             h["train_losses"].append(train_losses[i])
             if n_val:
@@ -253,25 +295,20 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
                 h["val_agreements"].append(agrees[i])
                 if not math.isfinite(scores[i]):
                     h["diverged"], h["steps"] = True, adam.steps
-                    alive.remove(i)
+                    alive.discard(i)
                     continue
             if scores[i] < best_loss[i]:
                 best_loss[i], best_flat[i] = scores[i], net.flat[i].clone()
                 h["best_epoch"], h["best_val_loss"] = epoch, scores[i]
-        if not alive:
-            break
-    results = []
-    for i, child in enumerate(children):
-        if not hist[i]["diverged"]:
-            hist[i]["steps"] = adam.steps
-        model = copy.deepcopy(child).cpu()
-        best = best_flat[i]
+    results: list[FinetuneResult | None] = [None] * k
+    for row, i in enumerate(order):
+        model = copy.deepcopy(children[i]).cpu()
+        best = best_flat[row]
         if best is not None:
             views = net.views(best.unsqueeze(0))
             model.load_state_dict({n: v[0].detach().cpu().clone() for n, v in views.items()})
         model.eval()
-        int8_model = convert_int8(model) if regime.qat else None
-        results.append(FinetuneResult(model=model, int8_model=int8_model, history=hist[i],
-                                      diverged=bool(hist[i]["diverged"])))
-    return results
-
+        int8_model = convert_int8(model) if ref.qat else None
+        results[i] = FinetuneResult(model=model, int8_model=int8_model, history=hist[row],
+                                    diverged=bool(hist[row]["diverged"]))
+    return [r for r in results if r is not None]

@@ -66,6 +66,12 @@ class Regime:
     def qat(self) -> bool:
         return self.quantization_applied != "none"
 
+    @property
+    def batches(self) -> tuple[int, float, int, str]:
+        """Regimes with equal ``batches`` see the same split, batch order and dropout masks, epoch by epoch (all
+        drawn from ``seed``); they differ only in learning rate and length, so their children can train together."""
+        return (self.batch_size, self.val_fraction, self.seed, self.quantization_applied)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

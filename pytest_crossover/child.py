@@ -76,7 +76,7 @@ class CrossoverChild:
 
     def _selected_specs(self) -> list[Any]:
         """The children this process may run (its selected items; the xdist scheduler keeps a regime on one
-        worker): the children of a regime among them are fine-tuned together as one population."""
+        worker): those among them that can share a population are fine-tuned together (Context.finetune)."""
         ids = {child_id_of(item.nodeid) for item in getattr(self.item.session, "items", ())}
         specs = [s for s in self.session.specs if s.child_id in ids]
         return specs if self.spec in specs else [self.spec]

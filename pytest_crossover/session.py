@@ -92,6 +92,8 @@ class CrossoverSession:
                                 env_id=inp.env_id, episodes=inp.episodes, device=o.device)
             provenance = {**inp.provenance, "git": self.git()}
             self._ctx = Context(inp.sd_a, inp.sd_b, inp.states, settings, provenance=provenance)
+            # Under xdist a worker collects every child but is sent one regime's children at a time.
+            self._ctx.share_batches = not self.distributed
             _freeze_long_lived()
         return self._ctx
 

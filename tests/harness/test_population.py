@@ -62,6 +62,32 @@ def test_child_result_is_independent_of_its_population(hidden, n, regime):
         assert all(r.int8_model is not None for r in full)
 
 
+@pytest.mark.parametrize("qat", [False, True])
+def test_regimes_that_share_batches_train_together_with_the_results_of_training_apart(qat):
+    """A shorter regime leaves the population when its epochs are done; learning rates differ per child."""
+    q = "ptq_dynamic" if qat else "none"
+    regimes = [Regime("s", epochs=2, lr=1e-3, quantization_applied=q), Regime("l", epochs=4, lr=1e-3,
+               quantization_applied=q), Regime("h", epochs=2, lr=5e-3, quantization_applied=q),
+               Regime("m", epochs=3, lr=5e-4, quantization_applied=q), Regime("l", epochs=4, lr=1e-3,
+               quantization_applied=q)]
+    kids, x, p = _setup(16, 203)
+    mixed = finetune_population(kids, x, p, regimes)
+    for i, (kid, reg) in enumerate(zip(kids, regimes)):
+        alone = finetune_population([kid], x, p, reg)[0]
+        assert _same(mixed[i], alone), regimes[i]
+        assert mixed[i].history["steps"] == reg.epochs * 6 and len(mixed[i].history["train_losses"]) == reg.epochs
+    same_regime = finetune_population([kids[1], kids[4]], x, p, regimes[1])
+    assert _same(same_regime[0], mixed[1]) and _same(same_regime[1], mixed[4])
+
+
+def test_regimes_with_other_batches_are_refused():
+    kids, x, p = _setup(16, 60)
+    with pytest.raises(HarnessError, match="same batch size, val_fraction, seed and quantization"):
+        finetune_population(kids[:2], x, p, [REGIMES["short"], REGIMES["short_qat"]])
+    with pytest.raises(HarnessError, match="one regime per child"):
+        finetune_population(kids[:2], x, p, [REGIMES["short"]])
+
+
 def test_population_matches_single_child_finetune_closely():
     kids, x, p = _setup(16, 203)
     reg = Regime("t", epochs=3, lr=1e-3)
