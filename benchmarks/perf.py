@@ -65,7 +65,9 @@ NOTES = """## Notes: where the time goes and why some costs are not linear
   overhead that dominates a small net is paid once per population. Regimes that share their batch size,
   validation split, seed and quantization (`Regime.batches`: `short`, `medium`, `long` and `lr_high` do) see the
   same batches and dropout masks epoch by epoch, so in a serial session their children form one population that
-  narrows as the shorter regimes finish (`minimal`: 9 children for 5 epochs, 6 for 5 more, 3 for the last 10).
+  narrows as the shorter regimes finish (`minimal`: 9 children for 5 epochs, 6 for 5 more, 3 for the last 10),
+  as long as the stacked parameters stay under 1M floats: a big net's step is compute-bound, and there a larger
+  stack only spills the caches (hidden 1024 merged was 23% slower), so it trains per regime.
   Per-child cost per step therefore *falls* as populations grow (`ms/step` across the children rows). A child's
   result is bit-for-bit the same whatever else is in its population, whatever the other regimes
   (`tests/harness/test_population.py`), so `-k` and `-n` change speed only. Every child uses the population path,
