@@ -173,14 +173,14 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    # tryfirst: under xdist, before xdist's own hook waits for the workers to exit (~0.1 s of interpreter
-    # teardown each), so the files are written meanwhile; every worker has reported by then.
     cs = _session(session.config)
     if cs is not None and cs.is_worker and cs.expected and exitstatus != pytest.ExitCode.INTERRUPTED:
-        # Runs before xdist's own (wrapper) hook sends workeroutput to the controller.
+        # A worker's share of the parents' rows; xdist's own (wrapper) hook sends workeroutput after this.
         share = cs.worker_share()
         if share:
             session.config.workeroutput[PARENTS_KEY] = share  # type: ignore[attr-defined]
+    # The controller: tryfirst, so before xdist's own hook waits for the workers' interpreters to exit (~0.1 s
+    # each), the files are written meanwhile; every worker has reported by then.
     if cs is None or cs.is_worker or cs._lock_fh is None:
         return
     try:

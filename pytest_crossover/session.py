@@ -223,7 +223,12 @@ class CrossoverSession:
         missing = tuple(n for n in PARENTS if any(n not in parents.get(p, {}) for p in parts))
         if (missing or "agree_ab" not in parents) and self.complete:
             self.add_worker_parents(self.parent_baselines(missing, agreement="agree_ab" not in parents))
-        self.parents = dict(self._from_workers) or None
+        # Workers report in any order: lay the rows out as a serial session does, so manifests diff cleanly.
+        merged = {k: v for k, v in parents.items() if k not in ("latency_ms", "returns")}
+        for part in ("latency_ms", "returns"):
+            if part in parents:
+                merged[part] = {n: parents[part][n] for n in PARENTS if n in parents[part]}
+        self.parents = merged or None
 
     # -- outputs ----------------------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
