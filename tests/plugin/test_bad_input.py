@@ -184,3 +184,29 @@ def test_second_session_on_same_run_dir_is_refused(pytester, search_files):
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = _run(pytester, search_files)
     _assert_usage_error(result, "in use by another crossover session")
+
+
+@pytest.mark.parametrize("case", ["shapes", "truncated", "full-pickle", "nan-states"])
+def test_under_xdist_the_controller_stops_bad_input_without_torch(pytester, search_files, case):
+    """Under -n the controller checks from the checkpoints' index (torch-free) or, for what only torch.load can
+    judge (a damaged file, a full pickle), with torch.load: the same one line either way, before any child."""
+    if case == "shapes":
+        override, fragments = {"parent_b": str(_write(pytester.path / "wide.pt", make_parent(3, hidden=32)))}, \
+            ["parents cannot be crossed", "same architecture"]
+    elif case == "truncated":
+        bad = pytester.path / "trunc.pt"
+        bad.write_bytes(search_files["parent_a"].read_bytes()[:100])
+        override, fragments = {"parent_a": str(bad)}, ["trunc.pt", "is truncated or not a torch checkpoint"]
+    elif case == "full-pickle":
+        path = pytester.path / "full.pt"
+        torch.save(QNetwork(8, 4, 16), path)
+        override, fragments = {"parent_a": str(path)}, ["full.pt", "--crossover-allow-unsafe-unpickle"]
+    else:
+        states = np.zeros((50, 8), np.float32)
+        states[7, 3] = np.nan
+        np.save(pytester.path / "nan.npy", states)
+        override, fragments = {"states": str(pytester.path / "nan.npy")}, ["nan.npy", "NaN or inf value in row 7"]
+    result = _run(pytester, search_files, "-n", "2", **override)
+    _assert_usage_error(result, *fragments)
+    if case == "shapes":  # every mismatch listed under the line, as in a serial session
+        assert "'network.0.weight': A=(16, 8), B=(32, 8)" in result.stderr.str()
