@@ -10,7 +10,7 @@ import copy
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,10 +107,11 @@ class Context:
         self.targets_dev = self.targets.to(self.device)
         # The children this process will run (set by the caller, e.g. the plugin from its selected items): the
         # children among them whose regimes share their batches (Regime.batches) are fine-tuned together as one
-        # population (harness.population); with ``share_batches`` False, only the children of one regime (the
-        # plugin under xdist, where a worker runs one regime's children but collects every child).
+        # population (harness.population). A caller that runs only some of them in this process sets
+        # ``population_key`` (the plugin's xdist workers: one work unit each): then children train together
+        # exactly when their keys are equal.
         self.specs: list[ChildSpec] | None = None
-        self.share_batches = True
+        self.population_key: Callable[[ChildSpec], Hashable] | None = None
         self.n_params = sum(int(v.numel()) for v in self.sd_a.values())
         self._pending: dict[str, FinetuneResult] = {}
         self._trained: set[str] = set()
@@ -141,8 +142,8 @@ class Context:
 
     def finetune(self, spec: ChildSpec, child: torch.nn.Module) -> FinetuneResult:
         """``spec``'s fine-tune result; on a miss, trains it with every not-yet-trained child of ``self.specs``
-        whose regime shares its batches (or is its regime, see ``share_batches``) as one population, and keeps the
-        others' results for their own turn.
+        whose regime shares its batches (or with its ``population_key``) as one population, and keeps the others'
+        results for their own turn.
 
         A child's result is bitwise independent of its population (tests/harness/test_population.py), so which
         children share a population (``-k``, ``-n``) changes nothing but speed.
@@ -154,8 +155,11 @@ class Context:
             return [s for s in (self.specs or ()) if same(s) and s.child_id != spec.child_id
                     and s.child_id not in self._trained]
 
-        others = pending(lambda s: s.regime == spec.regime)
-        if self.share_batches:
+        key = self.population_key
+        if key is not None:
+            others = pending(lambda s: key(s) == key(spec))
+        else:
+            others = pending(lambda s: s.regime == spec.regime)
             mixed = pending(lambda s: s.regime.batches == spec.regime.batches)
             # Regimes merge while the stack stays small: that saves per-op overhead on small nets; a big net's
             # steps are compute-bound, and there a larger stack only spills the caches (hidden 1024: 23% slower).

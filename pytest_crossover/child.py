@@ -52,6 +52,7 @@ class CrossoverChild:
             ctx = self.session.context()
             if ctx.specs is None:
                 ctx.specs = self._selected_specs()
+                ctx.population_key = self.session.population_key(ctx.specs)
             started = time.time()  # wall clock, so benchmarks/perf.py can measure time-to-first-child
             out = run_child(self.spec, ctx, out_dir=self.session.run_dir)
             record = out.record

@@ -92,10 +92,21 @@ class CrossoverSession:
                                 env_id=inp.env_id, episodes=inp.episodes, device=o.device)
             provenance = {**inp.provenance, "git": self.git()}
             self._ctx = Context(inp.sd_a, inp.sd_b, inp.states, settings, provenance=provenance)
-            # Under xdist a worker collects every child but is sent one regime's children at a time.
-            self._ctx.share_batches = not self.distributed
             _freeze_long_lived()
         return self._ctx
+
+    def population_key(self, specs: list[Any]) -> Any:
+        """Which of ``specs`` train together in this process: ``None`` in a serial session (the context merges
+        regimes that share their batches); under xdist a worker collects every child but is sent one work unit at
+        a time, so only the children of one unit (``--dist load``) or, under other modes, of one regime."""
+        if not self.is_worker:
+            return None
+        if self.config.getvalue("dist") == "load":
+            from pytest_crossover.scheduling import work_units
+
+            units = work_units(specs, int(self.config.workerinput.get("workercount", 1)))  # type: ignore[attr-defined]
+            return lambda s: units[s.child_id][0] if s.child_id in units else s.regime.name
+        return lambda s: s.regime.name
 
     def git(self) -> dict[str, Any]:
         """Commit, branch and dirty flag of the rootdir's repository; computed once, on the controller (workers

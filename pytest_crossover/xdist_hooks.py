@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from pytest_crossover.session import PARENTS_KEY, CrossoverSession, child_id_of
-
-if TYPE_CHECKING:
-    from harness.space import ChildSpec
 
 
 class XdistHooks:
@@ -20,18 +15,20 @@ class XdistHooks:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
-        """Under plain ``-n N`` (``--dist load``), send the children of one regime to one worker.
+        """Under plain ``-n N`` (``--dist load``), send each work unit to one worker: a regime's children, or a
+        part of them when there are more workers than regimes (``work_units``).
 
-        Children of a regime train together as one population (harness.population), so splitting a regime
-        across workers would train it twice. xdist's own ``loadgroup`` cannot do this under pytest 9 (its
-        ``@group`` suffix is written to ``item._nodeid``, which pytest 9 no longer reads), so this is
-        ``loadscope`` with the regime as the scope; every other test is its own scope, spread as under ``load``.
-        Other ``--dist`` modes are left to xdist (results are the same; only the speed differs).
+        A unit's children train together as one population (harness.population), so the worker that gets a unit
+        must get all of it. xdist's own ``loadgroup`` cannot do this under pytest 9 (its ``@group`` suffix is
+        written to ``item._nodeid``, which pytest 9 no longer reads), so this is ``loadscope`` with the unit as the
+        scope; every other test is its own scope, spread as under ``load``. Other ``--dist`` modes are left to
+        xdist (results are the same; only the speed differs).
         """
         if config.getvalue("dist") != "load":
             return None
-        specs = self.session.specs
-        return _regime_scheduling(config, log, {s.child_id: s.regime.name for s in specs}, regime_costs(specs))
+        from pytest_crossover.scheduling import unit_scheduling
+
+        return unit_scheduling(config, log, self.session.ids)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -53,53 +50,3 @@ class XdistHooks:
             cs.expected = children
             if cs._lock_fh is None:
                 cs.acquire_run_dir()
-
-
-def regime_costs(specs: Sequence[ChildSpec]) -> dict[str, float]:
-    """Relative cost of each regime's children on one worker: Adam steps (epochs over batch size) times a
-    population's per-step cost, which grows slowly with its size (0.38 + 0.054 K ms at hidden 64, profiled); a
-    QAT regime counts 1.6x for its int8 conversion, evaluation and files per child (measured in a timeline)."""
-    sizes = Counter(s.regime.name for s in specs)
-    regimes = {s.regime.name: s.regime for s in specs}
-    return {name: r.epochs / r.batch_size * (1.6 if r.qat else 1.0) * (1 + sizes[name] / 10)
-            for name, r in regimes.items()}
-
-
-def _regime_scheduling(config: pytest.Config, log: Any, regimes: dict[str, str], costs: dict[str, float]) -> Any:
-    from xdist.scheduler import LoadScopeScheduling
-
-    prefix = "crossover-regime:"
-
-    class RegimeScheduling(LoadScopeScheduling):  # type: ignore[misc]
-        def _split_scope(self, nodeid: str) -> str:
-            regime = regimes.get(child_id_of(nodeid) or "")
-            return f"{prefix}{regime}" if regime else nodeid
-
-        def _assign_work_unit(self, node: Any) -> None:
-            # Longest regime first (LPT): the most expensive population goes to the first free worker, so the
-            # cheap ones fill in around it and the workers finish together.
-            ordered = sorted(self.workqueue.items(), key=lambda unit: -costs.get(unit[0][len(prefix):], 0.0))
-            self.workqueue.clear()
-            self.workqueue.update(ordered)
-            super()._assign_work_unit(node)
-
-        def remove_node(self, node: Any) -> str | None:
-            """As LoadScopeScheduling's, except that the test that crashed the worker is marked done.
-
-            Scope scheduling re-queues a dead worker's whole unit, crashed test included, so a child that always
-            kills its worker (out of memory, a segfault) would run again until xdist's restart limit aborts the
-            session. The crashed child is reported lost once; the rest of its regime is re-queued as usual.
-            """
-            workload = self.assigned_work.pop(node)
-            if not self._pending_of(workload):
-                return None
-            crashitem = next(nid for unit in workload.values() for nid, done in unit.items() if not done)
-            for unit in workload.values():
-                if crashitem in unit:
-                    unit[crashitem] = True
-            self.workqueue.update({scope: unit for scope, unit in workload.items() if not all(unit.values())})
-            for other in self.assigned_work:
-                self._reschedule(other)
-            return crashitem
-
-    return RegimeScheduling(config, log)

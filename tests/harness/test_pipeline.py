@@ -45,8 +45,8 @@ def test_regimes_that_share_batches_form_one_population():
 @pytest.mark.parametrize("why", ["xdist", "big network"])
 def test_otherwise_only_the_children_of_one_regime(monkeypatch, why):
     ctx = _context()
-    if why == "xdist":
-        ctx.share_batches = False
+    if why == "xdist":  # what the plugin's workers set: one work unit (here: one regime) per population
+        ctx.population_key = lambda s: s.regime.name
     else:
         monkeypatch.setattr(pipeline, "MERGE_LIMIT_FLOATS", 3 * ctx.n_params)
     assert _population_of_first_child(ctx) == {"000_random_a0p50_s0_short", "003_layer_a0p50_sNone_short"}

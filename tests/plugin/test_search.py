@@ -146,10 +146,37 @@ def test_plugin_is_inert_without_its_fixture(pytester):
 
 def test_regime_costs_put_the_longest_population_first():
     from harness.space import build_space
-    from pytest_crossover.xdist_hooks import regime_costs
+    from pytest_crossover.scheduling import regime_costs
 
     costs = regime_costs(build_space("extended"))
     assert sorted(costs, key=lambda r: -costs[r])[:2] == ["long", "medium"]
     assert costs["short"] == costs["lr_high"] and costs["long"] == 4 * costs["short"]
     qat = regime_costs(build_space("default-qat"))
     assert sorted(qat, key=lambda r: -qat[r]) == ["long", "short_qat", "short"]
+
+
+def test_work_units_split_regimes_only_when_workers_would_idle():
+    from harness.space import build_space
+    from pytest_crossover.scheduling import work_units
+
+    specs = build_space("default-qat")  # 7 recipes x (short, long, short_qat)
+    by_unit = lambda units: sorted({u for u, _ in units.values()})  # noqa: E731
+    assert by_unit(work_units(specs, 2)) == by_unit(work_units(specs, 3)) == ["long", "short", "short_qat"]
+    four = work_units(specs, 4)  # the most expensive regime, long, is halved: 4 + 3 children
+    assert by_unit(four) == ["long/a", "long/b", "short", "short_qat"]
+    assert sum(u == "long/a" for u, _ in four.values()) == 4 and sum(u == "long/b" for u, _ in four.values()) == 3
+    smoke = work_units(build_space("smoke"), 8)  # 3 children of one regime: at most one child per unit
+    assert len(by_unit(smoke)) == 3
+    costs = {u: c for u, c in four.values()}
+    assert costs["long/a"] + costs["long/b"] == pytest.approx(work_units(specs, 2)["001_random_a0p50_s0_long"][1])
+
+
+def test_one_regime_is_split_over_two_workers_with_the_serial_results(pytester, search_files):
+    """smoke has one regime: under -n 2 its children are cut into two work units, one per worker."""
+    serial = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-run-dir=serial")
+    serial.assert_outcomes(passed=3)
+    parallel = pytester.runpytest_subprocess(*_args(search_files, "par"), "--crossover-space=smoke", "-n", "2", "-v")
+    parallel.assert_outcomes(passed=3)
+    out = parallel.stdout.str()
+    assert "[gw0] " in out and "[gw1] " in out
+    assert _metrics(pytester.path / "serial") == _metrics(pytester.path / "par")
