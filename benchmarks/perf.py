@@ -84,11 +84,12 @@ NOTES = """## Notes: where the time goes and why some costs are not linear
 - **Workers** (`-n N`): the controller never imports torch. It checks the inputs from the checkpoints' pickled
   index (`harness/checkpoint_meta.py`: names, shapes, dtypes and CRCs, nothing executed), the workers time their
   children and the parents (parent j on worker j mod N, sent back in xdist's `workeroutput`), and the controller
-  only merges records and writes files. Each worker uses one torch thread, and the plugin's scheduler (xdist's
-  loadscope with the regime as the scope, `pytest_xdist_make_scheduler`) sends a regime's children to one worker,
-  the most expensive regime first, so populations are neither split nor trained twice. (xdist 3.8's own
-  `--dist loadgroup` does not group under pytest 9: it writes its `@group` suffix to `item._nodeid`, which pytest
-  9 no longer reads.)
+  only merges records and writes files. Each worker uses one torch thread, and the plugin's scheduler
+  (`pytest_crossover/scheduling.py`: xdist's loadscope with a work unit as the scope) sends a regime's children to
+  one worker, the most expensive first, so populations are never trained twice; with more workers than regimes
+  it halves the most expensive regimes until every worker has a unit (results do not depend on the population,
+  so this changes speed only). (xdist 3.8's own `--dist loadgroup` does not group under pytest 9: it writes its
+  `@group` suffix to `item._nodeid`, which pytest 9 no longer reads.)
 - **Why `-n 2` does not beat `-n 0` at 1,000 states on 2 cores.** xdist itself costs ~0.5 s here (the "xdist's
   own cost" line: the same two torch-importing tests, `-n 0` vs `-n 2`). A worker starts its
   first child ~0.5 s after a serial session would (`first child` column): xdist starts workers only once the
