@@ -49,8 +49,9 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path | str, obj: Any, *, durable: bool = True) -> Path:
-    text = json.dumps(json_safe(obj), indent=2, allow_nan=False, default=str)
+def write_json(path: Path | str, obj: Any, *, durable: bool = True, compact: bool = False) -> Path:
+    """Indented JSON; ``compact`` writes one line, ~4x faster (only then does json use its C encoder)."""
+    text = json.dumps(json_safe(obj), indent=None if compact else 2, allow_nan=False, default=str)
     return write_text(path, text + "\n", durable=durable)
 
 

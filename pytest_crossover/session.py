@@ -161,16 +161,18 @@ class CrossoverSession:
         # manifest.json, the record of truth, is rewritten after EVERY child, so a crash or SIGKILL of the session
         # loses no finished child (issue 7); only the derived views are throttled. These mid-session writes are
         # atomic (rename) but not fsynced, which guards against a dead process, not a dead machine; an fsync per
-        # child cost ~5 ms each, as much as evaluating it. The files of the finished session are fsynced.
+        # child cost ~5 ms each, as much as evaluating it. They are also compact JSON: indenting makes json use
+        # its pure-Python encoder, ~25 ms per write at 100 children. The finished session's files are indented
+        # and fsynced.
         if time.monotonic() - self._last_write >= WRITE_INTERVAL_S:
-            self.write_outputs(durable=False)
+            self.write_outputs(final=False)
         else:
             self.write_manifest()
 
     def write_manifest(self) -> Path:
         from harness.atomic import write_json
 
-        return write_json(self.run_dir / "manifest.json", self.manifest(), durable=False)
+        return write_json(self.run_dir / "manifest.json", self.manifest(), durable=False, compact=True)
 
     def add_failure(self, child_id: str, status: str, message: str) -> None:
         spec = self.ids.get(child_id)
@@ -273,7 +275,7 @@ class CrossoverSession:
             return "pytest-benchmark pedantic in the test (3 warm-up, 20 rounds, median)"
         return "harness.timing in the test (3 warm-up, 20 timed, median)"
 
-    def write_outputs(self, *, durable: bool = True) -> list[Path]:
+    def write_outputs(self, *, final: bool = True) -> list[Path]:
         from harness.atomic import write_json, write_text
         from harness.leaderboard import build_rows, recommendation, table, to_csv
 
@@ -285,10 +287,11 @@ class CrossoverSession:
         md = (f"# Crossover leaderboard ({status})\n\nSpace `{self.options.space}`; latency: {manifest['latency_mode']}."
               f"\n\n{table(rows)}\n")
         d = self.run_dir
+        durable, compact = final, not final
         self.written = [
-            write_json(d / "manifest.json", manifest, durable=durable),
+            write_json(d / "manifest.json", manifest, durable=durable, compact=compact),
             # A plain list of rows, as the established tool writes it; completeness lives in manifest.json.
-            write_json(d / "leaderboard.json", rows, durable=durable),
+            write_json(d / "leaderboard.json", rows, durable=durable, compact=compact),
             write_text(d / "leaderboard.csv", to_csv(rows), durable=durable),
             write_text(d / "leaderboard.md", md, durable=durable),
             write_text(d / "recommendation.txt", recommendation(rows, self.parents) + "\n", durable=durable),
