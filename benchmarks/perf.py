@@ -39,6 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT = '"""Search client (what another repository writes)."""\n\n\ndef test_child(crossover_child):\n    crossover_child.run()\n'
 TRIVIAL = "def test_trivial():\n    assert 1 + 1 == 2\n"
+TORCH_TESTS = "def test_a():\n    import torch\n\n\ndef test_b():\n    import torch\n"
 PHASES = ("crossover", "finetune", "evaluate", "latency", "write")
 
 TITLE = """# Performance
@@ -218,32 +219,29 @@ def repeat(n: int, fn: Any) -> Run:
     return median_run([fn(i) for i in range(n)])
 
 
+def paired_medians(d: Path, test: str, base: list[str], a: list[str], b: list[str], repeats: int) -> tuple[float,
+                                                                                                           float]:
+    """Median walls of ``base + a`` and ``base + b`` run on the test module ``test`` in the folder ``d``, the two
+    interleaved so drifting background load hits both alike."""
+    d.mkdir(exist_ok=True)
+    (d / "test_module.py").write_text(test)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *base, "test_module.py"]
+    walls_a, walls_b = [], []
+    for _ in range(repeats):
+        walls_a.append(_spawn(cmd + a, d)[0])
+        walls_b.append(_spawn(cmd + b, d)[0])
+    return statistics.median(walls_a), statistics.median(walls_b)
+
+
 def plugin_overhead(work: Path, repeats: int) -> tuple[float, float]:
     """Median wall of a trivial unrelated pytest run with the plugin loaded and with ``-p no:crossover``."""
-    d = work / "unrelated"
-    d.mkdir(exist_ok=True)
-    (d / "test_unrelated.py").write_text(TRIVIAL)
-    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-n", "0",
-            "test_unrelated.py"]
-    with_p, without = [], []
-    for _ in range(repeats):  # interleaved so drifting background load hits both alike
-        with_p.append(_spawn(base, d)[0])
-        without.append(_spawn(base + ["-p", "no:crossover"], d)[0])
-    return statistics.median(with_p), statistics.median(without)
+    return paired_medians(work / "unrelated", TRIVIAL, ["-n", "0"], [], ["-p", "no:crossover"], repeats)
 
 
 def xdist_cost(work: Path, repeats: int) -> tuple[float, float]:
     """Median wall of a plugin-free pytest run whose two tests import torch, under ``-n 0`` and ``-n 2``: what
-    xdist itself costs on this machine, whatever the tests do (interleaved runs)."""
-    d = work / "xdist_cost"
-    d.mkdir(exist_ok=True)
-    (d / "test_torch.py").write_text("def test_a():\n    import torch\n\n\ndef test_b():\n    import torch\n")
-    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:crossover", "test_torch.py"]
-    serial, parallel = [], []
-    for _ in range(repeats):
-        serial.append(_spawn(base + ["-n", "0"], d)[0])
-        parallel.append(_spawn(base + ["-n", "2"], d)[0])
-    return statistics.median(serial), statistics.median(parallel)
+    xdist itself costs on this machine, whatever the tests do."""
+    return paired_medians(work / "xdist_cost", TORCH_TESTS, ["-p", "no:crossover"], ["-n", "0"], ["-n", "2"], repeats)
 
 
 EVAL_MEMORY = """

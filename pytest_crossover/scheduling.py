@@ -55,13 +55,15 @@ def unit_scheduling(config: pytest.Config, log: Any, specs: dict[str, ChildSpec]
 
     prefix = "crossover:"
 
-    class RegimeScheduling(LoadScopeScheduling):  # type: ignore[misc]
+    class UnitScheduling(LoadScopeScheduling):  # type: ignore[misc]
         units: dict[str, tuple[str, float]] = {}
+        scope_cost: dict[str, float] = {}
 
         def schedule(self) -> None:
             if self.collection is None and self.collection_is_completed and self.registered_collections:
                 ids = (child_id_of(n) for n in next(iter(self.registered_collections.values())))
                 self.units = work_units([specs[c] for c in ids if c in specs], self.numnodes)
+                self.scope_cost = {f"{prefix}{u}": c for u, c in self.units.values()}
             super().schedule()
 
         def _split_scope(self, nodeid: str) -> str:
@@ -71,8 +73,7 @@ def unit_scheduling(config: pytest.Config, log: Any, specs: dict[str, ChildSpec]
         def _assign_work_unit(self, node: Any) -> None:
             # Most expensive unit first (LPT): it goes to the first free worker, so the cheap ones fill in around it
             # and the workers finish together.
-            cost = {f"{prefix}{u}": c for u, c in self.units.values()}
-            ordered = sorted(self.workqueue.items(), key=lambda item: -cost.get(item[0], 0.0))
+            ordered = sorted(self.workqueue.items(), key=lambda item: -self.scope_cost.get(item[0], 0.0))
             self.workqueue.clear()
             self.workqueue.update(ordered)
             super()._assign_work_unit(node)
@@ -96,4 +97,4 @@ def unit_scheduling(config: pytest.Config, log: Any, specs: dict[str, ChildSpec]
                 self._reschedule(other)
             return crashitem
 
-    return RegimeScheduling(config, log)
+    return UnitScheduling(config, log)
