@@ -8,7 +8,8 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from numbers import Integral, Real
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,10 +40,18 @@ def write_text(path: Path | str, text: str, *, durable: bool = True) -> Path:
 
 
 def json_safe(value: Any) -> Any:
-    """Replace NaN/inf by None recursively, so the JSON stays valid (strict parsers reject NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
+    """Builtins only, NaN/inf as None, recursively: valid strict JSON, and what execnet (xdist) can send.
+
+    Numpy scalars become Python numbers; mappings get string keys; tuples become lists.
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]

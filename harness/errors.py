@@ -7,7 +7,15 @@ from pathlib import Path
 
 
 class HarnessError(ValueError):
-    """Bad input to the harness; the message names the value and the fix."""
+    """Bad input to the harness; the message names the value and the fix.
+
+    ``field`` names the setting at fault (``"holdout"``, ``"alpha"``, ``"parent_a"``), so a front end can name it
+    as its user wrote it (the plugin: the flag or the ini key) without parsing the message.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class CheckpointError(HarnessError):

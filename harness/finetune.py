@@ -1,22 +1,19 @@
-"""Distillation fine-tuning of a crossover child (reference §3, seed §4), float or weight-only int8 QAT.
+"""Distillation fine-tuning of crossover children (float, or weight-only int8 QAT): the one trainer.
 
 Loss: ``T² · KL(softmax(z_t/T) ‖ softmax(z_c/T))``, batchmean, T = 3, pure soft loss; Adam with torch defaults;
 gradient clipping at L2 norm 1; the best-validation-loss weights are kept.
 
-Speed: a child is small (8-64-64-4), so eager PyTorch spends most of a step in per-op and autograd overhead.
-:class:`_FlatMLP` therefore keeps all parameters (and gradients) in ONE flat float32 buffer and runs a
-hand-written forward/backward of the QNetwork layout on it, so clipping is one norm and Adam one fused kernel
-over the whole buffer. The gradients equal autograd's (tests compare them).
-
-Determinism: batch order and dropout masks come from local ``torch.Generator``s seeded by ``regime.seed``; no
-global RNG is read or written, so a child's result never depends on what ran before it. The masks depend only on
-the regime and the data size, never on the child, so children of one regime see the same noise.
+Children are trained as a population (:mod:`harness.stacked`): every child of a population sees the same
+validation split, batch order and dropout masks, all drawn from its regime's seed by local generators (no global
+RNG is read or written), and differs only in its starting weights, learning rate and number of epochs. Training one
+child is a population of one, and a child's result is bit-for-bit the same in any population.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,20 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.adam import StackedAdam
 from harness.errors import HarnessError, StatesError
-from harness.quantize import convert_int8, fake_quant_weight
-from harness.space import Regime
+from harness.quantize import convert_int8
+from harness.regimes import Regime
+from harness.stacked import StackedMLP
 
 TEMPERATURE = 3.0
 MAX_GRAD_NORM = 1.0
-_BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam defaults
-_CLIP_EPS = 1e-6  # as in torch.nn.utils.clip_grad_norm_
-_EVAL_CHUNK = 65536
+_EVAL_CHUNK = 16384
 _DROPOUT_STREAM = 0x64726F70  # "drop": derives the dropout generator's seed from regime.seed
-
-_LN_BACKWARD = torch.ops.aten.native_layer_norm_backward.default
-_RELU_BACKWARD = torch.ops.aten.threshold_backward.default
-_FUSED_ADAM = getattr(torch, "_fused_adam_", None)
 
 
 def soft_targets(teacher_logits: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
@@ -74,179 +67,23 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 @dataclass
 class FinetuneResult:
     """``model``: float, eval mode, best weights (for QAT the float weights behind the fake-quant model);
-    ``int8_model``: the real int8 model for QAT regimes, else None; ``history``: JSON-safe record."""
+    ``int8_model``: the real int8 model for QAT regimes, else None; ``history``: JSON-safe record;
+    ``seconds``: this child's share of its population's training time."""
 
     model: nn.Module
     int8_model: nn.Module | None
     history: dict[str, Any] = field(default_factory=dict)
     diverged: bool = False
-
-
-class _FlatMLP:
-    """A QNetwork-layout MLP (``[Linear, LayerNorm, ReLU, Dropout]* , Linear`` in ``.network``) on flat buffers."""
-
-    def __init__(self, model: nn.Module, *, qat: bool, temperature: float) -> None:
-        seq = getattr(model, "network", None)
-        mods = list(seq.named_children()) if isinstance(seq, nn.Sequential) else []
-        if not mods or (len(mods) - 1) % 4 or not self._layout_ok([m for _, m in mods]):
-            raise HarnessError(
-                f"finetune needs the QNetwork layout (.network = [Linear, LayerNorm, ReLU, Dropout]*, Linear), "
-                f"got {type(model).__name__}; build the child with harness.networks.network_from_state_dict"
-            )
-        named = list(model.named_parameters())
-        self.names = [name for name, _ in named]
-        self.shapes = [tuple(p.shape) for _, p in named]
-        # torch.cat makes fresh storage: the caller's module is never written to.
-        self.flat = torch.cat([p.detach().reshape(-1).to(torch.float32) for _, p in named])
-        self.grad = torch.zeros_like(self.flat)
-        pv, gv = self.views(self.flat), self.views(self.grad)
-        expected = {f"network.{n}.{k}" for n, m in mods for k in ("weight", "bias") if not isinstance(m, (nn.ReLU,
-                                                                                                       nn.Dropout))}
-        if expected != set(self.names):
-            raise HarnessError(f"finetune expects exactly the parameters {sorted(expected)}, got {self.names}; "
-                               "use a plain QNetwork child")
-        self.hidden: list[tuple[Any, ...]] = []
-        for i in range(0, len(mods) - 1, 4):
-            (li, _), (ni, norm), _, (_, drop) = mods[i:i + 4]
-            assert isinstance(norm, nn.LayerNorm) and isinstance(drop, nn.Dropout)  # checked by _layout_ok
-            w, b, g, e = (f"network.{li}.weight", f"network.{li}.bias", f"network.{ni}.weight", f"network.{ni}.bias")
-            self.hidden.append((pv[w], pv[b], pv[g], pv[e], gv[w], gv[b], gv[g], gv[e],
-                                list(norm.normalized_shape), float(norm.eps), float(drop.p)))
-        li = mods[-1][0]
-        self.last = (pv[f"network.{li}.weight"], pv[f"network.{li}.bias"],
-                     gv[f"network.{li}.weight"], gv[f"network.{li}.bias"])
-        self.widths = [h[0].shape[0] for h in self.hidden]
-        self.dropout = [h[-1] for h in self.hidden]
-        self.in_dim = int(self.hidden[0][0].shape[1] if self.hidden else self.last[0].shape[1])
-        self.out_dim = int(self.last[0].shape[0])
-        self.qat = qat
-        self.temperature = temperature
-        self._ws = [h[0] for h in self.hidden] + [self.last[0]]
-        self._wts = [w.t() for w in self._ws]
-
-    @staticmethod
-    def _layout_ok(mods: list[nn.Module]) -> bool:
-        kinds = (nn.Linear, nn.LayerNorm, nn.ReLU, nn.Dropout)
-        for i, m in enumerate(mods[:-1]):
-            if not isinstance(m, kinds[i % 4]):
-                return False
-            if isinstance(m, nn.LayerNorm) and (not m.elementwise_affine or m.bias is None):
-                return False
-            if isinstance(m, nn.Linear) and m.bias is None:
-                return False
-        last = mods[-1]
-        return isinstance(last, nn.Linear) and last.bias is not None
-
-    def views(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
-        out, off = {}, 0
-        for name, shape in zip(self.names, self.shapes):
-            n = math.prod(shape)
-            out[name] = buf[off:off + n].view(shape)
-            off += n
-        return out
-
-    def state_dict(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: v.clone() for k, v in self.views(flat).items()}
-
-    def _weights(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(weights, their transposes) used by the forward."""
-        if not self.qat:
-            return self._ws, self._wts  # views of self.flat: Adam's in-place update keeps them current
-        # QAT: the forward sees the int8 grid; backward hands the gradient straight to the float weight (STE).
-        ws = [fake_quant_weight(w) for w in self._ws]
-        return ws, [w.t() for w in ws]
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Eval-mode forward (no dropout; fake-quant on for QAT)."""
-        _, wts = self._weights()
-        h = x
-        for (_, b, g, e, *_, shape, eps, _p), wt in zip(self.hidden, wts):
-            h = torch.native_layer_norm(torch.addmm(b, h, wt), shape, g, e, eps)[0].relu_()
-        return torch.addmm(self.last[1], h, wts[-1])
-
-    def train_step(self, x: torch.Tensor, p: torch.Tensor, masks: list[torch.Tensor | None],
-                   log_q_out: torch.Tensor) -> None:
-        """Forward with dropout, exact backward of the distillation loss into ``self.grad``; no update.
-
-        ``log_q_out`` receives ``log_softmax(z/T)`` so the caller can compute the epoch loss once per epoch.
-        """
-        ws, wts = self._weights()
-        temp = self.temperature
-        h, saved = x, []
-        for (_, b, g, e, *_, shape, eps, _p), wt, mask in zip(self.hidden, wts, masks):
-            a = torch.addmm(b, h, wt)
-            n, mean, rstd = torch.native_layer_norm(a, shape, g, e, eps)
-            out = n.relu_() if mask is None else n.relu_().mul_(mask)
-            saved.append((h, a, mean, rstd, out))
-            h = out
-        log_q = torch.log_softmax(torch.addmm(self.last[1], h, wts[-1]).div_(temp), 1)
-        log_q_out.copy_(log_q)
-        # d/dz of T²·KL(p‖softmax(z/T)) averaged over B rows = (T/B)·(softmax(z/T) − p)  (rows of p sum to 1)
-        dz = log_q.exp_().sub_(p).mul_(temp / x.shape[0])
-        torch.mm(dz.t(), h, out=self.last[2])
-        torch.sum(dz, 0, out=self.last[3])
-        d, w_next = dz, ws[-1]
-        for li in range(len(self.hidden) - 1, -1, -1):
-            _, _, g, e, gw, gb, gg, ge, shape, _eps, _p = self.hidden[li]
-            h_in, a, mean, rstd, out = saved[li]
-            dh = torch.mm(d, w_next)
-            mask = masks[li]
-            if mask is not None:
-                dh.mul_(mask)
-            da, dg, de = _LN_BACKWARD(_RELU_BACKWARD(dh, out, 0.0), a, shape, mean, rstd, g, e, [True, True, True])
-            gg.copy_(dg)
-            ge.copy_(de)
-            torch.mm(da.t(), h_in, out=gw)
-            torch.sum(da, 0, out=gb)
-            d, w_next = da, ws[li]
-
-
-class _Adam:
-    """torch.optim.Adam (defaults, no weight decay) on one flat buffer, with L2 clipping folded in."""
-
-    def __init__(self, param: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
-        self.param, self.grad, self.lr = param, grad, lr
-        self.exp_avg = torch.zeros_like(param)
-        self.exp_avg_sq = torch.zeros_like(param)
-        self.step_t = torch.zeros((), dtype=torch.float32)
-        self.steps = 0
-
-    def clip(self, max_norm: float) -> None:
-        """``clip_grad_norm_``: scale by ``min(1, max_norm / (‖g‖₂ + 1e-6))``."""
-        total = torch.linalg.vector_norm(self.grad)
-        self.grad.mul_(total.add_(_CLIP_EPS).reciprocal_().mul_(max_norm).clamp_(max=1.0))
-
-    def step(self) -> None:
-        self.steps += 1
-        adam_step(self.param, self.grad, self.exp_avg, self.exp_avg_sq, self.step_t, self.steps, self.lr,
-                  fused=_FUSED_ADAM is not None)
-
-
-def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
-              step_t: torch.Tensor, steps: int, lr: float, *, fused: bool) -> None:
-    """One in-place Adam update (torch defaults, no weight decay) of contiguous buffers of any shape."""
-    if fused and _FUSED_ADAM is not None:
-        # The kernel torch.optim.Adam(fused=True) calls: one pass instead of ~7 ops (profiled: 9 µs vs 43 µs).
-        step_t.fill_(steps)
-        _FUSED_ADAM([param.view(-1)], [grad.view(-1)], [exp_avg.view(-1)], [exp_avg_sq.view(-1)], [], [step_t],
-                    lr=lr, beta1=_BETA1, beta2=_BETA2, weight_decay=0.0, eps=_ADAM_EPS, amsgrad=False, maximize=False)
-        return
-    # torch.optim.Adam's single-tensor path, op for op.
-    bc1 = 1 - _BETA1 ** steps
-    bc2_sqrt = (1 - _BETA2 ** steps) ** 0.5
-    exp_avg.lerp_(grad, 1 - _BETA1)
-    exp_avg_sq.mul_(_BETA2).addcmul_(grad, grad, value=1 - _BETA2)
-    denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(_ADAM_EPS)
-    param.addcdiv_(exp_avg, denom, value=-lr / bc1)
+    seconds: float = 0.0
 
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _check_inputs(states: Any, target_probs: Any, net: _FlatMLP) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_inputs(states: Any, target_probs: Any, net: StackedMLP) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.as_tensor(states).detach().to(torch.float32)
-    p = torch.as_tensor(target_probs).detach().to(torch.float32)
+    p = torch.as_tensor(target_probs).detach().to(device=x.device, dtype=torch.float32)
     if x.dim() != 2 or x.shape[0] < 1 or x.shape[1] != net.in_dim:
         raise StatesError(f"finetune states must be (N, {net.in_dim}) with N >= 1, got {tuple(x.shape)}; "
                           "pass the states buffer the parents were trained on")
@@ -255,93 +92,30 @@ def _check_inputs(states: Any, target_probs: Any, net: _FlatMLP) -> tuple[torch.
                            "pass soft_targets(teacher_logits) for the same states")
     if not bool(torch.isfinite(x).all()):
         raise StatesError("finetune states contain NaN or inf; clean the states buffer")
-    if not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or \
-            float((p.sum(1) - 1).abs().max()) > 1e-3:
+    if not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or float((p.sum(1) - 1).abs().max()) > 1e-3:
         raise HarnessError("target_probs must be finite probability rows summing to 1; "
                            "pass soft_targets(teacher_logits), not raw logits")
     return x.contiguous(), p.contiguous()
 
 
-def _evaluate(net: _FlatMLP, x: torch.Tensor, p: torch.Tensor, target_arg: torch.Tensor) -> tuple[float, float]:
-    """(T²·mean KL, top-1 agreement) on a whole split, in chunks, summed in float64."""
-    kl_sum, agree, temp = 0.0, 0, net.temperature
+def _evaluate(net: StackedMLP, x: torch.Tensor, p: torch.Tensor, target_arg: torch.Tensor) -> tuple[list[float],
+                                                                                                      list[float]]:
+    """Per child: (T²·mean KL, top-1 agreement) on a whole split, in chunks, summed in float64."""
+    temp, k = net.temperature, net.k
+    kl = torch.zeros(k, dtype=torch.float64, device=x.device)
+    agree = torch.zeros(k, dtype=torch.int64, device=x.device)
     for s in range(0, x.shape[0], _EVAL_CHUNK):
         z = net.logits(x[s:s + _EVAL_CHUNK])
-        log_q = torch.log_softmax(z / temp, 1)
-        kl_sum += float(F.kl_div(log_q, p[s:s + _EVAL_CHUNK], reduction="none").sum(1).double().sum())
-        agree += int((z.argmax(1) == target_arg[s:s + _EVAL_CHUNK]).sum())
-    return kl_sum * temp * temp / x.shape[0], agree / x.shape[0]
+        log_q = torch.log_softmax(z / temp, 2)
+        pc = p[s:s + _EVAL_CHUNK]
+        rows = torch.xlogy(pc, pc).unsqueeze(0).sub(pc.unsqueeze(0) * log_q).sum(2)  # KL per row, (K, n)
+        kl += rows.double().sum(1)
+        agree += (z.argmax(2) == target_arg[s:s + _EVAL_CHUNK]).sum(1)
+    n = x.shape[0]
+    return [float(v) * temp * temp / n for v in kl.tolist()], [int(a) / n for a in agree.tolist()]
 
 
-def finetune(child: nn.Module, states: torch.Tensor, target_probs: torch.Tensor, regime: Regime) -> FinetuneResult:
-    """Distil ``target_probs`` (teacher soft targets at T=3) into a copy of ``child`` under ``regime``.
-
-    ``child`` is not modified. Validation rows come from :func:`split_indices`; each epoch's batch order is a
-    ``randperm`` of the training rows from a generator seeded with ``regime.seed``. The weights of the epoch with
-    the strictly lowest validation loss are kept (training loss when there is no val set: ``selection="train"``).
-    A non-finite loss stops training with ``diverged=True`` and the best weights so far (the initial weights if no
-    epoch finished). QAT regimes train, validate and select under int8 fake quant and return ``int8_model``.
-    """
-    net = _FlatMLP(child, qat=regime.qat, temperature=TEMPERATURE)
-    x, p = _check_inputs(states, target_probs, net)
-    train_np, val_np = split_indices(x.shape[0], regime.val_fraction, regime.seed)
-    x_tr, p_tr = x[torch.from_numpy(train_np)], p[torch.from_numpy(train_np)]
-    x_val, p_val = x[torch.from_numpy(val_np)], p[torch.from_numpy(val_np)]
-    val_arg = p_val.argmax(1)  # softmax is monotone: the teacher's argmax, up to exact float ties
-    kl_const = torch.xlogy(p_tr, p_tr).sum(1)  # Σ p log p per row, for the once-per-epoch train loss
-    n_train, n_val = x_tr.shape[0], x_val.shape[0]
-    selection = "val" if n_val else "train"
-    order_gen = torch.Generator().manual_seed(regime.seed)
-    drop_gen = torch.Generator().manual_seed((regime.seed ^ _DROPOUT_STREAM) & 0xFFFF_FFFF_FFFF)
-    adam = _Adam(net.flat, net.grad, regime.lr)
-    history: dict[str, Any] = {
-        "train_losses": [], "val_losses": [], "val_agreements": [], "initial_val_loss": None,
-        "initial_val_agreement": None, "best_epoch": -1, "best_val_loss": None, "selection": selection,
-        "steps": 0, "diverged": False, "n_train": n_train, "n_val": n_val, "temperature": TEMPERATURE,
-        "qat": regime.qat,
-    }
-    if n_val:
-        loss0, agree0 = _evaluate(net, x_val, p_val, val_arg)
-        history["initial_val_loss"], history["initial_val_agreement"] = _finite(loss0), agree0
-    best_loss, best_flat = math.inf, None
-    log_q_buf = torch.empty(n_train, net.out_dim)
-    bs = regime.batch_size
-    for epoch in range(regime.epochs):
-        perm = torch.randperm(n_train, generator=order_gen)
-        xe, pe, ce = x_tr[perm], p_tr[perm], kl_const[perm]
-        masks = [_dropout_mask(n_train, w, q, drop_gen) for w, q in zip(net.widths, net.dropout)]
-        for s in range(0, n_train, bs):
-            e = s + bs
-            net.train_step(xe[s:e], pe[s:e], [None if m is None else m[s:e] for m in masks], log_q_buf[s:e])
-            adam.clip(MAX_GRAD_NORM)
-            adam.step()
-        # Epoch loss = Σ_batches(batch mean · B) / n_train = mean per-row T²·KL, computed once per epoch.
-        train_loss = float((ce - (pe * log_q_buf).sum(1)).double().mean()) * TEMPERATURE * TEMPERATURE
-        if not math.isfinite(train_loss):
-            history["train_losses"].append(None)
-            history["diverged"] = True
-            break
-        history["train_losses"].append(train_loss)
-        score = train_loss
-        if n_val:
-            score, agree = _evaluate(net, x_val, p_val, val_arg)
-            history["val_losses"].append(_finite(score))
-            history["val_agreements"].append(agree)
-            if not math.isfinite(score):
-                history["diverged"] = True
-                break
-        if score < best_loss:
-            best_loss, best_flat = score, net.flat.clone()
-            history["best_epoch"], history["best_val_loss"] = epoch, score
-    history["steps"] = adam.steps
-    model = copy.deepcopy(child)
-    model.load_state_dict(net.state_dict(best_flat if best_flat is not None else _initial_flat(child)))
-    model.eval()
-    int8_model = convert_int8(model) if regime.qat else None
-    return FinetuneResult(model=model, int8_model=int8_model, history=history, diverged=history["diverged"])
-
-
-def _dropout_mask(rows: int, width: int, rate: float, gen: torch.Generator) -> torch.Tensor | None:
+def dropout_mask(rows: int, width: int, rate: float, gen: torch.Generator) -> torch.Tensor | None:
     """nn.Dropout's mask (keep with prob 1-p, scaled by 1/(1-p)) for a whole epoch, from the local generator."""
     if rate == 0.0:
         return None
@@ -350,5 +124,128 @@ def _dropout_mask(rows: int, width: int, rate: float, gen: torch.Generator) -> t
     return (torch.rand(rows, width, generator=gen) >= rate).to(torch.float32).mul_(1.0 / (1.0 - rate))
 
 
-def _initial_flat(child: nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1).to(torch.float32) for p in child.parameters()])
+def _new_history(n_train: int, n_val: int, qat: bool) -> dict[str, Any]:
+    return {"train_losses": [], "val_losses": [], "val_agreements": [], "initial_val_loss": None,
+            "initial_val_agreement": None, "best_epoch": -1, "best_val_loss": None,
+            "selection": "val" if n_val else "train", "steps": 0, "diverged": False, "n_train": n_train,
+            "n_val": n_val, "temperature": TEMPERATURE, "qat": qat}
+
+
+@dataclass
+class _Child:
+    """One row of the population while it trains."""
+
+    regime: Regime
+    history: dict[str, Any]
+    best_loss: float = math.inf
+    best_flat: torch.Tensor | None = None
+    alive: bool = True  # not diverged
+
+    def end_epoch(self, epoch: int, train_loss: float, val: tuple[float, float] | None, steps: int,
+                  flat: torch.Tensor) -> None:
+        """Record one epoch; keep the weights when the score (val loss, else train loss) is strictly the best."""
+        h = self.history
+        if epoch == self.regime.epochs - 1:
+            h["steps"] = steps
+        if not math.isfinite(train_loss):
+            h["train_losses"].append(None)
+            h["diverged"], h["steps"], self.alive = True, steps, False
+            return
+        h["train_losses"].append(train_loss)
+        score = train_loss
+        if val is not None:
+            score, agree = val
+            h["val_losses"].append(_finite(score))
+            h["val_agreements"].append(agree)
+            if not math.isfinite(score):
+                h["diverged"], h["steps"], self.alive = True, steps, False
+                return
+        if score < self.best_loss:
+            self.best_loss, self.best_flat = score, flat.clone()
+            h["best_epoch"], h["best_val_loss"] = epoch, score
+
+
+def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, target_probs: torch.Tensor,
+                        regime: Regime | Sequence[Regime]) -> list[FinetuneResult]:
+    """Fine-tune every child of ``children`` together; one :class:`FinetuneResult` per child, in order.
+
+    ``regime`` is one regime for all, or one per child; regimes of one population must share their ``batches``
+    (split, batch order and dropout masks), so they differ only in learning rate and epochs: a child whose regime
+    is shorter leaves the population when its epochs are done, with exactly the result it would have had alone.
+
+    Validation rows come from :func:`split_indices`; each epoch's batch order is a ``randperm`` of the training rows
+    from a generator seeded with the regime's seed, and dropout masks come from a second one. The weights of the
+    epoch with the strictly lowest validation loss are kept (training loss when there is no val set:
+    ``selection="train"``). A non-finite loss stops that child with ``diverged=True`` and its best weights so far
+    (its initial weights if no epoch finished) while the others go on. QAT regimes train, validate and select under
+    int8 fake quant and return ``int8_model``. Works on CPU and CUDA (the device of ``states``). Children are not
+    modified; each result's model is a CPU copy of its child with the best weights.
+    """
+    if not children:
+        return []
+    regimes = [regime] * len(children) if isinstance(regime, Regime) else list(regime)
+    if len(regimes) != len(children) or len({r.batches for r in regimes}) != 1:
+        raise HarnessError("a population needs one regime per child, all with the same batch size, val_fraction, "
+                           "seed and quantization; train other regimes in their own population")
+    # Longest regime first, so a child that is done leaves from the end (the stack narrows to a prefix); equal
+    # learning rates next to each other, so each run of them takes one Adam call.
+    order = sorted(range(len(children)), key=lambda i: (-regimes[i].epochs, regimes[i].lr))
+    ref = regimes[order[0]]
+    x_in = torch.as_tensor(states)
+    device = x_in.device
+    net = StackedMLP([children[i] for i in order], qat=ref.qat, temperature=TEMPERATURE, device=device)
+    x, p = _check_inputs(x_in, target_probs, net)
+    train_np, val_np = split_indices(x.shape[0], ref.val_fraction, ref.seed)
+    tr, va = torch.from_numpy(train_np).to(device), torch.from_numpy(val_np).to(device)
+    x_tr, p_tr, x_val, p_val = x[tr], p[tr], x[va], p[va]
+    val_arg = p_val.argmax(1)  # softmax is monotone: the teacher's argmax, up to exact float ties
+    kl_const = torch.xlogy(p_tr, p_tr).sum(1)  # Σ p log p per row, for the once-per-epoch train loss
+    n_train, n_val = x_tr.shape[0], x_val.shape[0]
+    rows = [_Child(regimes[i], _new_history(n_train, n_val, ref.qat)) for i in order]
+    if n_val:
+        for row, loss, agree in zip(rows, *_evaluate(net, x_val, p_val, val_arg)):
+            row.history["initial_val_loss"], row.history["initial_val_agreement"] = _finite(loss), agree
+    order_gen = torch.Generator().manual_seed(ref.seed)
+    drop_gen = torch.Generator().manual_seed((ref.seed ^ _DROPOUT_STREAM) & 0xFFFF_FFFF_FFFF)
+    adam = StackedAdam(net.full_flat, net.full_grad, [r.regime.lr for r in rows])
+    log_q_buf = torch.empty(len(rows), n_train, net.out_dim, device=device)
+    for epoch in range(ref.epochs):
+        active = sum(r.regime.epochs > epoch for r in rows)
+        if not any(r.alive for r in rows[:active]):
+            break
+        if active < net.k:
+            net.narrow(active)
+            adam.narrow(active)
+        # The generators stay on the CPU so the batch order and masks are the same on every device.
+        perm = torch.randperm(n_train, generator=order_gen).to(device)
+        xe, pe, ce = x_tr[perm], p_tr[perm], kl_const[perm]
+        masks = [dropout_mask(n_train, w, q, drop_gen) for w, q in zip(net.widths, net.dropout)]
+        masks = [None if m is None else m.to(device) for m in masks]
+        log_q = log_q_buf[:active]
+        for s in range(0, n_train, ref.batch_size):
+            e = s + ref.batch_size
+            net.train_step(xe[s:e], pe[s:e], [None if m is None else m[s:e] for m in masks], log_q[:, s:e])
+            adam.clip(MAX_GRAD_NORM)
+            adam.step()
+        train_losses = ((ce - (pe * log_q).sum(2)).double().mean(1) * (TEMPERATURE * TEMPERATURE)).tolist()
+        vals: list[tuple[float, float] | None] = [None] * active
+        if n_val:
+            vals = list(zip(*_evaluate(net, x_val, p_val, val_arg)))
+        for i, row in enumerate(rows[:active]):
+            if row.alive:
+                row.end_epoch(epoch, train_losses[i], vals[i], adam.steps, net.flat[i])
+    results: list[FinetuneResult | None] = [None] * len(rows)
+    for row, i in zip(rows, order):
+        model = copy.deepcopy(children[i]).cpu()
+        if row.best_flat is not None:
+            model.load_state_dict(net.state_dict(row.best_flat))
+        model.eval()
+        results[i] = FinetuneResult(model=model, int8_model=convert_int8(model) if ref.qat else None,
+                                    history=row.history, diverged=bool(row.history["diverged"]))
+    return [r for r in results if r is not None]
+
+
+def finetune(child: nn.Module, states: torch.Tensor, target_probs: torch.Tensor, regime: Regime) -> FinetuneResult:
+    """Distil ``target_probs`` (teacher soft targets at T=3) into a copy of ``child`` under ``regime``: a population
+    of one (:func:`finetune_population`), so the result is the one the search gives this child."""
+    return finetune_population([child], states, target_probs, regime)[0]

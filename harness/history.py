@@ -24,19 +24,24 @@ from typing import Any
 
 from harness.atomic import write_json
 from harness.errors import HarnessError
+from harness.metrics import METRICS, RANKABLE, compared_metrics
 
 DEFAULT_STORAGE = ".crossover"
 SCHEMA = "pytest-crossover-history"
 SCHEMA_VERSION = 1
-RANKABLE = ("ok", "degenerate")
-# Compared metrics: record key and whether a higher value is better.
-COMPARED = {"primary": True, "return": True, "latency": False}
 # Machine fields that change latency; a difference in any of them makes a latency comparison unreliable.
 MACHINE_KEYS = ("node", "system", "machine", "processor", "cpu_count", "python_implementation", "python_version")
 _NAME = re.compile(r"^(?P<number>\d{4,})_(?P<commit>[0-9A-Za-z]+)(?P<dirty>_dirty)?\.json$")
-_FAIL = re.compile(r"^(?P<metric>primary|return|latency):(?P<amount>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(?P<pct>%)?$")
-FAIL_USAGE = "use METRIC:AMOUNT[%] with METRIC one of primary, return, latency (e.g. primary:0.02, primary:5%, " \
-             "return:10, latency:20%), comma-separated"
+_FAIL = re.compile(r"^(?P<metric>[A-Za-z_][A-Za-z0-9_]*):(?P<amount>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(?P<pct>%)?$")
+
+
+def fail_usage() -> str:
+    """The ``--crossover-compare-fail`` grammar, naming the metrics history compares (harness.metrics)."""
+    names = ", ".join(m.name for m in compared_metrics())
+    return (f"use METRIC:AMOUNT[%] with METRIC one of {names} (e.g. primary:0.02, primary:5%, return:10, "
+            "latency:20%), comma-separated")
+
+
 # A drop exactly at the threshold passes (as in pytest-benchmark); this absorbs float round-off at the boundary.
 _EPS = 1e-9
 
@@ -100,19 +105,13 @@ def _num(v: Any) -> float | None:
 
 
 def child_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One child's stored metrics, from a ``harness.leaderboard`` row."""
+    """One child's stored metrics, from a ``harness.leaderboard`` row: every metric under its name."""
     return {
         "child_id": row["child_id"], "rank": row.get("rank"), "status": row.get("status"),
-        "degenerate": bool(row.get("degenerate")), "primary": row.get("primary_metric"),
-        "agree_a": row.get("child_vs_parent_a_agreement"), "agree_b": row.get("child_vs_parent_b_agreement"),
-        "oracle": row.get("oracle_agreement"), "bound_ratio": row.get("bound_ratio"),
-        "kl_a": row.get("kl_divergence_a"), "kl_b": row.get("kl_divergence_b"), "mse_a": row.get("mse_a"),
-        "mse_b": row.get("mse_b"), "cosine_a": row.get("cosine_a"), "cosine_b": row.get("cosine_b"),
-        "return": row.get("return_mean"), "return_std": row.get("return_std"), "latency": row.get("latency_ms"),
-        "ranked_model": row.get("ranked_model"), "finetune_steps": row.get("finetune_steps"),
-        "pareto": bool(row.get("pareto")), "crossover_mode": row.get("crossover_mode"),
-        "crossover_alpha": row.get("crossover_alpha"), "crossover_seed": row.get("crossover_seed"),
-        "finetune_regime": row.get("finetune_regime"),
+        "degenerate": bool(row.get("degenerate")), **{m.name: row.get(m.column) for m in METRICS.values()},
+        "ranked_model": row.get("ranked_model"), "pareto": bool(row.get("pareto")),
+        "crossover_mode": row.get("crossover_mode"), "crossover_alpha": row.get("crossover_alpha"),
+        "crossover_seed": row.get("crossover_seed"), "finetune_regime": row.get("finetune_regime"),
     }
 
 
@@ -265,7 +264,7 @@ class FailCheck:
 
     def worsening(self, old: float, new: float) -> float:
         """How much worse ``new`` is than ``old`` in this check's unit (negative = better)."""
-        worse = (old - new) if COMPARED[self.metric] else (new - old)
+        worse = (old - new) if METRICS.get(self.metric).higher_is_better else (new - old)
         if not self.percent:
             return worse
         if old == 0:
@@ -281,8 +280,8 @@ def parse_fail(text: str) -> list[FailCheck]:
     checks = []
     for part in (p.strip() for p in text.split(",")):
         m = _FAIL.match(part)
-        if not m:
-            raise HarnessError(f"cannot parse {part!r}; {FAIL_USAGE}")
+        if not m or m["metric"] not in {c.name for c in compared_metrics()}:
+            raise HarnessError(f"cannot parse {part!r}; {fail_usage()}")
         checks.append(FailCheck(m["metric"], float(m["amount"]), bool(m["pct"])))
     return checks
 
@@ -307,9 +306,9 @@ def compare(baseline: Stored, current: Mapping[str, Any]) -> Comparison:
         if cid not in old:
             continue
         row: dict[str, Any] = {"child_id": cid, "status_old": old[cid].get("status"), "status": n.get("status")}
-        for metric in COMPARED:
-            a, b = _num(old[cid].get(metric)), _num(n.get(metric))
-            row[metric] = (a, b, None if a is None or b is None else b - a)
+        for metric in compared_metrics():
+            a, b = _num(old[cid].get(metric.name)), _num(n.get(metric.name))
+            row[metric.name] = (a, b, None if a is None or b is None else b - a)
         cmp.rows.append(row)
     om, nm = baseline.data.get("machine_info") or {}, current.get("machine_info") or {}
     differ = [k for k in MACHINE_KEYS if om.get(k) != nm.get(k)]
@@ -352,13 +351,14 @@ def _f(v: float | None, spec: str) -> str:
 
 def comparison_table(cmp: Comparison) -> str:
     body = []
+    metrics = compared_metrics()
     for r in cmp.rows:
         line = [r["child_id"]]
-        for metric, spec in (("primary", ".4f"), ("return", ".1f"), ("latency", ".4f")):
-            a, b, d = r[metric]
-            line += [_f(a, spec), _f(b, spec), "—" if d is None else format(d, "+" + spec)]
+        for m in metrics:
+            a, b, d = r[m.name]
+            line += [m.format(a), m.format(b), "—" if d is None else format(d, "+" + m.fmt)]
         body.append(line)
-    heads = ["child_id"] + [f"{m} {w}" for m in ("primary", "return", "latency_ms") for w in ("old", "new", "delta")]
+    heads = ["child_id"] + [f"{m.label} {w}" for m in metrics for w in ("old", "new", "delta")]
     from tabulate import tabulate
 
     return tabulate(body, headers=heads, tablefmt="github", disable_numparse=True)

@@ -10,76 +10,54 @@ from typing import Any
 
 from tabulate import tabulate
 
-RANKABLE = ("ok", "degenerate")
-# Established CSV columns first (reference §5.6), then ours.
-COLUMNS = (
-    "rank", "child_id", "crossover_mode", "crossover_alpha", "crossover_seed", "finetune_regime",
-    "finetune_epochs", "finetune_lr", "finetune_quantization_applied", "primary_metric",
-    "child_vs_parent_a_agreement", "child_vs_parent_b_agreement", "oracle_agreement", "kl_divergence_a",
-    "kl_divergence_b", "mse_a", "mse_b", "cosine_a", "cosine_b", "degenerate", "child_pt_path",
-    "eval_report_path", "run_config_path", "is_parent_baseline",
-    "status", "ranked_model", "bound_ratio", "return_mean", "return_std", "latency_ms", "finetune_steps", "pareto",
-)
+from harness.metrics import METRICS, RANKABLE, dig
+from harness.operators import OPERATORS
+
+# The established CSV's columns, in its order (its metric columns come from harness.metrics), then ours.
+_HEAD = ("rank", "child_id", "crossover_mode", "crossover_alpha", "crossover_seed", "finetune_regime",
+         "finetune_epochs", "finetune_lr", "finetune_quantization_applied")
+_ESTABLISHED_TAIL = ("degenerate", "child_pt_path", "eval_report_path", "run_config_path", "is_parent_baseline")
 
 
-def _get(d: Mapping[str, Any] | None, *path: str) -> Any:
-    for key in path:
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(key)
-    return d
+def _param_columns() -> tuple[str, ...]:
+    """``crossover_<param>`` for every registered operator parameter beyond the alpha and seed slots."""
+    names = dict.fromkeys(p.name for op in OPERATORS.values() for p in op.params if p.name not in ("alpha", "seed"))
+    return tuple(f"crossover_{n}" for n in names)
+
+
+def columns() -> tuple[str, ...]:
+    metrics = METRICS.values()
+    return (*_HEAD, *(m.column for m in metrics if m.established), *_ESTABLISHED_TAIL, "status", "ranked_model",
+            *(m.column for m in metrics if not m.established), *_param_columns(), "pareto")
 
 
 def child_row(rec: Mapping[str, Any]) -> dict[str, Any]:
     """Flatten one child record into a leaderboard row (rank and pareto are set by ``build_rows``)."""
-    m = rec.get("int8") if rec.get("ranked_model") == "int8" else rec.get("after_finetune")
-    if rec.get("status") not in RANKABLE:
-        m = None  # a diverged child's weights are not the fine-tuned ones: no metric column may suggest otherwise
     cross, reg, files = rec.get("crossover") or {}, rec.get("finetune_regime") or {}, rec.get("files") or {}
-    return {
-        "rank": None,
-        "child_id": rec["child_id"],
-        "crossover_mode": cross.get("mode"),
-        "crossover_alpha": cross.get("alpha"),
-        "crossover_seed": cross.get("seed"),
-        "finetune_regime": reg.get("name"),
-        "finetune_epochs": reg.get("epochs"),
-        "finetune_lr": reg.get("lr"),
+    row: dict[str, Any] = {
+        "rank": None, "child_id": rec["child_id"], "crossover_mode": cross.get("mode"),
+        "crossover_alpha": cross.get("alpha"), "crossover_seed": cross.get("seed"),
+        "finetune_regime": reg.get("name"), "finetune_epochs": reg.get("epochs"), "finetune_lr": reg.get("lr"),
         "finetune_quantization_applied": reg.get("quantization_applied"),
-        "primary_metric": rec.get("primary"),
-        "child_vs_parent_a_agreement": _get(m, "vs_parent_a", "top1"),
-        "child_vs_parent_b_agreement": _get(m, "vs_parent_b", "top1"),
-        "oracle_agreement": _get(m, "oracle"),
-        "kl_divergence_a": _get(m, "vs_parent_a", "kl"),
-        "kl_divergence_b": _get(m, "vs_parent_b", "kl"),
-        "mse_a": _get(m, "vs_parent_a", "mse"),
-        "mse_b": _get(m, "vs_parent_b", "mse"),
-        "cosine_a": _get(m, "vs_parent_a", "cosine"),
-        "cosine_b": _get(m, "vs_parent_b", "cosine"),
-        "degenerate": rec.get("status") == "degenerate",
-        "child_pt_path": files.get("child"),
-        "eval_report_path": files.get("eval"),
-        "run_config_path": files.get("run_config"),
-        "is_parent_baseline": False,
-        "status": rec.get("status"),
-        "ranked_model": rec.get("ranked_model"),
-        "bound_ratio": _get(m, "bound_ratio"),
-        "return_mean": _get(rec, "return", "mean"),
-        "return_std": _get(rec, "return", "std"),
-        "latency_ms": _get(rec, "latency_ms", "ranked"),
-        "finetune_steps": rec.get("finetune_steps"),
-        "pareto": False,
-        "index": rec.get("index"),
     }
+    row.update({m.column: m.extract(rec) for m in METRICS.values()})
+    row.update({
+        "degenerate": rec.get("status") == "degenerate", "child_pt_path": files.get("child"),
+        "eval_report_path": files.get("eval"), "run_config_path": files.get("run_config"),
+        "is_parent_baseline": False, "status": rec.get("status"), "ranked_model": rec.get("ranked_model"),
+        "pareto": False, "index": rec.get("index"),
+    })
+    row.update({c: cross.get(c[len("crossover_"):]) for c in _param_columns()})
+    return row
 
 
 def parent_rows(parents: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The two baseline rows (reference §5.6): primary = A-vs-B agreement."""
+    """The two baseline rows (as the established tool's): primary = A-vs-B agreement."""
     ab = parents.get("agree_ab")
     vs = parents.get("vs") or {}
     rows = []
     for name, other in (("parent_a", "b"), ("parent_b", "a")):
-        row: dict[str, Any] = {c: None for c in COLUMNS}
+        row: dict[str, Any] = dict.fromkeys(columns())
         own = "a" if name == "parent_a" else "b"
         row.update({
             "child_id": name, "crossover_mode": "—", "finetune_regime": "—", "finetune_quantization_applied": "—",
@@ -88,9 +66,9 @@ def parent_rows(parents: Mapping[str, Any]) -> list[dict[str, Any]]:
             f"kl_divergence_{other}": vs.get("kl"), f"mse_{other}": vs.get("mse"), f"cosine_{other}": vs.get("cosine"),
             "degenerate": False, "is_parent_baseline": True, "status": "baseline", "pareto": False,
             "bound_ratio": None if ab is None else ab / ((1 + ab) / 2),
-            "return_mean": _get(parents, "returns", name, "mean"),
-            "return_std": _get(parents, "returns", name, "std"),
-            "latency_ms": _get(parents, "latency_ms", name),
+            "return_mean": dig(parents, "returns", name, "mean"),
+            "return_std": dig(parents, "returns", name, "std"),
+            "latency_ms": dig(parents, "latency_ms", name),
         })
         rows.append(row)
     return rows
@@ -145,37 +123,24 @@ def build_rows(records: Iterable[Mapping[str, Any]], parents: Mapping[str, Any] 
     return rows
 
 
-def _fmt(v: Any, spec: str = ".4f") -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, bool):
-        return "yes" if v else ""
-    if isinstance(v, float):
-        return format(v, spec)
-    return str(v)
-
-
 def table(rows: Sequence[Mapping[str, Any]], *, limit: int | None = None, tablefmt: str = "github") -> str:
-    """The human table: rank, id, primary, agreements, primary/bound, return, status, latency, pareto."""
+    """The human table: rank, id, every shown metric (harness.metrics), status and the Pareto mark."""
     children = [r for r in rows if not r["is_parent_baseline"]]
     parents = [r for r in rows if r["is_parent_baseline"]]
-    shown = children[:limit] if limit else children
-    body = [[
-        _fmt(r["rank"]) if r["rank"] is not None else "—", r["child_id"], _fmt(r["primary_metric"]),
-        _fmt(r["child_vs_parent_a_agreement"]), _fmt(r["child_vs_parent_b_agreement"]), _fmt(r["bound_ratio"]),
-        _fmt(r["return_mean"], ".1f"), r["status"], _fmt(r["latency_ms"], ".3f"), "*" if r["pareto"] else "",
-    ] for r in [*shown, *parents]]
-    headers = ["rank", "child_id", "primary", "agree_a", "agree_b", "primary/bound", "return", "status",
-               "latency_ms", "pareto"]
+    shown = [m for m in METRICS.values() if m.shown]
+    body = [["—" if r["rank"] is None else str(r["rank"]), r["child_id"], *(m.format(r[m.column]) for m in shown),
+             r["status"], "*" if r["pareto"] else ""] for r in [*(children[:limit] if limit else children), *parents]]
+    headers = ["rank", "child_id", *(m.label for m in shown), "status", "pareto"]
     return tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
 
 
 def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    cols = columns()
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: "" if r.get(k) is None else r.get(k) for k in COLUMNS})
+        writer.writerow({k: "" if r.get(k) is None else r.get(k) for k in cols})
     return buf.getvalue()
 
 
@@ -214,7 +179,7 @@ def recommendation(rows: Sequence[Mapping[str, Any]], parents: Mapping[str, Any]
     in_regime = next(r for r in ranked if r["finetune_regime"] == best_regime)
     lines += ["", "Recommended default strategy:", f"  Crossover : {best_mode}",
               f"  Fine-tune : {best_regime}  (LR={in_regime['finetune_lr']:.0e}  epochs={in_regime['finetune_epochs']})"]
-    lines += ["", "Best child per crossover mode (seed §10 scenarios):"]
+    lines += ["", "Best child per crossover mode:"]
     scenario = {"random": "maximum diversity", "layer": "structural coherence", "weighted": "smooth interpolation"}
     for mode in scenario:
         top = next((r for r in ranked if r["crossover_mode"] == mode), None)
@@ -238,5 +203,23 @@ def recommendation(rows: Sequence[Mapping[str, Any]], parents: Mapping[str, Any]
               f"  regime    : {best['finetune_regime']}", f"  epochs    : {best['finetune_epochs']}",
               f"  lr        : {best['finetune_lr']:.0e}", f"  primary   : {best['primary_metric']:.4f}",
               f"  agree_a / agree_b : {best['child_vs_parent_a_agreement']:.4f} / {best['child_vs_parent_b_agreement']:.4f}",
-              f"  oracle    : {_fmt(best['oracle_agreement'])}", rule]
+              f"  oracle    : {METRICS.get('oracle').format(best['oracle_agreement'])}", rule]
     return "\n".join(lines)
+
+
+def outputs(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Every session output file by name: the manifest, the leaderboard (json rows, csv, md) and the
+    recommendation; derived from the manifest alone."""
+    rows = build_rows(manifest.get("children") or [], manifest.get("parents"))
+    done, expected = len(manifest.get("children") or []), len(manifest.get("expected_children") or [])
+    status = "complete" if manifest.get("complete") else f"INCOMPLETE: {done} of {expected} children"
+    md = (f"# Crossover leaderboard ({status})\n\nSpace `{manifest.get('space')}`; latency: "
+          f"{manifest.get('latency_mode')}.\n\n{table(rows)}\n")
+    return {
+        "manifest.json": manifest,
+        # A plain list of rows, as the established tool writes it; completeness lives in manifest.json.
+        "leaderboard.json": rows,
+        "leaderboard.csv": to_csv(rows),
+        "leaderboard.md": md,
+        "recommendation.txt": recommendation(rows, manifest.get("parents")) + "\n",
+    }

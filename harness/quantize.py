@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 QMIN, QMAX = -128, 127
-_SCALE_DIVISOR = 127.5  # (QMAX - QMIN) / 2: torch's MinMaxObserver for qint8 per_tensor_symmetric
-_MIN_SCALE = 1e-8
+SCALE_DIVISOR = 127.5  # (QMAX - QMIN) / 2: torch's MinMaxObserver for qint8 per_tensor_symmetric
+MIN_SCALE = 1e-8
 
 
 def weight_scale(weight: torch.Tensor) -> torch.Tensor:
     """The per-tensor symmetric scale ``max|W| / 127.5`` (0-d float32 tensor, at least 1e-8)."""
-    return weight.detach().abs().amax().div(_SCALE_DIVISOR).clamp_min(_MIN_SCALE)
+    return weight.detach().abs().amax().div(SCALE_DIVISOR).clamp_min(MIN_SCALE)
 
 
 def fake_quant_weight(weight: torch.Tensor) -> torch.Tensor:

@@ -1,121 +1,94 @@
-"""Crossover recipes, fine-tune regimes, the named search spaces and the child ids they produce."""
+"""Recipes, the named search spaces, and the child ids they produce.
+
+A recipe is (operator, params) with the params its operator declares (:mod:`harness.operators`); a child is a
+recipe × a fine-tune regime (:mod:`harness.regimes`). Everything an id or a grid needs is derived from the
+declarations, so a registered operator runs in the custom space with no other change.
+"""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import SpaceError
-
-CROSSOVER_MODES = ("random", "layer", "weighted")
-QUANTIZATION_MODES = ("none", "ptq_dynamic", "ptq_static", "qat_float")
-TEACHERS = ("a", "b", "both")  # "both": the mean of the two parents' soft targets
-DEVICES = ("cpu", "cuda")
+from harness.errors import HarnessError, SpaceError
+from harness.operators import ID_SLOTS, OPERATORS, Operator
+from harness.regimes import REGIMES, Regime
+from harness.registry import Registry, check_name
 
 
-def check_name(kind: str, value: str, known: Iterable[str]) -> str:
-    known = tuple(known)
-    if value not in known:
-        close = difflib.get_close_matches(value, known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise SpaceError(f"unknown {kind} {value!r}; known: {', '.join(known)}{hint}")
-    return value
-
+_SLOT_NAMES = tuple(p.name for p in ID_SLOTS)
 
 
 @dataclass(frozen=True, slots=True)
 class Recipe:
-    """One crossover recipe: ``alpha`` is P(A) for random, the A weight for weighted, unused for layer."""
+    """One crossover recipe: a registered operator and every parameter it declares (defaults filled in, checked).
 
-    mode: str
-    alpha: float = 0.5
-    seed: int | None = None
+    Build one with ``Recipe.of("random", alpha=0.5, seed=0)``; ``params`` are kept in declaration order.
+    """
 
-    def __post_init__(self) -> None:
-        check_name("crossover mode", self.mode, CROSSOVER_MODES)
-        if not 0.0 <= self.alpha <= 1.0:
-            raise SpaceError(f"alpha must be in [0, 1], got {self.alpha!r}; pick a value such as 0.3, 0.5 or 0.7")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class Regime:
-    """A named fine-tune hyper-parameter set (seed §4). T, clipping and the loss are fixed harness-wide."""
-
-    name: str
-    epochs: int
-    lr: float
-    batch_size: int = 32
-    val_fraction: float = 0.1
-    seed: int = 42
-    quantization_applied: str = "none"
+    operator: str
+    params: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        check_name("quantization_applied", self.quantization_applied, QUANTIZATION_MODES)
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or not 0.0 <= self.val_fraction < 1.0:
-            raise SpaceError(
-                f"regime {self.name!r} needs epochs >= 1, batch_size >= 1, lr > 0 and val_fraction in [0, 1); "
-                f"got epochs={self.epochs}, batch_size={self.batch_size}, lr={self.lr}, val_fraction={self.val_fraction}"
-            )
+        op = _operator(self.operator)
+        try:
+            resolved = op.resolve(dict(self.params))
+        except HarnessError as exc:
+            unknown = [k for k, _ in self.params if op.param(k) is None]
+            raise SpaceError(str(exc), field=unknown[0] if unknown else _failing_param(op, dict(self.params))) from None
+        object.__setattr__(self, "params", tuple(resolved.items()))
+
+    @classmethod
+    def of(cls, operator: str, **params: Any) -> Recipe:
+        return cls(operator, tuple(params.items()))
 
     @property
-    def qat(self) -> bool:
-        return self.quantization_applied != "none"
+    def op(self) -> Operator:
+        return OPERATORS.get(self.operator)
 
     @property
-    def batches(self) -> tuple[int, float, int, str]:
-        """Regimes with equal ``batches`` see the same split, batch order and dropout masks, epoch by epoch (all
-        drawn from ``seed``); they differ only in learning rate and length, so their children can train together."""
-        return (self.batch_size, self.val_fraction, self.seed, self.quantization_applied)
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def slot(self, name: str) -> Any:
+        """A child-id slot's value (alpha, seed): the parameter's, or the established placeholder."""
+        return self.kwargs.get(name, next(p.default for p in ID_SLOTS if p.name == name))
+
+    @property
+    def id(self) -> str:
+        """``random_a0p50_s0``: operator, the alpha and seed slots, then any other parameter as key+value."""
+        kw = self.kwargs
+        parts = [self.operator, *(p.fragment(self.slot(p.name)) for p in ID_SLOTS)]
+        parts += [p.fragment(kw[p.name]) for p in self.op.params if p.name not in _SLOT_NAMES]
+        return "_".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The established ``crossover`` record, ``{mode, alpha, seed}``, plus any other declared parameter."""
+        return {"mode": self.operator, **{p.name: self.slot(p.name) for p in ID_SLOTS},
+                **{k: v for k, v in self.params if k not in _SLOT_NAMES}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
+        op = _operator(str(data["mode"]))
+        return cls(op.name, tuple((p.name, data[p.name]) for p in op.params if p.name in data))
 
 
-REGIMES: dict[str, Regime] = {
-    r.name: r
-    for r in (
-        Regime("short", epochs=5, lr=1e-3),
-        Regime("medium", epochs=10, lr=5e-4),
-        Regime("long", epochs=20, lr=1e-4),
-        Regime("lr_high", epochs=5, lr=5e-3),
-        Regime("short_qat", epochs=5, lr=1e-4, batch_size=16, quantization_applied="ptq_dynamic"),
-    )
-}
+def _operator(name: str) -> Operator:
+    try:
+        return OPERATORS.get(name)
+    except SpaceError as exc:
+        raise SpaceError(str(exc), field="modes") from None
 
-_DEFAULT_RECIPES = (
-    Recipe("random", 0.5, 0),
-    Recipe("random", 0.5, 1),
-    Recipe("random", 0.5, 2),
-    Recipe("layer"),
-    Recipe("weighted", 0.3),
-    Recipe("weighted", 0.5),
-    Recipe("weighted", 0.7),
-)
-_MINIMAL_RECIPES = (Recipe("random", 0.5, 0), Recipe("layer"), Recipe("weighted", 0.5))
 
-# name -> (recipes, regime names), in the exact order of seed §5 / reference §5.3.
-SPACES: dict[str, tuple[tuple[Recipe, ...], tuple[str, ...]]] = {
-    "smoke": (_MINIMAL_RECIPES, ("short",)),
-    "minimal": (_MINIMAL_RECIPES, ("short", "medium", "long")),
-    "default": (_DEFAULT_RECIPES, ("short", "long")),
-    "minimal-qat": (_MINIMAL_RECIPES, ("short", "short_qat", "long")),
-    "default-qat": (_DEFAULT_RECIPES, ("short", "long", "short_qat")),
-    "extended": (_DEFAULT_RECIPES, ("short", "medium", "long", "lr_high")),
-}
-SPACE_NAMES = (*SPACES, "custom")
-
-# Custom-space defaults, as the established CLI's.
-CUSTOM_DEFAULTS: dict[str, tuple[Any, ...]] = {
-    "modes": CROSSOVER_MODES,
-    "alphas": (0.3, 0.5, 0.7),
-    "seeds": (0, 1, 2),
-    "regimes": ("short", "long"),
-}
+def _failing_param(op: Operator, given: Mapping[str, Any]) -> str | None:
+    for p in op.params:
+        try:
+            p.check(given.get(p.name, p.default), op.name)
+        except HarnessError:
+            return p.name
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,49 +106,114 @@ class ChildSpec:
 
 def child_id(index: int, recipe: Recipe, regime_name: str) -> str:
     """The established id, e.g. ``000_random_a0p50_s0_short`` (unused alpha shown, None seed as ``sNone``)."""
-    alpha = f"{recipe.alpha:.2f}".replace(".", "p")
-    return f"{index:03d}_{recipe.mode}_a{alpha}_s{recipe.seed}_{regime_name}"
+    return f"{index:03d}_{recipe.id}_{regime_name}"
 
 
-def custom_recipes(modes: Sequence[str], alphas: Sequence[float], seeds: Sequence[int]) -> list[Recipe]:
-    """Recipes in the established CLI's order: modes as given; random = seed-major × alpha; weighted × alpha."""
+@dataclass(frozen=True, slots=True)
+class Space:
+    """A named preset: its recipes × its regimes, recipe-major."""
+
+    name: str
+    recipes: tuple[Recipe, ...]
+    regimes: tuple[str, ...]
+    description: str
+
+
+SPACES: Registry[Space] = Registry("search space")
+CUSTOM = "custom"
+# The custom space's defaults, as the established CLI's (each operator's parameters take their declared grid).
+CUSTOM_MODES = ("random", "layer", "weighted")
+CUSTOM_REGIMES = ("short", "long")
+
+_DEFAULT = (*(Recipe.of("random", alpha=0.5, seed=s) for s in (0, 1, 2)), Recipe.of("layer"),
+            *(Recipe.of("weighted", alpha=a) for a in (0.3, 0.5, 0.7)))
+_MINIMAL = (Recipe.of("random", alpha=0.5, seed=0), Recipe.of("layer"), Recipe.of("weighted", alpha=0.5))
+# In the exact order of the established presets (the QAT column sits in the middle of minimal-qat).
+for _space in (
+    Space("smoke", _MINIMAL, ("short",), "one recipe per mode x short"),
+    Space("minimal", _MINIMAL, ("short", "medium", "long"), "one recipe per mode x short, medium, long"),
+    Space("default", _DEFAULT, ("short", "long"), "seven recipes x short, long"),
+    Space("minimal-qat", _MINIMAL, ("short", "short_qat", "long"), "one recipe per mode x short, short_qat, long"),
+    Space("default-qat", _DEFAULT, ("short", "long", "short_qat"), "seven recipes x short, long, short_qat"),
+    Space("extended", _DEFAULT, ("short", "medium", "long", "lr_high"), "seven recipes x four float regimes"),
+):
+    SPACES.register(_space.name, _space)
+
+
+def space_names() -> tuple[str, ...]:
+    return (*SPACES.names(), CUSTOM)
+
+
+def custom_recipes(modes: Sequence[str], grids: Mapping[str, Sequence[Any]] | None = None) -> list[Recipe]:
+    """Recipes in the established CLI's order: modes as given; per mode, the product of its parameters' values
+    (from ``grids`` by parameter name, else the parameter's declared grid), outermost parameter first
+    (random: seed-major x alpha; weighted: x alpha; layer: one recipe)."""
+    grids = grids or {}
     recipes: list[Recipe] = []
     for mode in modes:
-        check_name("crossover mode", mode, CROSSOVER_MODES)
-        if mode == "layer":
-            recipes.append(Recipe("layer"))
-        elif mode == "random":
-            recipes.extend(Recipe("random", a, s) for s in seeds for a in alphas)
-        else:
-            recipes.extend(Recipe("weighted", a) for a in alphas)
+        op = _operator(mode)
+        axes = [[(p.name, v) for v in (grids.get(p.name) or p.grid or (p.default,))] for p in op.params]
+        recipes.extend(Recipe(op.name, tuple(combo)) for combo in itertools.product(*axes))
     return recipes
+
+
+def _check_unique(kind: str, values: Sequence[Any], field: str) -> None:
+    seen = set()
+    for v in values:
+        if v in seen:
+            raise SpaceError(f"{kind} {v!r} is given twice; give each value once", field=field)
+        seen.add(v)
 
 
 def build_space(
     name: str,
     *,
     modes: Sequence[str] | None = None,
-    alphas: Sequence[float] | None = None,
-    seeds: Sequence[int] | None = None,
+    grids: Mapping[str, Sequence[Any]] | None = None,
     regimes: Sequence[str] | None = None,
     max_runs: int | None = None,
-    extra_regimes: dict[str, Regime] | None = None,
+    extra_regimes: Mapping[str, Regime] | None = None,
 ) -> list[ChildSpec]:
-    """Enumerate a space recipe-major (each recipe × every regime), then cut to ``max_runs``."""
-    check_name("search space", name, SPACE_NAMES)
-    known_regimes = {**REGIMES, **(extra_regimes or {})}
-    if name == "custom":
-        recipes: Sequence[Recipe] = custom_recipes(
-            modes or CUSTOM_DEFAULTS["modes"], alphas or CUSTOM_DEFAULTS["alphas"], seeds or CUSTOM_DEFAULTS["seeds"]
-        )
-        regime_names: Sequence[str] = regimes or CUSTOM_DEFAULTS["regimes"]
+    """Enumerate a space recipe-major (each recipe × every regime), then cut to ``max_runs``.
+
+    ``modes``, ``grids`` (parameter name -> values) and ``regimes`` apply to the custom space only. Raises
+    :class:`SpaceError` (with ``field`` set) for an unknown name, a value outside its declared range, a value given
+    twice, two values that give one child id, or a knob given to a preset space.
+    """
+    check_name("search space", name, space_names(), field="space")
+    known = {**{n: REGIMES.get(n) for n in REGIMES.names()}, **(extra_regimes or {})}
+    if name == CUSTOM:
+        modes = tuple(modes or CUSTOM_MODES)
+        _check_unique("crossover mode", modes, "modes")
+        for param, values in (grids or {}).items():
+            _check_unique(param, values, param)
+        recipes: Sequence[Recipe] = custom_recipes(modes, grids)
+        regime_names: Sequence[str] = tuple(regimes or CUSTOM_REGIMES)
+        _check_unique("fine-tune regime", regime_names, "regimes")
     else:
-        if any(v is not None for v in (modes, alphas, seeds, regimes)):
-            raise SpaceError(f"modes/alphas/seeds/regimes only apply to the custom space, not {name!r}")
-        recipes, regime_names = SPACES[name]
+        given = [k for k, v in (("modes", modes), ("regimes", regimes)) if v] + [k for k, v in (grids or {}).items() if v]
+        if given:
+            raise SpaceError(f"{', '.join(given)} only apply to the custom space, not {name!r}", field=given[0])
+        space = SPACES.get(name)
+        recipes, regime_names = space.recipes, space.regimes
     for r in regime_names:
-        check_name("fine-tune regime", r, known_regimes)
-    if max_runs is not None and max_runs < 1:
-        raise SpaceError(f"max_runs must be >= 1, got {max_runs}")
-    pairs = [(rec, known_regimes[r]) for rec in recipes for r in regime_names]
-    return [ChildSpec(i, rec, reg) for i, (rec, reg) in enumerate(pairs[:max_runs])]
+        check_name("fine-tune regime", r, known, field="regimes")
+    if max_runs is not None and (isinstance(max_runs, bool) or max_runs < 1):
+        raise SpaceError(f"max_runs must be >= 1, got {max_runs}", field="max_runs")
+    pairs = [(rec, known[r]) for rec in recipes for r in regime_names]
+    specs = [ChildSpec(i, rec, reg) for i, (rec, reg) in enumerate(pairs[:max_runs])]
+    _check_ids(specs)
+    return specs
+
+
+def _check_ids(specs: Sequence[ChildSpec]) -> None:
+    """Two recipes whose ids are equal would write one child folder twice (alphas 0.301 and 0.299 both read a0p30)."""
+    seen: dict[str, ChildSpec] = {}
+    for s in specs:
+        key = s.child_id[4:]  # without the run index, which always differs
+        if key in seen:
+            a, b = seen[key].recipe, s.recipe
+            differ = next((k for (k, va), (_, vb) in zip(a.params, b.params) if va != vb), "params")
+            raise SpaceError(f"recipes {a.to_dict()} and {b.to_dict()} give the same child id ({s.child_id[4:]}); "
+                             f"pass {differ} values that differ in the shown digits", field=differ)
+        seen[key] = s

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
 import pytest
 
-from pytest_crossover.session import RESULT_KEY, CrossoverSession, child_id_of
-
-
-def builtins_only(value: Any) -> Any:
-    """xdist ships user_properties through execnet, which takes builtins only (no numpy scalars, no NaN issues)."""
-    if isinstance(value, dict):
-        return {str(k): builtins_only(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [builtins_only(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return f if math.isfinite(f) else None
+from harness.atomic import json_safe
+from pytest_crossover.collect import child_id_of
+from pytest_crossover.session import FILES_KEY, RESULT_KEY, CrossoverSession
 
 
 class CrossoverChild:
@@ -42,45 +26,54 @@ class CrossoverChild:
         self.item = item
         self._benchmark = benchmark
         self.record: dict[str, Any] | None = None
-        self.outcome: Any = None
 
     def run(self) -> dict[str, Any]:
         if self.record is None:
-            from harness.atomic import write_json
-            from harness.pipeline import eval_report, run_child
+            from harness.pipeline import run_child
+            from harness.rundir import child_files
 
-            ctx = self.session.context()
-            if ctx.specs is None:
-                ctx.specs = self._selected_specs()
-                ctx.population_key = self.session.population_key(ctx.specs)
+            runtime = self.session.runtime
+            ctx = runtime.context()
+            finetuner = runtime.finetuner(self._selected_specs(), self._unit_of())
             started = time.time()  # wall clock, so benchmarks/perf.py can measure time-to-first-child
-            out = run_child(self.spec, ctx, out_dir=self.session.run_dir)
+            out = run_child(self.spec, ctx, finetuned=finetuner.result(self.spec))
             record = out.record
             record["started_unix"] = started
-            model = out.int8_model if out.int8_model is not None else out.model
-            t = time.perf_counter()
             if record["status"] != "diverged":
-                mode = "in-worker" if self.session.distributed else "in-test"
-                record["latency_ms"] = {"ranked": self._latency(model, ctx.latency_input), "mode": mode}
-                record["timings_s"]["latency"] = round(time.perf_counter() - t, 6)
                 t = time.perf_counter()
+                mode = "in-worker" if self.session.distributed else "in-test"
+                record["latency_ms"] = {"ranked": self._latency(out.ranked_model, ctx.latency_input), "mode": mode}
+                record["timings_s"]["latency"] = round(time.perf_counter() - t, 6)
             else:
                 record["latency_ms"] = None
-            if "files" in record:
-                write_json(self.session.run_dir / record["files"]["eval"], eval_report(record), durable=False)
-                record["timings_s"]["write"] = round(record["timings_s"].get("write", 0.0)
-                                                     + time.perf_counter() - t, 6)
-            self.outcome = out
-            self.record = builtins_only(record)
+            t = time.perf_counter()
+            self.record = json_safe(record)
+            files = child_files(out, ctx)
+            self.record["timings_s"]["write"] = round(time.perf_counter() - t, 6)
+            # The record and the files' bytes go to the controller, which alone writes the run directory.
             self.item.user_properties.append((RESULT_KEY, self.record))
+            self.item.user_properties.append((FILES_KEY, files))
         return self.record
 
     def _selected_specs(self) -> list[Any]:
-        """The children this process may run (its selected items; the xdist scheduler keeps a regime on one
-        worker): those among them that can share a population are fine-tuned together (Context.finetune)."""
+        """The children this process collected (after -k/-m): those that can share a population train together."""
         ids = {child_id_of(item.nodeid) for item in getattr(self.item.session, "items", ())}
         specs = [s for s in self.session.specs if s.child_id in ids]
         return specs if self.spec in specs else [self.spec]
+
+    def _unit_of(self) -> Any:
+        """Under xdist a worker collects every child but is sent one work unit at a time: it trains together only
+        the children of one unit (``--dist load``) or, under other modes, of one regime."""
+        if not self.session.is_worker:
+            return None
+        config = self.session.config
+        if config.getvalue("dist") == "load":
+            from pytest_crossover.scheduling import work_units
+
+            count = int(config.workerinput.get("workercount", 1))  # type: ignore[attr-defined]
+            units = work_units(self._selected_specs(), count)
+            return lambda s: units[s.child_id][0] if s.child_id in units else s.regime.name
+        return lambda s: s.regime.name
 
     def _latency(self, model: Any, x: Any) -> float:
         import torch

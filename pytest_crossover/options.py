@@ -1,73 +1,151 @@
 """The ``crossover`` option group: every flag ``--crossover-*``, each also an ini key ``crossover_*``.
 
-Resolution happens once, in ``resolve``: the command line wins over the ini file, which wins over the default.
-Every check raises ``pytest.UsageError`` naming the option, the value and the fix. Nothing here imports torch.
+Resolution happens once, in :func:`resolve`: the command line wins over the ini file, which wins over the
+default. Values are checked by the library (harness.space, harness.settings, harness.regimes), once each; its
+errors name the setting (``HarnessError.field``), and :func:`usage_error` turns one into a ``pytest.UsageError``
+that names the option as the user wrote it: the flag, or the ini key. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.errors import HarnessError
-from harness.space import CROSSOVER_MODES, DEVICES, REGIMES, SPACE_NAMES, TEACHERS, Regime, build_space, check_name
+from harness.operators import OPERATORS
+from harness.regimes import REGIME_FIELDS, REGIMES, Regime, parse_regime
+from harness.settings import DEVICES, parse
+from harness.space import ChildSpec, build_space, space_names
+from harness.teachers import TEACHERS
 
-# name, help, default (None = unset); list-valued knobs take comma- or space-separated values.
-_OPTIONS: tuple[tuple[str, str, str | None], ...] = (
-    ("space", f"Search space: {', '.join(SPACE_NAMES)} (default: default)", "default"),
-    ("modes", f"Custom space only: crossover modes, comma-separated ({', '.join(CROSSOVER_MODES)})", None),
-    ("alphas", "Custom space only: alphas in [0, 1], comma-separated (default 0.3,0.5,0.7)", None),
-    ("seeds", "Custom space only: random-mode seeds, comma-separated (default 0,1,2)", None),
-    ("regimes", f"Custom space only: fine-tune regimes, comma-separated ({', '.join(REGIMES)} or a defined one)",
-     None),
-    ("define-regime", "Custom space only: define a regime for --crossover-regimes, "
-                      "NAME:epochs=5,lr=1e-3[,batch_size=32,val_fraction=0.1,seed=42,quantization_applied=none]; "
-                      "repeatable (ini: one per line)", None),
-    ("max-runs", "Run only the first N children of the space (N >= 1)", None),
-    ("parent-a", "Parent A checkpoint (.pt state dict); default: the embedded LunarLander parents", None),
-    ("parent-b", "Parent B checkpoint (.pt state dict); default: the embedded LunarLander parents", None),
-    ("states", "States buffer (.npy, float32, N x input_dim); default: the embedded states", None),
-    ("allow-unsafe-unpickle", "Allow full-pickle checkpoints: unpickling runs arbitrary code from the file, "
-                              "so only for files you trust (default: off)", None),
-    ("holdout", "Fraction of states held out of fine-tuning and used for every metric; 0 = evaluate on all "
-                "(default 0.2)", "0.2"),
-    ("teacher", "Distillation teacher: a, b or both (mean of soft targets) (default a)", "a"),
-    ("degenerate-threshold", "Fail children whose primary metric is below X; 0 disables (default 0)", "0"),
-    ("run-dir", "Where results are written (default runs/crossover_search)", "runs/crossover_search"),
-    ("env", "Gymnasium environment for returns (default: LunarLander-v3 with the embedded parents)", None),
-    ("episodes", "Greedy episodes per child for returns; 0 disables (default 10 with an environment)", None),
-    ("threads", "Torch intra-op threads per process (default 1: xdist workers must not fight over cores)", "1"),
-    ("device", "cpu or cuda (default cpu)", "cpu"),
-)
-_FLAGS = {"allow-unsafe-unpickle"}
-_METAVARS = {"space": "NAME", "modes": "MODES", "alphas": "ALPHAS", "seeds": "SEEDS", "regimes": "REGIMES",
-             "define-regime": "SPEC", "max-runs": "N", "parent-a": "PATH", "parent-b": "PATH", "states": "PATH.npy",
-             "holdout": "FRACTION", "teacher": "a|b|both", "degenerate-threshold": "X", "run-dir": "DIR",
-             "env": "ID", "episodes": "N", "threads": "N", "device": "cpu|cuda"}
-_REPEATABLE = {"define-regime"}
-# Regime fields a definition may set, and how each is parsed.
-_REGIME_FIELDS: dict[str, Callable[[str], Any]] = {"epochs": int, "lr": float, "batch_size": int,
-                                                   "val_fraction": float, "seed": int, "quantization_applied": str}
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: its flag suffix, the library field it feeds, how its text parses, help and metavar."""
+
+    name: str
+    help: str
+    default: str | None = None
+    kind: str = "str"  # str, int, float, list, flag, lines, path
+    metavar: str = "VALUE"
+    item: type = str  # list items' type
+
+    @property
+    def dest(self) -> str:
+        return "crossover_" + self.name.replace("-", "_")
+
+
+def _operator_help() -> str:
+    return "; ".join(f"{op.name}: {op.description}" for op in OPERATORS.values())
+
+
+def _regime_help() -> str:
+    return "; ".join(f"{r.name}: {r.describe()}" for r in REGIMES.values())
+
+
+def option_table() -> tuple[Option, ...]:
+    """Every option of the search; help texts derive from the registries, so a registered entry shows up."""
+    knobs = [p for op in OPERATORS.values() for p in op.params if p.knob]
+    seen: dict[str, Any] = {}
+    for p in knobs:
+        seen.setdefault(p.knob, p)
+    return (
+        Option("space", f"Search space: {', '.join(space_names())} (default: default)", "default", metavar="NAME"),
+        Option("modes", f"Custom space only: crossover operators, comma-separated ({_operator_help()})", kind="list",
+               metavar="MODES"),
+        *(Option(knob, f"Custom space only: values of {p.name} ({p.help}), comma-separated (default "
+                       f"{','.join(map(str, p.grid))})", kind="list", item=p.kind, metavar=knob.upper())
+          for knob, p in seen.items()),
+        Option("param", "Custom space only: values of another operator parameter, NAME=V1,V2 (repeatable)",
+               kind="lines", metavar="NAME=VALUES"),
+        Option("regimes", f"Custom space only: fine-tune regimes, comma-separated ({_regime_help()}; or a defined "
+                          "one)", kind="list", metavar="REGIMES"),
+        Option("define-regime", "Custom space only: define a regime for --crossover-regimes, NAME:"
+               + ",".join(f"{k}=…" for k in REGIME_FIELDS) + " (epochs and lr required); repeatable (ini: one per "
+               "line)", kind="lines", metavar="SPEC"),
+        Option("max-runs", "Run only the first N children of the space (N >= 1)", kind="int", metavar="N"),
+        Option("parent-a", "Parent A checkpoint (.pt state dict); default: the embedded LunarLander parents",
+               kind="path", metavar="PATH"),
+        Option("parent-b", "Parent B checkpoint (.pt state dict); default: the embedded LunarLander parents",
+               kind="path", metavar="PATH"),
+        Option("states", "States buffer (.npy, float32, N x input_dim); default: the embedded states", kind="path",
+               metavar="PATH.npy"),
+        Option("allow-unsafe-unpickle", "Allow full-pickle checkpoints: unpickling runs arbitrary code from the file, "
+               "so only for files you trust (default: off)", kind="flag"),
+        Option("holdout", "Fraction of states held out of fine-tuning and used for every metric; 0 = evaluate on all "
+               "(default 0.2)", "0.2", kind="float", metavar="FRACTION"),
+        Option("teacher", "Distillation teacher: " + "; ".join(f"{t.name}: {t.description}" for t in TEACHERS.values())
+               + " (default a)", "a", metavar="|".join(TEACHERS.names())),
+        Option("degenerate-threshold", "Fail children whose primary metric is below X; 0 disables (default 0)", "0",
+               kind="float", metavar="X"),
+        Option("run-dir", "Where results are written (default runs/crossover_search)", "runs/crossover_search",
+               kind="path", metavar="DIR"),
+        Option("env", "Gymnasium environment for returns (default: LunarLander-v3 with the embedded parents)",
+               metavar="ID"),
+        Option("episodes", "Greedy episodes per child for returns; 0 disables (default 10 with an environment)",
+               kind="int", metavar="N"),
+        Option("threads", "Torch intra-op threads per process (default 1: xdist workers must not fight over cores)",
+               "1", kind="int", metavar="N"),
+        Option("device", f"{' or '.join(DEVICES)} (default cpu)", "cpu", metavar="|".join(DEVICES)),
+    )
+
+
+# Library field (HarnessError.field) -> option name, where they differ.
+_FIELD_OPTION = {"env_id": "env", "regime": "define-regime", "mode": "modes"}
 
 
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("crossover", "crossover search harness")
-    for name, help_text, _default in _OPTIONS:
-        dest = "crossover_" + name.replace("-", "_")
-        if name in _FLAGS:
-            group.addoption(f"--crossover-{name}", action="store_true", default=None, dest=dest, help=help_text)
-            parser.addini(dest, help_text, type="bool", default=False)
-        elif name in _REPEATABLE:
-            group.addoption(f"--crossover-{name}", action="append", default=None, dest=dest, metavar=_METAVARS.get(name, "VALUE"),
-                            help=help_text)
-            parser.addini(dest, help_text, type="linelist", default=[])
+    for opt in option_table():
+        flag = f"--crossover-{opt.name}"
+        if opt.kind == "flag":
+            group.addoption(flag, action="store_true", default=None, dest=opt.dest, help=opt.help)
+            parser.addini(opt.dest, opt.help, type="bool", default=False)
+        elif opt.kind == "lines":
+            group.addoption(flag, action="append", default=None, dest=opt.dest, metavar=opt.metavar, help=opt.help)
+            parser.addini(opt.dest, opt.help, type="linelist", default=[])
         else:
-            group.addoption(f"--crossover-{name}", action="store", default=None, dest=dest, metavar=_METAVARS.get(name, "VALUE"),
-                            help=help_text)
-            parser.addini(dest, help_text, type="string", default="")
+            group.addoption(flag, action="store", default=None, dest=opt.dest, metavar=opt.metavar, help=opt.help)
+            parser.addini(opt.dest, opt.help, type="string", default="")
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where each setting came from: ``cli``, ``ini`` or ``default``, and the ini file's folder for paths."""
+
+    origin: Mapping[str, str] = field(default_factory=dict)
+    ini_dir: Path | None = None
+
+    def display(self, name: str) -> str:
+        """The option as the user wrote it: ``--crossover-holdout``, or ``crossover_holdout`` from the ini file."""
+        name = _FIELD_OPTION.get(name, name).replace("_", "-")
+        knob = next((p.knob for op in OPERATORS.values() for p in op.params if p.name == name and p.knob), None)
+        name = knob or name
+        if self.origin.get(name) == "ini":
+            return f"crossover_{name.replace('-', '_')} (ini)"
+        return f"--crossover-{name}"
+
+
+def usage_error(exc: HarnessError, sources: Sources, fallback: str | None = None) -> pytest.UsageError:
+    """A library error as one usage line naming the option it is about (``fallback`` when it names none)."""
+    name = exc.field or fallback
+    text = str(exc)
+    return pytest.UsageError(f"{sources.display(name)}: {text}" if name else text)
+
+
+@contextmanager
+def naming(sources: Sources, fallback: str | None = None) -> Iterator[None]:
+    """Run a block of library calls; a HarnessError becomes a usage error naming its option."""
+    try:
+        yield
+    except HarnessError as exc:
+        raise usage_error(exc, sources, fallback) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +154,9 @@ class CrossoverOptions:
 
     space: str
     modes: tuple[str, ...] | None
-    alphas: tuple[float, ...] | None
-    seeds: tuple[int, ...] | None
+    grids: Mapping[str, tuple[Any, ...]]  # operator parameter -> values (custom space)
     regimes: tuple[str, ...] | None
-    define_regime: tuple[str, ...]  # the definitions as given; parsed by ``extra_regimes``
+    define_regime: tuple[str, ...]  # the definitions as given
     max_runs: int | None
     parent_a: str | None
     parent_b: str | None
@@ -94,157 +171,132 @@ class CrossoverOptions:
     threads: int
     device: str
     explicit: tuple[str, ...]  # the settings given on the command line or in the ini file
+    sources: Sources = field(default_factory=Sources, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("sources", "grids")}
+        out["grids"] = {k: list(v) for k, v in self.grids.items()}
+        # The established option names, as earlier records hold them.
+        out.update({"alphas": self.grids.get("alpha"), "seeds": self.grids.get("seed")})
+        return out
 
     def extra_regimes(self) -> dict[str, Regime]:
-        return dict(parse_regime(d) for d in self.define_regime)
+        return {r.name: r for r in (parse_regime(d) for d in self.define_regime)}
 
-    def space_specs(self) -> list[Any]:
-        return build_space(self.space, modes=self.modes, alphas=self.alphas, seeds=self.seeds,
-                           regimes=self.regimes, max_runs=self.max_runs, extra_regimes=self.extra_regimes())
-
-
-def parse_regime(definition: str) -> tuple[str, Regime]:
-    """``NAME:epochs=5,lr=1e-3[,...]`` -> (name, Regime); a bad definition raises a one-line UsageError."""
-    fix = "write NAME:epochs=5,lr=1e-3[,batch_size=32,val_fraction=0.1,seed=42,quantization_applied=none]"
-    name, sep, body = definition.strip().partition(":")
-    name = name.strip()
-    if not sep or not name or not name.replace("_", "").replace("-", "").isalnum():
-        raise pytest.UsageError(f"--crossover-define-regime: {definition!r} has no NAME: prefix; {fix}")
-    if name in REGIMES:
-        raise pytest.UsageError(f"--crossover-define-regime: {name!r} is a built-in regime; pick another name")
-    fields: dict[str, Any] = {}
-    for part in (p.strip() for p in body.split(",") if p.strip()):
-        key, eq, value = part.partition("=")
-        key = key.strip()
-        if not eq or key not in _REGIME_FIELDS:
-            raise pytest.UsageError(f"--crossover-define-regime: {part!r} in {definition!r} is not one of "
-                                    f"{', '.join(k + '=' for k in _REGIME_FIELDS)}; {fix}")
-        fields[key] = _parse("define-regime", value.strip(), _REGIME_FIELDS[key], f"a valid {key}")
-    missing = [k for k in ("epochs", "lr") if k not in fields]
-    if missing:
-        raise pytest.UsageError(f"--crossover-define-regime: {definition!r} lacks {', '.join(missing)}; {fix}")
-    try:
-        return name, Regime(name, **fields)
-    except HarnessError as exc:
-        raise pytest.UsageError(f"--crossover-define-regime: {exc}") from None
+    def space_specs(self) -> list[ChildSpec]:
+        return build_space(self.space, modes=self.modes, grids=self.grids, regimes=self.regimes,
+                           max_runs=self.max_runs, extra_regimes=self.extra_regimes())
 
 
-def _raw(config: pytest.Config, name: str) -> tuple[Any, bool]:
-    dest = "crossover_" + name.replace("-", "_")
-    cli = config.getoption(dest, default=None)
+def _raw(config: pytest.Config, opt: Option) -> tuple[Any, str]:
+    cli = config.getoption(opt.dest, default=None)
     if cli is not None:
-        return cli, True
-    ini = config.getini(dest)
-    if name in _FLAGS:
-        return bool(ini), bool(ini)
-    if name in _REPEATABLE:
+        return cli, "cli"
+    ini = config.getini(opt.dest)
+    if opt.kind == "flag":
+        return bool(ini), "ini" if ini else "default"
+    if opt.kind == "lines":
         items = [str(v) for v in (ini if isinstance(ini, list) else str(ini).splitlines()) if str(v).strip()]
-        return (items, True) if items else (None, False)
+        return (items, "ini") if items else (None, "default")
     if ini not in ("", None):
-        return str(ini), True
-    default = next(d for n, _, d in _OPTIONS if n == name)
-    return default, False
-
-
-def _parse(name: str, value: str, convert: Callable[[str], Any], what: str) -> Any:
-    try:
-        return convert(value)
-    except ValueError:
-        raise pytest.UsageError(f"--crossover-{name}: {value!r} is not {what}") from None
+        return str(ini), "ini"
+    return opt.default, "default"
 
 
 def _split(value: str) -> list[str]:
     return [v for v in value.replace(",", " ").split() if v]
 
 
+def _convert(opt: Option, value: Any, origin: str, ini_dir: Path | None) -> Any:
+    """Option text -> typed value (syntax only; ranges are the library's)."""
+    if value is None or opt.kind == "flag":
+        return value
+    field_name = opt.name.replace("-", "_")
+    if opt.kind == "list":
+        items = _split(str(value))
+        if not items:
+            raise HarnessError("give at least one value", field=field_name)
+        return tuple(parse(field_name, v, opt.item) for v in items)
+    if opt.kind == "lines":
+        return tuple(str(v) for v in value)
+    if opt.kind in ("int", "float"):
+        return parse(field_name, value, int if opt.kind == "int" else float)
+    text = str(value)
+    if opt.kind == "path":
+        if not text.strip():
+            raise HarnessError(f"{text!r} is an empty path; pass a path, or leave the option out for its default",
+                               field=field_name)
+        # A relative path in an ini file is relative to that file, as pytest's own ini paths are.
+        if origin == "ini" and ini_dir is not None and not os.path.isabs(text):
+            return str(ini_dir / text)
+        return text
+    return parse(field_name, text, str)
+
+
 def resolve(config: pytest.Config) -> CrossoverOptions:
-    raw, explicit = {}, []
-    for name, _, _ in _OPTIONS:
-        raw[name], given = _raw(config, name)
-        if given:
-            explicit.append(name)
-    try:
-        space = check_name("search space", str(raw["space"]), SPACE_NAMES)
-    except HarnessError as exc:
-        raise pytest.UsageError(f"--crossover-space: {exc}") from None
-    lists = _custom_knobs(raw, space)
-    scalars = _scalars(raw)
+    """Read, parse and check every option; a bad one raises a ``pytest.UsageError`` naming it."""
+    table = option_table()
+    raw, origin = {}, {}
+    for opt in table:
+        raw[opt.name], origin[opt.name] = _raw(config, opt)
+    ini_dir = config.inipath.parent if config.inipath else None
+    sources = Sources(origin, ini_dir)
+    values: dict[str, Any] = {}
+    for opt in table:
+        with naming(sources, opt.name):
+            values[opt.name] = _convert(opt, raw[opt.name], origin[opt.name], ini_dir)
+    knob_param = {p.knob: p.name for op in OPERATORS.values() for p in op.params if p.knob}
+    grids = {knob_param[k]: v for k, v in values.items() if k in knob_param and v is not None}
+    with naming(sources, "param"):
+        grids.update(_param_grids(values["param"] or ()))
     opts = CrossoverOptions(
-        space=space, modes=lists["modes"], alphas=lists["alphas"], seeds=lists["seeds"], regimes=lists["regimes"],
-        define_regime=lists["define-regime"] or (), parent_a=raw["parent-a"], parent_b=raw["parent-b"],
-        states=raw["states"], allow_unsafe_unpickle=bool(raw["allow-unsafe-unpickle"]), run_dir=str(raw["run-dir"]),
-        env=raw["env"], explicit=tuple(explicit), **scalars,
+        space=values["space"], modes=values["modes"], grids=grids, regimes=values["regimes"],
+        define_regime=values["define-regime"] or (), max_runs=values["max-runs"], parent_a=values["parent-a"],
+        parent_b=values["parent-b"], states=values["states"], allow_unsafe_unpickle=bool(values["allow-unsafe-unpickle"]),
+        holdout=values["holdout"], teacher=values["teacher"], degenerate_threshold=values["degenerate-threshold"],
+        run_dir=values["run-dir"], env=values["env"], episodes=values["episodes"], threads=values["threads"],
+        device=values["device"], explicit=tuple(n for n in origin if origin[n] != "default"), sources=sources,
     )
-    _check(opts.space_specs, "space")
+    _check(opts)
     return opts
 
 
-def _custom_knobs(raw: dict[str, Any], space: str) -> dict[str, Any]:
-    """The custom-space lists, parsed and checked; any of them with another space is an error."""
-    lists: dict[str, Any] = {}
-    for name, conv, what in (("modes", str, "a mode"), ("alphas", float, "a number"), ("seeds", int, "an integer"),
-                             ("regimes", str, "a regime"), ("define-regime", str, "a regime definition")):
-        if raw[name] is None:
-            lists[name] = None
-            continue
-        if space != "custom":
-            raise pytest.UsageError(
-                f"--crossover-{name} only applies to --crossover-space custom (got --crossover-space {space}); "
-                f"add --crossover-space custom or drop --crossover-{name}")
-        values = list(raw[name]) if name in _REPEATABLE else _split(raw[name])
-        items = tuple(_parse(name, v, conv, what) for v in values)
-        if not items:
-            raise pytest.UsageError(f"--crossover-{name}: give at least one value")
-        lists[name] = items
-    for mode in lists["modes"] or ():
-        _check(lambda: check_name("crossover mode", mode, CROSSOVER_MODES), "modes")
-    defined = dict(parse_regime(d) for d in lists["define-regime"] or ())
-    if len(defined) != len(lists["define-regime"] or ()):
-        raise pytest.UsageError("--crossover-define-regime: a regime name is defined twice; give each one once")
-    for regime in lists["regimes"] or ():
-        _check(lambda: check_name("fine-tune regime", regime, {**REGIMES, **defined}), "regimes")
-    for alpha in lists["alphas"] or ():
-        if not 0.0 <= alpha <= 1.0:
-            raise pytest.UsageError(f"--crossover-alphas: alpha {alpha} is outside [0, 1]; use values like 0.3,0.5,0.7")
-    return lists
+def _param_grids(lines: tuple[str, ...]) -> dict[str, tuple[Any, ...]]:
+    """``NAME=V1,V2`` lines -> {name: values}, typed by the operators' declarations."""
+    declared = {p.name: p for op in OPERATORS.values() for p in op.params}
+    grids: dict[str, tuple[Any, ...]] = {}
+    for line in lines:
+        name, eq, values = line.partition("=")
+        name = name.strip()
+        if not eq or name not in declared:
+            known = ", ".join(declared) or "none"
+            raise HarnessError(f"{line!r} is not NAME=V1,V2 with NAME a parameter of a registered operator "
+                               f"(known: {known})", field="param")
+        grids[name] = tuple(parse("param", v, declared[name].kind) for v in _split(values))
+    return grids
 
 
-def _scalars(raw: dict[str, Any]) -> dict[str, Any]:
-    """The numeric and choice options, parsed and range-checked."""
-    max_runs = None if raw["max-runs"] is None else _parse("max-runs", raw["max-runs"], int, "an integer")
-    if max_runs is not None and max_runs < 1:
-        raise pytest.UsageError(f"--crossover-max-runs: {max_runs} is not >= 1; pass a positive number of children")
-    holdout = _parse("holdout", raw["holdout"], float, "a number")
-    if not 0.0 <= holdout < 1.0:
-        raise pytest.UsageError(f"--crossover-holdout: {holdout} is outside [0, 1); 0.2 holds out a fifth, "
-                                "0 evaluates on all states")
-    teacher = str(raw["teacher"])
-    if teacher not in TEACHERS:
-        raise pytest.UsageError(f"--crossover-teacher: {teacher!r} is not one of {', '.join(TEACHERS)}")
-    threshold = _parse("degenerate-threshold", raw["degenerate-threshold"], float, "a number")
-    if not 0.0 <= threshold <= 1.0:
-        raise pytest.UsageError(f"--crossover-degenerate-threshold: {threshold} is outside [0, 1]")
-    episodes = None if raw["episodes"] is None else _parse("episodes", raw["episodes"], int, "an integer")
-    if episodes is not None and episodes < 0:
-        raise pytest.UsageError(f"--crossover-episodes: {episodes} is negative; 0 disables returns")
-    threads = _parse("threads", raw["threads"], int, "an integer")
-    if threads < 1:
-        raise pytest.UsageError(f"--crossover-threads: {threads} is not >= 1")
-    device = str(raw["device"])
-    if device not in DEVICES:
-        raise pytest.UsageError(f"--crossover-device: {device!r} is not one of {', '.join(DEVICES)}")
-    if (raw["parent-a"] is None) != (raw["parent-b"] is None):
-        raise pytest.UsageError("--crossover-parent-a and --crossover-parent-b go together; give both or neither "
-                                "(neither uses the embedded LunarLander parents)")
-    return {"max_runs": max_runs, "holdout": holdout, "teacher": teacher, "degenerate_threshold": threshold,
-            "episodes": episodes, "threads": threads, "device": device}
+def _check(opts: CrossoverOptions) -> None:
+    """The cross-option checks and the library's checks of every value, before any work."""
+    from harness.settings import Settings
+
+    src = opts.sources
+    with naming(src):
+        if opts.space != "custom":
+            given = [n for n in ("modes", "regimes", "define-regime", "param", *_knobs()) if n in opts.explicit]
+            if given:
+                raise HarnessError(f"only applies to --crossover-space custom (got --crossover-space {opts.space}); "
+                                   f"add --crossover-space custom or drop it", field=given[0])
+        if (opts.parent_a is None) != (opts.parent_b is None):
+            raise HarnessError("goes with --crossover-parent-b; give both or neither (neither uses the embedded "
+                               "LunarLander parents)", field="parent_a" if opts.parent_a is None else "parent_b")
+        defined = [parse_regime(d) for d in opts.define_regime]
+        if len({r.name for r in defined}) != len(defined):
+            raise HarnessError("a regime name is defined twice; give each one once", field="define_regime")
+        Settings(holdout=opts.holdout, teacher=opts.teacher, degenerate_threshold=opts.degenerate_threshold,
+                 env_id=opts.env, episodes=opts.episodes or 0, threads=opts.threads, device=opts.device)
+        opts.space_specs()
 
 
-def _check(fn: Callable[[], Any], name: str) -> None:
-    try:
-        fn()
-    except HarnessError as exc:
-        raise pytest.UsageError(f"--crossover-{name}: {exc}") from None
+def _knobs() -> tuple[str, ...]:
+    return tuple(dict.fromkeys(p.knob for op in OPERATORS.values() for p in op.params if p.knob))

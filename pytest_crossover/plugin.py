@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from pytest_crossover.child import CrossoverChild
-from pytest_crossover.options import add_options, resolve
-from pytest_crossover.session import PARENTS_KEY, RESULT_KEY, CrossoverSession, child_id_of
+from pytest_crossover.collect import FIXTURE, child_id_of
+from pytest_crossover.options import add_options, naming, resolve
+from pytest_crossover.session import FILES_KEY, PARENTS_KEY, RESULT_KEY, CrossoverSession
 
 SESSION_KEY = pytest.StashKey[CrossoverSession]()
-FIXTURE = "crossover_child"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -24,8 +24,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    options = resolve(config)
-    session = CrossoverSession(config, options)
+    session = CrossoverSession(config, resolve(config))
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(_ReportHooks(session), "crossover-reports")
     if config.pluginmanager.hasplugin("xdist"):
@@ -38,30 +37,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "crossover: a child of the crossover search (added by pytest-crossover)")
     # Explicit settings are checked on the controller before any child runs: here in a serial session; under
     # xdist in pytest_sessionstart, once the workers are booting, so their torch import overlaps the check's.
-    if options.explicit and not session.is_worker and not session.distributed and not config.option.help:
+    if session.options.explicit and not session.is_worker and not session.distributed and not config.option.help:
         _check_inputs(session)
 
 
-def _check_inputs(session: CrossoverSession) -> None:
-    from harness.errors import HarnessError
+def _check_inputs(cs: CrossoverSession) -> None:
+    from harness.settings import Settings
     from harness.states import holdout_split
 
-    try:
-        _check_device(session.options.device)
-        provenance = session.check_inputs()
-        holdout_split(provenance["states_file"]["shape"][0], session.options.holdout, 0)
-    except HarnessError as exc:
-        raise pytest.UsageError(str(exc)) from None
-
-
-def _check_device(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise pytest.UsageError(
-                f"--crossover-device: 'cuda' was asked for but torch.cuda.is_available() is False (torch "
-                f"{torch.__version__}); use --crossover-device cpu or install a CUDA build of torch")
+    with naming(cs.options.sources):
+        if cs.options.device != "cpu":
+            Settings(device=cs.options.device).check_device()
+        provenance = cs.runtime.check_inputs(load=not cs.distributed)
+        holdout_split(provenance["states_file"]["shape"][0], cs.options.holdout, 0)
 
 
 def _session(config: pytest.Config) -> CrossoverSession | None:
@@ -70,8 +58,7 @@ def _session(config: pytest.Config) -> CrossoverSession | None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if FIXTURE in metafunc.fixturenames:
-        session = metafunc.config.stash[SESSION_KEY]
-        ids = [s.child_id for s in session.specs]
+        ids = [s.child_id for s in metafunc.config.stash[SESSION_KEY].specs]
         metafunc.parametrize(FIXTURE, ids, ids=ids, indirect=True)
 
 
@@ -111,10 +98,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     ids = [child_id_of(item.nodeid) for item in session.items if FIXTURE in getattr(item, "fixturenames", ())]
     if ids:
         cs.expected = [i for i in ids if i]
-        if cs._lock_fh is None and not cs.is_worker:
-            cs.acquire_run_dir()
-
-
+        cs.acquire_run_dir()
 
 
 class _ReportHooks:
@@ -123,52 +107,46 @@ class _ReportHooks:
     def __init__(self, session: CrossoverSession) -> None:
         self.session = session
 
+    @pytest.hookimpl(tryfirst=True)  # before junitxml & co.: the files' bytes are ours, taken off the report
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        _record(self.session, report)
+        if self.session.is_worker:
+            return  # a worker's report travels to the controller whole
+        files = next((v for k, v in report.user_properties if k == FILES_KEY), None)
+        if files is not None:
+            report.user_properties[:] = [p for p in report.user_properties if p[0] != FILES_KEY]
+        _record(self.session, report, files)
 
 
-def _record(cs: CrossoverSession, report: pytest.TestReport) -> None:
-    if cs.is_worker or cs._lock_fh is None:
+def _record(cs: CrossoverSession, report: pytest.TestReport, files: Any) -> None:
+    if not cs.run_dir.owned:
         return
-    props: dict[str, Any] = dict(p for p in report.user_properties if isinstance(p, tuple) and len(p) == 2)
     child_id = child_id_of(report.nodeid)
     if child_id is None or child_id not in cs.ids:
         return
-    if RESULT_KEY in props and report.when == "call":
-        cs.add(props[RESULT_KEY])
+    record = next((v for k, v in report.user_properties if k == RESULT_KEY), None)
+    if record is not None and report.when == "call":
+        cs.add(record, files)
     elif report.failed and child_id not in cs.records:
-        text = str(report.longrepr).strip() if report.longrepr else ""
-        # xdist reports a worker that died mid-test (SIGKILL, OOM, segfault) with exactly this longrepr.
-        lost = text.startswith("worker ") and "crashed while running" in text
         crash = getattr(report.longrepr, "reprcrash", None)
+        text = str(report.longrepr).strip() if report.longrepr else ""
         line = getattr(crash, "message", None) or (text.splitlines()[-1] if text else "failed")
-        cs.add_failure(child_id, "lost" if lost else "error", f"{report.when}: {line.splitlines()[0] if line else ''}"[:500])
+        status = "lost" if child_id in cs.lost else "error"
+        cs.add_failure(child_id, status, f"{report.when}: {line.splitlines()[0] if line else ''}"[:500])
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
-    if report.when != "call":
-        return None
-    props: dict[str, Any] = dict(p for p in report.user_properties if isinstance(p, tuple) and len(p) == 2)
-    rec = props.get(RESULT_KEY)
-    if rec is None or rec.get("primary") is None:
-        return None
-    word = f"{report.outcome.upper()} primary={rec['primary']:.4f}"
-    if rec.get("return"):
-        word += f" return={rec['return']['mean']:.1f}"
-    letter = "." if report.passed else "F"
-    return report.outcome, letter, (word, {"green": report.passed, "red": report.failed})
+    from pytest_crossover.summary import teststatus
+
+    return teststatus(report)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
     cs = _session(config)
     if cs is None or not cs.options.explicit:
         return None
-    o = cs.options
-    recipes = {(s.recipe.mode, s.recipe.alpha, s.recipe.seed) for s in cs.specs}
-    regimes = {s.regime.name for s in cs.specs}
-    src = "files" if o.parent_a else "embedded LunarLander-v3 parents"
-    return [f"crossover: space={o.space} ({len(cs.specs)} children: {len(recipes)} recipes x {len(regimes)} regimes), "
-            f"parents={src}, holdout={o.holdout}, teacher={o.teacher}, run-dir={o.run_dir}"]
+    from pytest_crossover.summary import header
+
+    return header(cs)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -176,29 +154,36 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     cs = _session(session.config)
     if cs is not None and cs.is_worker and cs.expected and exitstatus != pytest.ExitCode.INTERRUPTED:
         # A worker's share of the parents' rows; xdist's own (wrapper) hook sends workeroutput after this.
-        share = cs.worker_share()
+        share = _worker_share(cs)
         if share:
             session.config.workeroutput[PARENTS_KEY] = share  # type: ignore[attr-defined]
     # The controller: tryfirst, so before xdist's own hook waits for the workers' interpreters to exit (~0.1 s
     # each), the files are written meanwhile; every worker has reported by then.
-    if cs is None or cs.is_worker or cs._lock_fh is None:
+    if cs is None or cs.is_worker or not cs.run_dir.owned:
         return
     try:
         cs.complete = exitstatus not in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
-        _finish(cs)
+        # No record yet (interrupted before the first child, or nothing selected): the previous session's files
+        # stay as they were; they are replaced only once this session has a result to replace them with.
+        if cs.records:
+            try:
+                cs.finalize_parents()
+            finally:
+                cs.write_outputs()
     finally:
         cs.release_run_dir()
 
 
-def _finish(cs: CrossoverSession) -> None:
-    # No record yet (interrupted before the first child, or nothing selected): the previous session's files
-    # stay as they were; they are replaced only once this session has a result to replace them with.
-    if not cs.records:
-        return
-    try:
-        cs.finalize()
-    finally:
-        cs.write_outputs()
+def _worker_share(cs: CrossoverSession) -> dict[str, Any] | None:
+    from harness.parents import parent_baselines, share_of
+
+    info = cs.config.workerinput  # type: ignore[attr-defined]
+    index = int("".join(c for c in str(info.get("workerid", "gw0")) if c.isdigit()) or 0)
+    share = share_of(index, int(info.get("workercount", 1)))
+    if share is None:
+        return None
+    names, agreement = share
+    return parent_baselines(cs.runtime.context(), names, agreement=agreement)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -206,4 +191,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     # The leaderboard is the session's product: shown under -q too (as pytest-benchmark's table), hidden by -qq.
     if cs is None or cs.is_worker or not cs.records or config.get_verbosity() < -1:
         return
-    cs.summary(terminalreporter)
+    from pytest_crossover.summary import terminal_summary
+
+    terminal_summary(cs, terminalreporter)

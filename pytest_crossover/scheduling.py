@@ -1,15 +1,22 @@
 """Work units under xdist: which children go to one worker and train there as one population, and the scheduler
-that sends them (xdist's loadscope, the unit as the scope, the most expensive unit first)."""
+that sends them, the most expensive unit first.
+
+The scheduler implements xdist's public ``Scheduling`` protocol (``xdist.scheduler.protocol``) on its own; it uses
+only the worker controller's public calls (``send_runtest_some``, ``shutdown``, ``shutting_down``). It relies on
+one xdist behaviour that the protocol leaves implicit, as xdist's own schedulers do: a worker keeps its last
+pending test until it is sent more work or told to shut down (tested in tests/plugin/test_scheduling.py; the
+xdist version range is pinned in pyproject.toml).
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_crossover.session import child_id_of
+from pytest_crossover.collect import child_id_of
 
 if TYPE_CHECKING:
     from harness.space import ChildSpec
@@ -50,51 +57,149 @@ def work_units(specs: Sequence[ChildSpec], workers: int) -> dict[str, tuple[str,
     return {cid: (u, cost[u]) for u, ids in units.items() for cid in ids}
 
 
-def unit_scheduling(config: pytest.Config, log: Any, specs: dict[str, ChildSpec]) -> Any:
-    from xdist.scheduler import LoadScopeScheduling
+Unit = dict[str, bool]  # node id -> done
 
-    prefix = "crossover:"
 
-    class UnitScheduling(LoadScopeScheduling):  # type: ignore[misc]
-        units: dict[str, tuple[str, float]] = {}
-        scope_cost: dict[str, float] = {}
+class UnitScheduling:
+    """xdist scheduling by work unit: a unit's tests all go to one worker; the most expensive unit goes first.
 
-        def schedule(self) -> None:
-            if self.collection is None and self.collection_is_completed and self.registered_collections:
-                ids = (child_id_of(n) for n in next(iter(self.registered_collections.values())))
-                self.units = work_units([specs[c] for c in ids if c in specs], self.numnodes)
-                self.scope_cost = {f"{prefix}{u}": c for u, c in self.units.values()}
-            super().schedule()
+    Tests that are not children of the search are units of their own, sent after the children's units. A worker
+    that dies while running a child reports that child once (lost); the rest of its unit is sent to another worker.
+    """
 
-        def _split_scope(self, nodeid: str) -> str:
-            unit = self.units.get(child_id_of(nodeid) or "")
-            return f"{prefix}{unit[0]}" if unit else nodeid
+    def __init__(self, config: pytest.Config, log: Any, specs: Mapping[str, ChildSpec]) -> None:
+        from xdist.workermanage import parse_tx_spec_config
 
-        def _assign_work_unit(self, node: Any) -> None:
-            # Most expensive unit first (LPT): it goes to the first free worker, so the cheap ones fill in around it
-            # and the workers finish together.
-            ordered = sorted(self.workqueue.items(), key=lambda item: -self.scope_cost.get(item[0], 0.0))
-            self.workqueue.clear()
-            self.workqueue.update(ordered)
-            super()._assign_work_unit(node)
+        self.numnodes = len(parse_tx_spec_config(config))
+        self.config, self.log, self.specs = config, log, specs
+        self.collection: list[str] | None = None
+        self.registered: dict[Any, list[str]] = {}
+        self.assigned: dict[Any, dict[str, Unit]] = {}
+        self.queue: list[tuple[str, Unit]] = []  # units not yet sent, most expensive first
+        self.unit_of: dict[str, str] = {}
 
-        def remove_node(self, node: Any) -> str | None:
-            """As LoadScopeScheduling's, except that the test that crashed the worker is marked done.
+    # -- the Scheduling protocol ----------------------------------------------------------------------------
+    @property
+    def nodes(self) -> list[Any]:
+        return list(self.assigned)
 
-            Scope scheduling re-queues a dead worker's whole unit, crashed test included, so a child that always
-            kills its worker (out of memory, a segfault) would run again until xdist's restart limit aborts the
-            session. The crashed child is reported lost once; the rest of its regime is re-queued as usual.
-            """
-            workload = self.assigned_work.pop(node)
-            if not self._pending_of(workload):
-                return None
-            crashitem = next(nid for unit in workload.values() for nid, done in unit.items() if not done)
-            for unit in workload.values():
-                if crashitem in unit:
-                    unit[crashitem] = True
-            self.workqueue.update({scope: unit for scope, unit in workload.items() if not all(unit.values())})
-            for other in self.assigned_work:
-                self._reschedule(other)
-            return crashitem
+    @property
+    def collection_is_completed(self) -> bool:
+        return len(self.registered) >= self.numnodes
 
-    return UnitScheduling(config, log)
+    @property
+    def tests_finished(self) -> bool:
+        if not self.collection_is_completed or self.queue:
+            return False
+        return all(_pending(work) < 2 for work in self.assigned.values())
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self.queue) or any(_pending(work) for work in self.assigned.values())
+
+    def add_node(self, node: Any) -> None:
+        self.assigned[node] = {}
+
+    def add_node_collection(self, node: Any, collection: Sequence[str]) -> None:
+        if self.collection_is_completed and self.collection is not None and list(collection) != self.collection:
+            from xdist.report import report_collection_diff
+
+            other = next(iter(self.registered))
+            self.log(report_collection_diff(self.collection, list(collection), other.gateway.id, node.gateway.id))
+            return
+        self.registered[node] = list(collection)
+
+    def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
+        nodeid = self.registered[node][item_index]
+        self.assigned[node][self.unit_of[nodeid]][nodeid] = True
+        self._reschedule(node)
+
+    def mark_test_pending(self, item: str) -> None:
+        """Send ``item`` again (a ``pytest_handlecrashitem`` that asks for a rerun), as a unit of its own, first."""
+        self.unit_of[item] = f"rerun:{item}"
+        self.queue.insert(0, (self.unit_of[item], {item: False}))
+        for node in self.nodes:
+            self._reschedule(node)
+
+    def remove_pending_tests_from_node(self, node: Any, indices: Sequence[int]) -> None:
+        raise NotImplementedError("work units are never taken back from a live worker")
+
+    def remove_node(self, node: Any) -> str | None:
+        """Forget a worker; when it died with work pending, return the test it was running (reported lost once,
+        not run again: a child that always kills its worker would otherwise run until xdist's restart limit) and
+        send the rest of its units to the others."""
+        workload = self.assigned.pop(node)
+        pending = [(unit, work) for unit, work in workload.items() if not all(work.values())]
+        if not pending:
+            return None
+        crashitem = next(nid for _, work in pending for nid, done in work.items() if not done)
+        for _, work in pending:
+            if crashitem in work:
+                work[crashitem] = True
+        self.queue[:0] = [(unit, work) for unit, work in pending if not all(work.values())]
+        for other in self.nodes:
+            self._reschedule(other)
+        return crashitem
+
+    def schedule(self) -> None:
+        if self.collection is not None:
+            for node in self.nodes:
+                self._reschedule(node)
+            return
+        collections = list(self.registered.values())
+        if any(c != collections[0] for c in collections[1:]):
+            self.log("**Different tests collected, aborting run**")
+            return
+        self.collection = list(collections[0])
+        if not self.collection:
+            return
+        self.queue = self._units(self.collection)
+        for _ in range(len(self.nodes) - len(self.queue)):  # more workers than units: shut the spare ones down
+            spare, _work = self.assigned.popitem()
+            spare.shutdown()
+        for node in self.nodes:
+            self._assign(node)
+        # A worker runs a test only once it holds the next one (or is told to shut down): give every worker a
+        # second unit where there is one, and shut them all down when the first round sent everything.
+        for node in self.nodes:
+            self._reschedule(node)
+        if not self.queue:
+            for node in self.nodes:
+                if not node.shutting_down:
+                    node.shutdown()
+
+    # -- internals ------------------------------------------------------------------------------------------
+    def _units(self, collection: Sequence[str]) -> list[tuple[str, Unit]]:
+        children = [(nid, child_id_of(nid)) for nid in collection]
+        specs = [self.specs[c] for _, c in children if c in self.specs]
+        units = work_units(specs, self.numnodes)
+        grouped: dict[str, Unit] = {}
+        cost: dict[str, float] = {}
+        for nid, cid in children:
+            unit, c = units.get(cid or "", (nid, -1.0))
+            self.unit_of[nid] = unit
+            grouped.setdefault(unit, {})[nid] = False
+            cost[unit] = c
+        # Most expensive first (LPT): it goes to the first free worker and the cheap ones fill in around it, so
+        # the workers finish together. sorted() is stable: other tests keep their collection order, last.
+        return sorted(grouped.items(), key=lambda item: -cost[item[0]])
+
+    def _reschedule(self, node: Any) -> None:
+        if node.shutting_down:
+            return
+        if not self.queue:
+            node.shutdown()
+            return
+        if _pending(self.assigned[node]) > 2:
+            return
+        self._assign(node)
+
+    def _assign(self, node: Any) -> None:
+        unit, work = self.queue.pop(0)
+        self.assigned[node][unit] = work
+        collection = self.registered[node]
+        node.send_runtest_some([collection.index(nid) for nid, done in work.items() if not done])
+
+
+def _pending(workload: Mapping[str, Unit]) -> int:
+    return sum(not done for work in workload.values() for done in work.values())

@@ -8,11 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.adam import StackedAdam
 from harness.evaluate import evaluate_model, parent_baseline, predict
-from harness.finetune import MAX_GRAD_NORM, TEMPERATURE, _Adam, _dropout_mask, _FlatMLP, finetune, soft_targets
+from harness.finetune import MAX_GRAD_NORM, TEMPERATURE, dropout_mask, finetune, finetune_population, soft_targets
 from harness.networks import QNetwork
-from harness.population import finetune_population
-from harness.space import REGIMES
+from harness.regimes import REGIMES
+from harness.stacked import StackedMLP
 
 torch.set_num_threads(1)
 
@@ -27,15 +28,15 @@ def parents() -> tuple[QNetwork, QNetwork]:
 
 
 def test_speed_adam_step_batch32(benchmark: pytest.FixtureRequest, parents: tuple[QNetwork, QNetwork]) -> None:
-    """One Adam step (forward with dropout, backward, clip, update) at batch 32."""
+    """One Adam step (forward with dropout, backward, clip, update) of one child at batch 32."""
     x = _states(32)
     with torch.no_grad():
         p = soft_targets(parents[0](x))
-    net = _FlatMLP(parents[1], qat=False, temperature=TEMPERATURE)
-    adam = _Adam(net.flat, net.grad, 1e-3)
+    net = StackedMLP([parents[1]], qat=False, temperature=TEMPERATURE, device=torch.device("cpu"))
+    adam = StackedAdam(net.full_flat, net.full_grad, [1e-3])
     gen = torch.Generator().manual_seed(0)
-    masks = [_dropout_mask(32, 64, 0.1, gen) for _ in range(2)]
-    log_q = torch.empty(32, 4)
+    masks = [dropout_mask(32, 64, 0.1, gen) for _ in range(2)]
+    log_q = torch.empty(1, 32, 4)
 
     def step() -> None:
         net.train_step(x, p, masks, log_q)
@@ -50,7 +51,7 @@ def test_speed_short_regime_1000_states(benchmark: pytest.FixtureRequest, parent
     x = _states(1000)
     with torch.no_grad():
         p = soft_targets(parents[0](x))
-    result = benchmark.pedantic(finetune, args=(parents[1], x, p, REGIMES["short"]), rounds=30, warmup_rounds=2)
+    result = benchmark.pedantic(finetune, args=(parents[1], x, p, REGIMES.get("short")), rounds=30, warmup_rounds=2)
     benchmark.extra_info["steps"] = result.history["steps"]
     benchmark.extra_info["ms_per_step"] = benchmark.stats.stats.median * 1e3 / result.history["steps"]
 
@@ -58,12 +59,12 @@ def test_speed_short_regime_1000_states(benchmark: pytest.FixtureRequest, parent
 @pytest.mark.parametrize("size", [1, 3, 7])
 def test_speed_short_regime_population(benchmark: pytest.FixtureRequest, parents: tuple[QNetwork, QNetwork],
                                        size: int) -> None:
-    """A whole `short` regime for a population of ``size`` children trained together (harness.population)."""
+    """A whole `short` regime for a population of ``size`` children trained together (harness.finetune)."""
     x = _states(1000)
     with torch.no_grad():
         p = soft_targets(parents[0](x))
     kids = [parents[i % 2] for i in range(size)]
-    results = benchmark.pedantic(finetune_population, args=(kids, x, p, REGIMES["short"]), rounds=10,
+    results = benchmark.pedantic(finetune_population, args=(kids, x, p, REGIMES.get("short")), rounds=10,
                                  warmup_rounds=1)
     steps = results[0].history["steps"]
     benchmark.extra_info["steps"] = steps

@@ -10,7 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from harness.crossover import CROSSOVER_MODES, check_parents, crossover, layer_blocks
+from harness.crossover import check_parents, crossover, layer_blocks
+from harness.operators import OPERATORS
+
+CROSSOVER_MODES = ("random", "layer", "weighted")
 from harness.errors import CrossoverError, HarnessError
 from harness.networks import QNetwork
 
@@ -42,7 +45,7 @@ def _pattern(child: dict[str, torch.Tensor]) -> str:
 
 
 def test_modes_are_the_established_ones() -> None:
-    assert CROSSOVER_MODES == ("random", "layer", "weighted")
+    assert OPERATORS.names()[:3] == CROSSOVER_MODES
     assert sorted(QNetwork(8, 4).state_dict()) == QNET_KEYS
 
 
@@ -182,7 +185,7 @@ def test_layer_blocks_generic_modules_batchnorm_and_conv() -> None:
 def test_layer_alpha_not_range_checked_but_must_be_a_number(const_parents) -> None:
     a, b = const_parents
     assert _pattern(crossover(a, b, "layer", alpha=7.0)) == "AAAABBBBAA"
-    with pytest.raises(CrossoverError, match=r"alpha must be a number in \[0, 1\], got 'x'"):
+    with pytest.raises(CrossoverError, match=r"alpha must be a number, got 'x'; the layer operator ignores it"):
         crossover(a, b, "layer", alpha="x")  # type: ignore[arg-type]
 
 
@@ -250,7 +253,7 @@ def test_unknown_mode_lists_modes(const_parents) -> None:
     a, b = const_parents
     with pytest.raises(CrossoverError) as info:
         crossover(a, b, "blend")
-    assert str(info.value) == "unknown crossover mode 'blend'; use one of: random, layer, weighted"
+    assert str(info.value).startswith("unknown crossover operator 'blend'; known: random, layer, weighted")
     assert isinstance(info.value, HarnessError) and isinstance(info.value, ValueError)
 
 
@@ -258,15 +261,15 @@ def test_unknown_mode_lists_modes(const_parents) -> None:
 @pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan"), float("inf")])
 def test_alpha_out_of_range_raises(const_parents, mode: str, alpha: float) -> None:
     a, b = const_parents
-    with pytest.raises(CrossoverError, match=rf"^alpha must be in \[0, 1\] for {mode} crossover, got {alpha!r}"):
+    with pytest.raises(CrossoverError, match=rf"^alpha of the {mode} operator must be (in \[0, 1\]|finite), got {alpha!r}"):
         crossover(a, b, mode, alpha=alpha, seed=0)
 
 
 def test_bool_alpha_and_bad_seed_or_rng_raise(const_parents) -> None:
     a, b = const_parents
-    with pytest.raises(CrossoverError, match="alpha must be a number"):
+    with pytest.raises(CrossoverError, match="alpha of the weighted operator must be a number"):
         crossover(a, b, "weighted", alpha=True)
-    with pytest.raises(CrossoverError, match=r"seed must be a non-negative int or None, got -1"):
+    with pytest.raises(CrossoverError, match=r"seed of the random operator must be in \[0, inf\], got -1"):
         crossover(a, b, "random", seed=-1)
     with pytest.raises(CrossoverError, match=r"rng must be a numpy.random.Generator, got int"):
         crossover(a, b, "random", rng=3)  # type: ignore[arg-type]
@@ -304,9 +307,9 @@ def test_validation_runs_before_any_work(const_parents) -> None:
     bad_b = dict(b)
     bad_b["network.0.weight"] = torch.zeros(3, 3)
     # The mode error comes first, then alpha, then the parents.
-    with pytest.raises(CrossoverError, match="unknown crossover mode"):
+    with pytest.raises(CrossoverError, match="unknown crossover operator"):
         crossover(a, bad_b, "nope", alpha=5.0)
-    with pytest.raises(CrossoverError, match="alpha must be in"):
+    with pytest.raises(CrossoverError, match="alpha of the random operator must be in"):
         crossover(a, bad_b, "random", alpha=5.0)
     with pytest.raises(CrossoverError, match=r"'network.0.weight': A=\(16, 8\), B=\(3, 3\)"):
         crossover(a, bad_b, "layer")

@@ -1,4 +1,4 @@
-"""Distillation loss, val split, hand-written backward/Adam vs torch, determinism, divergence and QAT."""
+"""The trainer: loss, val split, stacked backward/Adam vs torch, determinism, independence, divergence and QAT."""
 
 from __future__ import annotations
 
@@ -11,12 +11,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import harness.finetune as ft
+import harness.adam as adam_module
+from harness.adam import StackedAdam
 from harness.errors import HarnessError, StatesError
-from harness.finetune import MAX_GRAD_NORM, TEMPERATURE, distill_loss, finetune, soft_targets, split_indices
+from harness.crossover import crossover
+from harness.finetune import (
+    MAX_GRAD_NORM,
+    TEMPERATURE,
+    distill_loss,
+    finetune,
+    finetune_population,
+    soft_targets,
+    split_indices,
+)
+from harness.regimes import REGIMES
 from harness.networks import QNetwork
 from harness.quantize import fake_quant_copy, fake_quant_weight, is_int8
-from harness.space import Regime
+from harness.regimes import Regime
+from harness.stacked import StackedMLP
 
 torch.set_num_threads(1)
 
@@ -82,14 +94,17 @@ def test_split_indices_follow_the_established_rule() -> None:
         split_indices(10, 1.0, 0)
 
 
-def _autograd_loss(net: QNetwork, x: torch.Tensor, p: torch.Tensor, masks: list[torch.Tensor], qat: bool) -> None:
+def _autograd_loss(net: QNetwork, x: torch.Tensor, p: torch.Tensor, masks: list[torch.Tensor],
+                   qat: bool) -> torch.Tensor:
     w = dict(net.named_parameters())
     lin = (lambda k: ft_quant(w[k])) if qat else (lambda k: w[k])
     h = x
     for (li, ni), m in zip(((0, 1), (4, 5)), masks):
         h = F.linear(h, lin(f"network.{li}.weight"), w[f"network.{li}.bias"])
         h = F.layer_norm(h, (h.shape[1],), w[f"network.{ni}.weight"], w[f"network.{ni}.bias"]).relu() * m
-    distill_loss(F.linear(h, lin("network.8.weight"), w["network.8.bias"]), p).backward()
+    z = F.linear(h, lin("network.8.weight"), w["network.8.bias"])
+    distill_loss(z, p).backward()
+    return z
 
 
 def ft_quant(w: torch.Tensor) -> torch.Tensor:
@@ -97,43 +112,51 @@ def ft_quant(w: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("qat", [False, True])
-def test_hand_written_backward_equals_autograd(data: tuple[torch.Tensor, torch.Tensor], qat: bool) -> None:
+def test_stacked_backward_equals_autograd_for_every_child(data: tuple[torch.Tensor, torch.Tensor], qat: bool) -> None:
+    """The one trainer's hand-written backward, per child of a stack of three, against autograd on a QNetwork."""
     x, p = data[0][:32], data[1][:32]
-    child = _net(3)
+    children = [_net(s) for s in (3, 4, 5)]
     gen = torch.Generator().manual_seed(5)
     masks = [(torch.rand(32, 32, generator=gen) >= 0.1).float() / 0.9 for _ in range(2)]
-    flat = ft._FlatMLP(child, qat=qat, temperature=TEMPERATURE)
-    log_q = torch.empty(32, 4)
-    flat.train_step(x, p, masks, log_q)
-    ref = copy.deepcopy(child)
-    _autograd_loss(ref, x, p, masks, qat)
-    grads = flat.views(flat.grad)
-    for name, param in ref.named_parameters():
-        torch.testing.assert_close(grads[name], param.grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(flat.logits(x), fake_quant_copy(child)(x) if qat else child(x))
+    net = StackedMLP(children, qat=qat, temperature=TEMPERATURE, device=torch.device("cpu"))
+    log_q = torch.empty(3, 32, 4)
+    net.train_step(x, p, masks, log_q)
+    grads = net.views(net.grad)
+    logits = net.logits(x)
+    for k, child in enumerate(children):
+        ref = copy.deepcopy(child)
+        z = _autograd_loss(ref, x, p, masks, qat)
+        for name, param in ref.named_parameters():
+            assert param.grad is not None and float(param.grad.abs().max()) > 0, name
+            torch.testing.assert_close(grads[name][k], param.grad, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(log_q[k], F.log_softmax(z.detach() / TEMPERATURE, 1), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(logits[k], fake_quant_copy(child)(x) if qat else child(x), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_flat_adam_and_clip_match_torch(monkeypatch: pytest.MonkeyPatch, fused: bool) -> None:
+def test_stacked_adam_and_clip_match_torch_per_row(monkeypatch: pytest.MonkeyPatch, fused: bool) -> None:
     if not fused:
-        monkeypatch.setattr(ft, "_FUSED_ADAM", None)
+        monkeypatch.setattr(adam_module, "_FUSED_ADAM", None)
     gen = torch.Generator().manual_seed(0)
-    mine, ref = torch.randn(50, generator=gen), None
-    ref = torch.nn.Parameter(mine.clone())
-    grad = torch.zeros(50)
-    adam = ft._Adam(mine, grad, lr=1e-2)
-    opt = torch.optim.Adam([ref], lr=1e-2, fused=fused, foreach=False if not fused else None)
+    mine = torch.randn(3, 50, generator=gen)
+    refs = [torch.nn.Parameter(row.clone()) for row in mine]
+    grad = torch.zeros(3, 50)
+    lrs = [1e-2, 1e-2, 5e-3]
+    adam = StackedAdam(mine, grad, lrs)
+    opts = [torch.optim.Adam([r], lr=lr, fused=fused, foreach=False if not fused else None) for r, lr in zip(refs, lrs)]
     for _ in range(5):
-        g = torch.randn(50, generator=gen) * 3.0
+        g = torch.randn(3, 50, generator=gen) * 3.0
         grad.copy_(g)
-        ref.grad = g.clone()
         adam.clip(1.0)
-        torch.nn.utils.clip_grad_norm_([ref], 1.0)
-        torch.testing.assert_close(grad, ref.grad, rtol=1e-6, atol=0)
-        ref.grad.copy_(grad)  # same clipped grads, so the Adam update itself can be compared bit for bit
+        for i, (ref, opt) in enumerate(zip(refs, opts)):
+            ref.grad = g[i].clone()
+            torch.nn.utils.clip_grad_norm_([ref], 1.0)
+            torch.testing.assert_close(grad[i], ref.grad, rtol=1e-6, atol=0)
+            ref.grad.copy_(grad[i])  # same clipped grads, so the Adam update itself can be compared bit for bit
+            opt.step()
         adam.step()
-        opt.step()
-        assert torch.equal(mine, ref.detach())
+        for i, ref in enumerate(refs):
+            assert torch.equal(mine[i], ref.detach()), i
 
 
 def test_finetune_is_deterministic_whatever_the_global_rng(data: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -206,3 +229,108 @@ def test_bad_inputs_raise_one_line_errors(data: tuple[torch.Tensor, torch.Tensor
         finetune(_net(1), x, p[:10], SHORT)
     with pytest.raises(HarnessError, match="QNetwork layout"):
         finetune(torch.nn.Sequential(torch.nn.Linear(8, 4)), x, p, SHORT)
+
+
+# -- populations: a child's result is bit-for-bit independent of what else trains with it ---------------------
+RECIPES = [("random", 0.5, 0), ("layer", 0.5, None), ("weighted", 0.3, None), ("weighted", 0.7, None),
+           ("random", 0.5, 1)]
+
+
+def _parent(seed: int, hidden: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {k: (torch.randn(v.shape, generator=g) * 0.5 if v.dim() == 2 else v.clone())
+            for k, v in QNetwork(8, 4, hidden).state_dict().items()}
+
+
+def _setup(hidden: int, n: int) -> tuple[list[QNetwork], torch.Tensor, torch.Tensor]:
+    a, b = _parent(1, hidden), _parent(2, hidden)
+    x = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+    teacher = QNetwork(8, 4, hidden).eval()
+    teacher.load_state_dict(a)
+    with torch.no_grad():
+        p = soft_targets(teacher(x))
+    kids = []
+    for mode, alpha, seed in RECIPES:
+        q = QNetwork(8, 4, hidden)
+        q.load_state_dict(crossover(a, b, mode, alpha=alpha, seed=seed))
+        kids.append(q.eval())
+    return kids, x, p
+
+
+def _same(r1, r2) -> bool:
+    s1, s2 = r1.model.state_dict(), r2.model.state_dict()
+    return all(torch.equal(s1[k], s2[k]) for k in s1) and r1.history == r2.history and r1.diverged == r2.diverged
+
+
+# hidden/n chosen so the last batch is ragged (n_train % batch != 0) and odd-sized (1 row for 91 states, bs 16).
+@pytest.mark.parametrize(("hidden", "n", "regime"), [
+    (16, 203, Regime("t", epochs=3, lr=1e-3)),
+    (16, 91, Regime("tq", epochs=2, lr=1e-3, batch_size=16, quantization_applied="ptq_dynamic")),
+    (32, 150, Regime("v0", epochs=2, lr=1e-3, val_fraction=0.0)),
+])
+def test_child_result_is_independent_of_its_population(hidden, n, regime):
+    kids, x, p = _setup(hidden, n)
+    full = finetune_population(kids, x, p, regime)
+    assert len(full) == 5 and all(r.history["steps"] == full[0].history["steps"] > 0 for r in full)
+    for subset in ([0], [3], [4, 1], [2, 0, 4], [1, 3, 0, 2]):
+        part = finetune_population([kids[i] for i in subset], x, p, regime)
+        for j, i in enumerate(subset):
+            assert _same(part[j], full[i]), (subset, i)
+    # Populations differ from one another: the test above compares real, distinct children.
+    assert not torch.equal(full[0].model.state_dict()["network.0.weight"], full[1].model.state_dict()["network.0.weight"])
+    if regime.qat:
+        assert all(r.int8_model is not None for r in full)
+
+
+@pytest.mark.parametrize("qat", [False, True])
+def test_regimes_that_share_batches_train_together_with_the_results_of_training_apart(qat):
+    """A shorter regime leaves the population when its epochs are done; learning rates differ per child."""
+    q = "ptq_dynamic" if qat else "none"
+    regimes = [Regime("s", epochs=2, lr=1e-3, quantization_applied=q), Regime("l", epochs=4, lr=1e-3,
+               quantization_applied=q), Regime("h", epochs=2, lr=5e-3, quantization_applied=q),
+               Regime("m", epochs=3, lr=5e-4, quantization_applied=q), Regime("l", epochs=4, lr=1e-3,
+               quantization_applied=q)]
+    kids, x, p = _setup(16, 203)
+    mixed = finetune_population(kids, x, p, regimes)
+    for i, (kid, reg) in enumerate(zip(kids, regimes)):
+        alone = finetune_population([kid], x, p, reg)[0]
+        assert _same(mixed[i], alone), regimes[i]
+        assert mixed[i].history["steps"] == reg.epochs * 6 and len(mixed[i].history["train_losses"]) == reg.epochs
+    same_regime = finetune_population([kids[1], kids[4]], x, p, regimes[1])
+    assert _same(same_regime[0], mixed[1]) and _same(same_regime[1], mixed[4])
+
+
+def test_regimes_with_other_batches_are_refused():
+    kids, x, p = _setup(16, 60)
+    with pytest.raises(HarnessError, match="same batch size, val_fraction, seed and quantization"):
+        finetune_population(kids[:2], x, p, [REGIMES.get("short"), REGIMES.get("short_qat")])
+    with pytest.raises(HarnessError, match="one regime per child"):
+        finetune_population(kids[:2], x, p, [REGIMES.get("short")])
+
+
+def test_population_leaves_children_untouched_and_returns_cpu_models():
+    kids, x, p = _setup(16, 120)
+    before = {k: v.clone() for k, v in kids[0].state_dict().items()}
+    res = finetune_population(kids[:2], x, p, REGIMES.get("short"))
+    assert all(torch.equal(before[k], v) for k, v in kids[0].state_dict().items())
+    assert res[0].model is not kids[0] and not res[0].model.training
+    assert finetune_population([], x, p, REGIMES.get("short")) == []
+
+
+def test_diverging_child_does_not_disturb_the_others():
+    kids, x, p = _setup(16, 120)
+    reg = Regime("hot", epochs=3, lr=1e-3)
+    bad = QNetwork(8, 4, 16).eval()
+    bad.load_state_dict({k: v * float("inf") if k == "network.8.bias" else v for k, v in kids[0].state_dict().items()})
+    together = finetune_population([bad, kids[1]], x, p, reg)
+    alone = finetune_population([kids[1]], x, p, reg)
+    assert together[0].diverged and together[0].history["train_losses"][0] is None
+    assert together[0].history["steps"] == together[1].history["steps"] // 3
+    assert _same(together[1], alone[0])
+
+
+def test_population_needs_one_architecture():
+    kids, x, p = _setup(16, 60)
+    other = QNetwork(8, 4, 32).eval()
+    with pytest.raises(HarnessError, match="share one architecture"):
+        finetune_population([kids[0], other], x, p, REGIMES.get("short"))

@@ -156,7 +156,7 @@ def test_compare_and_regression_lines(tmp_path):
     assert h.regressions(cmp, h.parse_fail("primary:0.03")) == [("001_c: primary 0.7000 -> missing (status diverged) "
                                                                "[primary:0.03]")]
     table = h.comparison_table(cmp)
-    assert "| 000_c " in table and "-0.0300" in table and "+0.5000" in table
+    assert "| 000_c " in table and "-0.0300" in table and "+0.500" in table
 
 
 def test_a_metric_not_measured_now_is_not_a_regression(tmp_path):

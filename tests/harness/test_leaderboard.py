@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from harness.leaderboard import COLUMNS, build_rows, pareto_front, recommendation, to_csv
+from harness.leaderboard import build_rows, columns, pareto_front, recommendation, to_csv
 
 ESTABLISHED_CSV = [
     "rank", "child_id", "crossover_mode", "crossover_alpha", "crossover_seed", "finetune_regime", "finetune_epochs",
@@ -70,7 +70,7 @@ def test_pareto_ignores_latency_noise_but_not_real_differences():
 
 def test_csv_starts_with_the_established_columns_and_keeps_none_empty():
     rows = build_rows([_rec(0, "layer", "short", 0.7, 0.6)], PARENTS)
-    assert list(COLUMNS[: len(ESTABLISHED_CSV)]) == ESTABLISHED_CSV
+    assert list(columns()[: len(ESTABLISHED_CSV)]) == ESTABLISHED_CSV
     parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
     assert parsed[0]["primary_metric"] == "0.6" and parsed[0]["degenerate"] == "False"
     assert parsed[1]["child_id"] == "parent_a" and parsed[1]["crossover_alpha"] == ""

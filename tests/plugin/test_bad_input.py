@@ -50,7 +50,7 @@ def _assert_usage_error(result: pytest.RunResult, *fragments: str) -> None:
         (["--crossover-space=custom", "--crossover-define-regime=x:epochs=1,lr=1,momentum=0.9"],
          ["'momentum=0.9'", "epochs=, lr="]),
         (["--crossover-space=custom", "--crossover-define-regime=x:epochs=1"], ["lacks lr"]),
-        (["--crossover-space=custom", "--crossover-define-regime=x:epochs=1,lr=-1"], ["lr > 0", "lr=-1.0"]),
+        (["--crossover-space=custom", "--crossover-define-regime=x:epochs=1,lr=-1"], ["lr=-1.0", "0 < lr"]),
         (["--crossover-space=custom", "--crossover-define-regime=x:epochs=two,lr=1"], ["'two' is not a valid epochs"]),
         (["--crossover-space=custom", "--crossover-define-regime=short:epochs=1,lr=1"], ["'short' is a built-in"]),
         (["--crossover-space=custom", "--crossover-define-regime=fast:epochs=1,lr=1", "--crossover-regimes=fsat"],

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from harness.errors import HarnessError
-from harness.pipeline import Settings
-from harness.population import finetune_population
-from harness.space import Regime
-from tests.harness.test_population import _same, _setup
+from harness.finetune import finetune_population
+from harness.regimes import Regime
+from harness.settings import Settings
+from tests.harness.test_finetune import _same, _setup
 from tests.plugin.conftest import read_json, run_search
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cuda.is_available() is False")
@@ -17,23 +17,24 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cud
 
 def test_settings_default_to_cpu_and_refuse_unknown_device():
     assert Settings().device == "cpu"
-    with pytest.raises(HarnessError, match="device must be one of cpu, cuda, got 'tpu'"):
+    with pytest.raises(HarnessError, match="device 'tpu' is not one of cpu, cuda") as info:
         Settings(device="tpu")
+    assert info.value.field == "device"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when CUDA is missing")
 def test_cuda_without_cuda_is_a_usage_error(pytester, search_files):
     with pytest.raises(HarnessError, match="torch.cuda.is_available\\(\\) is False"):
-        Settings(device="cuda")
+        Settings(device="cuda").check_device()
     result = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-device=cuda")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--crossover-device: 'cuda' was asked for but torch.cuda.is_available() is False*"])
+    result.stderr.fnmatch_lines(["*--crossover-device: device 'cuda' was asked for but torch.cuda.is_available() is False*"])
 
 
 def test_unknown_device_option_is_a_usage_error(pytester, search_files):
     result = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-device=tpu")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--crossover-device: 'tpu' is not one of cpu, cuda*"])
+    result.stderr.fnmatch_lines(["*--crossover-device: device 'tpu' is not one of cpu, cuda*"])
 
 
 @needs_cuda

@@ -1,0 +1,113 @@
+"""What one process of a session builds once: the inputs, the shared context, and who fine-tunes with whom.
+
+Everything is built lazily, so a pytest run that collects no child never imports torch; the xdist controller
+only checks the inputs (torch-free, :func:`harness.inputs.check_inputs`) and never builds a context.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_crossover.options import CrossoverOptions, naming
+
+if TYPE_CHECKING:
+    from harness.inputs import SearchInputs
+    from harness.pipeline import Context
+    from harness.populations import Finetuner
+    from harness.space import ChildSpec
+
+
+class Runtime:
+    """Per-process state of a search: built on first use, never changed."""
+
+    def __init__(self, options: CrossoverOptions, *, rootpath: Path, workerinput: dict[str, Any] | None) -> None:
+        self.options = options
+        self.rootpath = rootpath
+        self.workerinput = workerinput
+        self._inputs: SearchInputs | None = None
+        self._provenance: dict[str, Any] | None = None
+        self._ctx: Context | None = None
+        self._finetuner: Finetuner | None = None
+        self._git: dict[str, Any] | None = None
+
+    def inputs(self) -> SearchInputs:
+        if self._inputs is None:
+            from harness.inputs import load_inputs
+
+            o = self.options
+            with naming(o.sources):
+                self._inputs = load_inputs(o.parent_a, o.parent_b, o.states,
+                                           allow_unsafe_unpickle=o.allow_unsafe_unpickle, env_id=o.env,
+                                           episodes=o.episodes, check_environment=self.workerinput is None)
+            _freeze_long_lived()
+        return self._inputs
+
+    def check_inputs(self, *, load: bool) -> dict[str, Any]:
+        """Check the inputs before any child runs and return their provenance.
+
+        ``load``: load them (a serial session, whose children need them loaded anyway). Otherwise (an xdist
+        controller, which never trains) check them without importing torch, leaving the cores to the workers,
+        and load them only for a checkpoint that only ``torch.load`` can judge.
+        """
+        if not load and self._inputs is None and self._provenance is None:
+            from harness.inputs import check_inputs
+
+            o = self.options
+            with naming(o.sources):
+                self._provenance = check_inputs(o.parent_a, o.parent_b, o.states, env_id=o.env, episodes=o.episodes)
+        if self._provenance is None:
+            self._provenance = self.inputs().provenance
+        return self._provenance
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        return self._inputs.provenance if self._inputs is not None else self._provenance
+
+    def context(self) -> Context:
+        if self._ctx is None:
+            import torch
+
+            from harness.pipeline import Context
+            from harness.settings import Settings
+
+            o = self.options
+            torch.set_num_threads(o.threads)
+            inp = self.inputs()
+            with naming(o.sources):
+                settings = Settings(holdout=o.holdout, teacher=o.teacher, degenerate_threshold=o.degenerate_threshold,
+                                    env_id=inp.env_id, episodes=inp.episodes, device=o.device, threads=o.threads)
+                self._ctx = Context.build(inp.sd_a, inp.sd_b, inp.states, settings,
+                                          provenance={**inp.provenance, "git": self.git()})
+            _freeze_long_lived()
+        return self._ctx
+
+    def finetuner(self, selected: Sequence[ChildSpec],
+                  unit_of: Callable[[ChildSpec], Hashable] | None) -> Finetuner:
+        """Who fine-tunes with whom in this process, planned once from the children it collected."""
+        if self._finetuner is None:
+            from harness.populations import Finetuner, plan_populations
+
+            ctx = self.context()
+            self._finetuner = Finetuner(ctx, plan_populations(selected, n_params=ctx.n_params, unit_of=unit_of))
+        return self._finetuner
+
+    def git(self) -> dict[str, Any]:
+        """Commit, branch and dirty flag of the rootdir's repository; asked once, on the controller (xdist
+        workers receive it through ``workerinput``)."""
+        if self.workerinput is not None and "crossover_git" in self.workerinput:
+            return dict(self.workerinput["crossover_git"])
+        if self._git is None:
+            from harness.history import git_info
+
+            self._git = git_info(self.rootpath)
+        return self._git
+
+
+def _freeze_long_lived() -> None:
+    """Move every object alive now (torch's and harness's modules, the loaded inputs, the context) out of the
+    cyclic collector's way: ~10^5 objects that are never garbage, which every later full collection would walk
+    (pytest runs one at unconfigure, the interpreter more at exit: ~0.2 s a process, profiled)."""
+    gc.freeze()

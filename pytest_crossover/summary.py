@@ -1,0 +1,45 @@
+"""What the session prints: the report header, each child's status word, and the leaderboard at the end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytest_crossover.session import RESULT_KEY, CrossoverSession
+
+
+def header(cs: CrossoverSession) -> list[str]:
+    o = cs.options
+    recipes = {s.recipe for s in cs.specs}
+    regimes = {s.regime.name for s in cs.specs}
+    src = "files" if o.parent_a else "embedded LunarLander-v3 parents"
+    return [f"crossover: space={o.space} ({len(cs.specs)} children: {len(recipes)} recipes x {len(regimes)} regimes), "
+            f"parents={src}, holdout={o.holdout}, teacher={o.teacher}, run-dir={o.run_dir}"]
+
+
+def teststatus(report: pytest.TestReport) -> Any:
+    """``PASSED primary=0.8123 return=231.4`` in ``-v`` mode, for a child's call phase."""
+    if report.when != "call":
+        return None
+    rec = dict(p for p in report.user_properties if isinstance(p, tuple) and len(p) == 2).get(RESULT_KEY)
+    if not isinstance(rec, dict) or rec.get("primary") is None:
+        return None
+    word = f"{report.outcome.upper()} primary={rec['primary']:.4f}"
+    if rec.get("return"):
+        word += f" return={rec['return']['mean']:.1f}"
+    letter = "." if report.passed else "F"
+    return report.outcome, letter, (word, {"green": report.passed, "red": report.failed})
+
+
+def terminal_summary(cs: CrossoverSession, tr: Any) -> None:
+    from harness.leaderboard import build_rows, table
+
+    rows = build_rows(cs.ordered_records(), cs.parents)
+    tr.write_sep("=", f"crossover leaderboard ({len(cs.records)} children, space {cs.options.space})")
+    tr.write_line(table(rows, limit=None if tr.config.get_verbosity() > 0 else 20))
+    tr.write_line(f"latency: {cs.latency_mode()}")
+    if not cs.complete:
+        tr.write_line("session incomplete: the files hold the children that finished", red=True)
+    for p in cs.written:
+        tr.write_line(f"written: {p}")
