@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIENT = '"""Search client (what another repository writes)."""\n\n\ndef test_child(crossover_child):\n    crossover_child.run()\n'
+CLIENT = ('"""Search client (what another repository writes)."""\n\n\ndef test_child(crossover_child):\n'
+          '    crossover_child.run()\n')
 TRIVIAL = "def test_trivial():\n    assert 1 + 1 == 2\n"
 TORCH_TESTS = "def test_a():\n    import torch\n\n\ndef test_b():\n    import torch\n"
 PHASES = ("crossover", "finetune", "evaluate", "latency", "write")
@@ -110,7 +111,8 @@ NOTES = """## Notes: where the time goes and why some costs are not linear
 """
 
 
-def make_inputs(d: Path, *, hidden: int = 64, n_states: int = 1000, inputs: int = 8, outputs: int = 4) -> dict[str, Path]:
+def make_inputs(d: Path, *, hidden: int = 64, n_states: int = 1000, inputs: int = 8,
+                outputs: int = 4) -> dict[str, Path]:
     """Seeded parents of the established layout and a states buffer in ``d`` (local generators only)."""
     import numpy as np
     import torch
@@ -361,10 +363,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"streamed evaluation, fresh process): +{after - before:.0f} MB peak RSS "
                 f"({before:.0f} -> {after:.0f} MB), {secs:.2f} s.")
             checks = [
-                ("minimal -n 0 wall <= 2.5 s", results["minimal -n 0"].wall_s <= 2.5, f"{results['minimal -n 0'].wall_s:.2f} s"),
+                ("minimal -n 0 wall <= 2.5 s", results["minimal -n 0"].wall_s <= 2.5,
+                 f"{results['minimal -n 0'].wall_s:.2f} s"),
                 ("default-qat -n 0 wall <= 4 s", results["default-qat -n 0"].wall_s <= 4.0,
                  f"{results['default-qat -n 0'].wall_s:.2f} s"),
-                ("default-qat -n 2 faster than -n 0", results["default-qat -n 2"].wall_s < results["default-qat -n 0"].wall_s,
+                ("default-qat -n 2 faster than -n 0",
+                 results["default-qat -n 2"].wall_s < results["default-qat -n 0"].wall_s,
                  f"{results['default-qat -n 2'].wall_s:.2f} vs {results['default-qat -n 0'].wall_s:.2f} s"),
                 ("fine-tune <= 0.25 ms per child per step", all(1000 * r.phases.get("finetune", 0) / r.steps <= 0.25
                                                                 for r in results.values() if r.steps), "see ms/step"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -48,3 +50,14 @@ def first_line(exc: BaseException) -> str:
     """An exception's first message line, capped: enough to name the cause inside a one-line error."""
     text = str(exc).strip()
     return text.splitlines()[0][:160] if text else "no message"
+
+
+@contextmanager
+def as_field(field: str) -> Iterator[None]:
+    """Errors raised inside name ``field`` (unless they already name a setting)."""
+    try:
+        yield
+    except HarnessError as exc:
+        if exc.field is None:
+            exc.field = field
+        raise

@@ -131,7 +131,7 @@ def table(rows: Sequence[Mapping[str, Any]], *, limit: int | None = None, tablef
     body = [["—" if r["rank"] is None else str(r["rank"]), r["child_id"], *(m.format(r[m.column]) for m in shown),
              r["status"], "*" if r["pareto"] else ""] for r in [*(children[:limit] if limit else children), *parents]]
     headers = ["rank", "child_id", *(m.label for m in shown), "status", "pareto"]
-    return tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+    return str(tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True))
 
 
 def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -165,7 +165,8 @@ def recommendation(rows: Sequence[Mapping[str, Any]], parents: Mapping[str, Any]
              f"Degenerate children      : {sum(r['status'] == 'degenerate' for r in children)}"]
     failed = [r for r in children if r["status"] not in RANKABLE]
     if failed:
-        lines.append(f"Failed children          : {len(failed)} ({', '.join(r['child_id'] + ' ' + r['status'] for r in failed)})")
+        listed = ", ".join(f"{r['child_id']} {r['status']}" for r in failed)
+        lines.append(f"Failed children          : {len(failed)} ({listed})")
     lines += ["", "Top children by primary metric (min agreement with A and B):"]
     for r in ranked[:3]:
         lines.append(f"  #{r['rank']:>2}  {r['child_id']:<40}  primary={r['primary_metric']:.4f}  "
@@ -178,7 +179,8 @@ def recommendation(rows: Sequence[Mapping[str, Any]], parents: Mapping[str, Any]
             lines.append(f"  {k:<12}  avg={v:.4f}" + ("  ← recommended" if k == pick else ""))
     in_regime = next(r for r in ranked if r["finetune_regime"] == best_regime)
     lines += ["", "Recommended default strategy:", f"  Crossover : {best_mode}",
-              f"  Fine-tune : {best_regime}  (LR={in_regime['finetune_lr']:.0e}  epochs={in_regime['finetune_epochs']})"]
+              f"  Fine-tune : {best_regime}  (LR={in_regime['finetune_lr']:.0e}  "
+              f"epochs={in_regime['finetune_epochs']})"]
     lines += ["", "Best child per crossover mode:"]
     scenario = {"random": "maximum diversity", "layer": "structural coherence", "weighted": "smooth interpolation"}
     for mode in scenario:
@@ -198,11 +200,13 @@ def recommendation(rows: Sequence[Mapping[str, Any]], parents: Mapping[str, Any]
         note = ("the same child" if by_return["child_id"] == best["child_id"] else
                 f"NOT the top child by agreement: {by_return['child_id']} earns the best return")
         lines += ["", f"Best return: {by_return['return_mean']:.1f} ({by_return['child_id']}); {note}."]
-    lines += ["", "Best individual child:", f"  id        : {best['child_id']}", f"  mode      : {best['crossover_mode']}",
+    lines += ["", "Best individual child:", f"  id        : {best['child_id']}",
+              f"  mode      : {best['crossover_mode']}",
               f"  alpha     : {best['crossover_alpha']}", f"  seed      : {best['crossover_seed']}",
               f"  regime    : {best['finetune_regime']}", f"  epochs    : {best['finetune_epochs']}",
               f"  lr        : {best['finetune_lr']:.0e}", f"  primary   : {best['primary_metric']:.4f}",
-              f"  agree_a / agree_b : {best['child_vs_parent_a_agreement']:.4f} / {best['child_vs_parent_b_agreement']:.4f}",
+              f"  agree_a / agree_b : {best['child_vs_parent_a_agreement']:.4f} / "
+              f"{best['child_vs_parent_b_agreement']:.4f}",
               f"  oracle    : {METRICS.get('oracle').format(best['oracle_agreement'])}", rule]
     return "\n".join(lines)
 

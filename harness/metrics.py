@@ -66,7 +66,8 @@ def _ranked(*path: str) -> Callable[[Mapping[str, Any]], Any]:
 
 for _m in (
     Metric("primary", "primary_metric", "primary", ".4f", lambda r: r.get("primary"), True, compared=True, shown=True,
-           established=True, description="min(agree_a, agree_b) on the held-out states: a good child agrees with both parents"),
+           established=True,
+           description="min(agree_a, agree_b) on the held-out states: a good child agrees with both parents"),
     Metric("agree_a", "child_vs_parent_a_agreement", "agree_a", ".4f", _ranked("vs_parent_a", "top1"), True,
            shown=True, established=True, description="share of held-out states where the child's action is parent A's"),
     Metric("agree_b", "child_vs_parent_b_agreement", "agree_b", ".4f", _ranked("vs_parent_b", "top1"), True,

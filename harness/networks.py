@@ -41,9 +41,8 @@ class QNetwork(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 1:
-            return self.network(x.unsqueeze(0)).squeeze(0)
-        return self.network(x)
+        out: torch.Tensor = self.network(x.unsqueeze(0)).squeeze(0) if x.dim() == 1 else self.network(x)
+        return out
 
 
 class StudentQNetwork(QNetwork):

@@ -61,8 +61,9 @@ class Context:
 
     @classmethod
     def build(cls, sd_a: Mapping[str, torch.Tensor], sd_b: Mapping[str, torch.Tensor], states: np.ndarray,
-              settings: Settings = Settings(), *, provenance: Mapping[str, Any] | None = None) -> Context:
+              settings: Settings | None = None, *, provenance: Mapping[str, Any] | None = None) -> Context:
         check_parents(sd_a, sd_b)
+        settings = settings or Settings()
         settings.check_device()
         a = {k: v.detach().clone() for k, v in sd_a.items()}
         b = {k: v.detach().clone() for k, v in sd_b.items()}

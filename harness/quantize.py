@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -42,11 +43,11 @@ class _StraightThrough(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: object, weight: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: object, weight: torch.Tensor) -> torch.Tensor:
         return fake_quant_weight(weight)
 
     @staticmethod
-    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
         return grad
 
 
@@ -58,7 +59,8 @@ class FakeQuantLinear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, _StraightThrough.apply(self.weight), self.bias)
+        weight = cast(torch.Tensor, _StraightThrough.apply(self.weight))  # type: ignore[no-untyped-call]
+        return F.linear(x, weight, self.bias)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> FakeQuantLinear:
@@ -94,8 +96,8 @@ def _quantized_dynamic_linear(linear: nn.Linear) -> nn.Module:
     scale = float(weight_scale(weight))
     # Quantizing q*s (exact multiples of s) recovers q exactly, whatever rounding the quantizer uses internally.
     qweight = torch.quantize_per_tensor(fake_quant_weight(weight), scale, 0, torch.qint8)
-    module = DynamicQuantizedLinear(linear.in_features, linear.out_features, bias_=linear.bias is not None,
-                                    dtype=torch.qint8)
+    module = DynamicQuantizedLinear(linear.in_features, linear.out_features,  # type: ignore[no-untyped-call]
+                                    bias_=linear.bias is not None, dtype=torch.qint8)
     bias = None if linear.bias is None else linear.bias.detach().to(torch.float32).clone()
     module.set_weight_bias(qweight, bias)
     return module
@@ -129,4 +131,4 @@ def is_int8(model: nn.Module) -> bool:
 
 def int8_weight(module: nn.Module) -> torch.Tensor:
     """The dequantized float32 weight of a dynamic-quantized Linear (for checks and reports)."""
-    return module.weight().dequantize()  # type: ignore[operator]
+    return cast(torch.Tensor, module.weight().dequantize())  # type: ignore[operator]

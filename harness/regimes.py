@@ -125,7 +125,8 @@ def parse_regime(definition: str, *, builtin: tuple[str, ...] | None = None) -> 
         try:
             values[key] = kind(text.strip()) if kind is not int else int(text.strip(), 10)
         except ValueError:
-            raise SpaceError(f"{text.strip()!r} is not a valid {key} in {definition!r}", field="define_regime") from None
+            raise SpaceError(f"{text.strip()!r} is not a valid {key} in {definition!r}",
+                             field="define_regime") from None
     missing = [k for k in ("epochs", "lr") if k not in values]
     if missing:
         raise SpaceError(f"{definition!r} lacks {', '.join(missing)}; {fix}", field="define_regime")

@@ -8,6 +8,7 @@ network in one forward call, which keeps the cost per child well under a second.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +35,8 @@ def _quiet_import() -> None:
     # do not show up in every user's session warnings summary.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        try:
+        with contextlib.suppress(ImportError):  # not installed: make() below reports it if the env needs it
             import Box2D  # noqa: F401
-        except ImportError:  # not installed: make() below reports it if the environment needs it
-            pass
 
 
 def _make(env_id: str) -> gym.Env[Any, Any]:

@@ -17,7 +17,6 @@ from harness.operators import ID_SLOTS, OPERATORS, Operator
 from harness.regimes import REGIMES, Regime
 from harness.registry import Registry, check_name
 
-
 _SLOT_NAMES = tuple(p.name for p in ID_SLOTS)
 
 
@@ -191,7 +190,7 @@ def build_space(
         regime_names: Sequence[str] = tuple(regimes or CUSTOM_REGIMES)
         _check_unique("fine-tune regime", regime_names, "regimes")
     else:
-        given = [k for k, v in (("modes", modes), ("regimes", regimes)) if v] + [k for k, v in (grids or {}).items() if v]
+        given = [k for k, v in (("modes", modes), ("regimes", regimes), *(grids or {}).items()) if v]
         if given:
             raise SpaceError(f"{', '.join(given)} only apply to the custom space, not {name!r}", field=given[0])
         space = SPACES.get(name)

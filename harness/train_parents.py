@@ -123,7 +123,7 @@ def _update(online: nn.Module, target: nn.Module, opt: torch.optim.Optimizer, ba
     q = online(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
     loss = nn.functional.smooth_l1_loss(q, y)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]
     nn.utils.clip_grad_norm_(online.parameters(), cfg.max_grad_norm)
     opt.step()
     return float(loss.detach())

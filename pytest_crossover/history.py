@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from harness.compare import FailCheck, parse_fail
 from harness.errors import HarnessError
-from harness.history import DEFAULT_STORAGE, FailCheck, parse_fail
+from harness.store import DEFAULT_STORAGE
 
 _HELP = {
     "storage": f"History folder: one record per session, per commit (default {DEFAULT_STORAGE})",
@@ -83,7 +84,8 @@ def register_history(config: pytest.Config, session: Any) -> None:
     if hasattr(config, "workerinput") or config.option.help:
         return
     if opts.compare not in (None, "latest"):
-        from harness.history import HistoryStore, find_record
+        from harness.compare import find_record
+        from harness.store import HistoryStore
 
         try:
             find_record(HistoryStore(opts.storage).load()[0], opts.compare)
@@ -116,15 +118,8 @@ class HistoryHooks:
         return result
 
     def _run(self, session: pytest.Session) -> None:
-        from harness.history import (
-            HistoryStore,
-            build_record,
-            compare,
-            comparison_table,
-            git_info,
-            regressions,
-            select_baseline,
-        )
+        from harness.compare import compare, comparison_table, regressions, select_baseline
+        from harness.store import HistoryStore, build_record, git_info
 
         manifest = self.cs.manifest()
         record = build_record(manifest, git=git_info(session.config.invocation_params.dir))

@@ -125,8 +125,9 @@ class Sources:
     def display(self, name: str) -> str:
         """The option as the user wrote it: ``--crossover-holdout``, or ``crossover_holdout`` from the ini file."""
         name = _FIELD_OPTION.get(name, name).replace("_", "-")
-        knob = next((p.knob for op in OPERATORS.values() for p in op.params if p.name == name and p.knob), None)
-        name = knob or name
+        params = [p for op in OPERATORS.values() for p in op.params if p.name == name]
+        if params:  # an operator parameter: its knob, or --crossover-param for one without
+            name = next((p.knob for p in params if p.knob), "param")
         if self.origin.get(name) == "ini":
             return f"crossover_{name.replace('-', '_')} (ini)"
         return f"--crossover-{name}"
@@ -252,7 +253,8 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
     opts = CrossoverOptions(
         space=values["space"], modes=values["modes"], grids=grids, regimes=values["regimes"],
         define_regime=values["define-regime"] or (), max_runs=values["max-runs"], parent_a=values["parent-a"],
-        parent_b=values["parent-b"], states=values["states"], allow_unsafe_unpickle=bool(values["allow-unsafe-unpickle"]),
+        parent_b=values["parent-b"], states=values["states"],
+        allow_unsafe_unpickle=bool(values["allow-unsafe-unpickle"]),
         holdout=values["holdout"], teacher=values["teacher"], degenerate_threshold=values["degenerate-threshold"],
         run_dir=values["run-dir"], env=values["env"], episodes=values["episodes"], threads=values["threads"],
         device=values["device"], explicit=tuple(n for n in origin if origin[n] != "default"), sources=sources,

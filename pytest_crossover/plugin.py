@@ -124,7 +124,7 @@ def _record(cs: CrossoverSession, report: pytest.TestReport, files: Any) -> None
     if child_id is None or child_id not in cs.ids:
         return
     record = next((v for k, v in report.user_properties if k == RESULT_KEY), None)
-    if record is not None and report.when == "call":
+    if isinstance(record, dict) and report.when == "call":
         cs.add(record, files)
     elif report.failed and child_id not in cs.records:
         crash = getattr(report.longrepr, "reprcrash", None)

@@ -100,7 +100,7 @@ class Runtime:
         if self.workerinput is not None and "crossover_git" in self.workerinput:
             return dict(self.workerinput["crossover_git"])
         if self._git is None:
-            from harness.history import git_info
+            from harness.store import git_info
 
             self._git = git_info(self.rootpath)
         return self._git

@@ -14,8 +14,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
 from pytest_crossover.collect import child_id_of
 
 if TYPE_CHECKING:
@@ -67,11 +65,8 @@ class UnitScheduling:
     that dies while running a child reports that child once (lost); the rest of its unit is sent to another worker.
     """
 
-    def __init__(self, config: pytest.Config, log: Any, specs: Mapping[str, ChildSpec]) -> None:
-        from xdist.workermanage import parse_tx_spec_config
-
-        self.numnodes = len(parse_tx_spec_config(config))
-        self.config, self.log, self.specs = config, log, specs
+    def __init__(self, numnodes: int, log: Any, specs: Mapping[str, ChildSpec]) -> None:
+        self.numnodes, self.log, self.specs = numnodes, log, specs
         self.collection: list[str] | None = None
         self.registered: dict[Any, list[str]] = {}
         self.assigned: dict[Any, dict[str, Unit]] = {}
@@ -171,7 +166,7 @@ class UnitScheduling:
     # -- internals ------------------------------------------------------------------------------------------
     def _units(self, collection: Sequence[str]) -> list[tuple[str, Unit]]:
         children = [(nid, child_id_of(nid)) for nid in collection]
-        specs = [self.specs[c] for _, c in children if c in self.specs]
+        specs = [self.specs[c] for _, c in children if c is not None and c in self.specs]
         units = work_units(specs, self.numnodes)
         grouped: dict[str, Unit] = {}
         cost: dict[str, float] = {}

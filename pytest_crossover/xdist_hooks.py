@@ -28,9 +28,11 @@ class XdistHooks:
         """
         if config.getvalue("dist") != "load" or not self.session.options.explicit:
             return None
+        from xdist.workermanage import parse_tx_spec_config
+
         from pytest_crossover.scheduling import UnitScheduling
 
-        return UnitScheduling(config, log, self.session.ids)
+        return UnitScheduling(len(parse_tx_spec_config(config)), log, self.session.ids)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:

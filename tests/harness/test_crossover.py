@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from harness.crossover import check_parents, crossover, layer_blocks
+from harness.errors import CrossoverError, HarnessError
+from harness.networks import QNetwork
 from harness.operators import OPERATORS
 
 CROSSOVER_MODES = ("random", "layer", "weighted")
-from harness.errors import CrossoverError, HarnessError
-from harness.networks import QNetwork
 
 QNET_KEYS = [f"network.{i}.{p}" for i in (0, 1, 4, 5, 8) for p in ("bias", "weight")]
 
@@ -261,7 +261,8 @@ def test_unknown_mode_lists_modes(const_parents) -> None:
 @pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan"), float("inf")])
 def test_alpha_out_of_range_raises(const_parents, mode: str, alpha: float) -> None:
     a, b = const_parents
-    with pytest.raises(CrossoverError, match=rf"^alpha of the {mode} operator must be (in \[0, 1\]|finite), got {alpha!r}"):
+    pattern = rf"^alpha of the {mode} operator must be (in \[0, 1\]|finite), got {alpha!r}"
+    with pytest.raises(CrossoverError, match=pattern):
         crossover(a, b, mode, alpha=alpha, seed=0)
 
 
@@ -282,7 +283,8 @@ def test_mismatch_error_lists_every_key_with_both_shapes() -> None:
         crossover(a, b, "weighted")
     lines = str(info.value).splitlines()
     assert lines[0] == (
-        "parents cannot be crossed: 5 key(s) differ in name, shape or kind; pass two checkpoints of the same architecture"
+        "parents cannot be crossed: 5 key(s) differ in name, shape or kind; pass two checkpoints of the same "
+        "architecture"
     )
     assert lines[1:] == [
         "  only in A: 'only_a'",

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 import harness.adam as adam_module
 from harness.adam import StackedAdam
-from harness.errors import HarnessError, StatesError
 from harness.crossover import crossover
+from harness.errors import HarnessError, StatesError
 from harness.finetune import (
     MAX_GRAD_NORM,
     TEMPERATURE,
@@ -24,10 +24,9 @@ from harness.finetune import (
     soft_targets,
     split_indices,
 )
-from harness.regimes import REGIMES
 from harness.networks import QNetwork
 from harness.quantize import fake_quant_copy, fake_quant_weight, is_int8
-from harness.regimes import Regime
+from harness.regimes import REGIMES, Regime
 from harness.stacked import StackedMLP
 
 torch.set_num_threads(1)
@@ -277,7 +276,8 @@ def test_child_result_is_independent_of_its_population(hidden, n, regime):
         for j, i in enumerate(subset):
             assert _same(part[j], full[i]), (subset, i)
     # Populations differ from one another: the test above compares real, distinct children.
-    assert not torch.equal(full[0].model.state_dict()["network.0.weight"], full[1].model.state_dict()["network.0.weight"])
+    first, second = (r.model.state_dict()["network.0.weight"] for r in full[:2])
+    assert not torch.equal(first, second)
     if regime.qat:
         assert all(r.int8_model is not None for r in full)
 

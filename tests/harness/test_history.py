@@ -8,7 +8,10 @@ import subprocess
 
 import pytest
 
-from harness import history as h
+from harness import compare as hc
+from harness import history
+from harness import store as hs
+from harness import trend as ht
 from harness.errors import HarnessError
 
 GIT = {"commit": "abcdef0123456789", "short": "abcdef0123", "branch": "main", "dirty": False}
@@ -36,7 +39,7 @@ def _manifest(children: list[dict], space: str = "smoke", provenance: dict = FP)
 
 
 def _record(children: list[dict], git: dict = GIT, **kw) -> dict:
-    return h.build_record(_manifest(children, **kw), git=git, machine=MACHINE, vers=VERS,
+    return hs.build_record(_manifest(children, **kw), git=git, machine=MACHINE, vers=VERS,
                           timestamp="2025-01-01T00:00:00+00:00")
 
 
@@ -54,7 +57,7 @@ def test_record_holds_every_metric_and_fingerprints():
 
 
 def test_store_names_records_like_pytest_benchmark(tmp_path):
-    store = h.HistoryStore(tmp_path)
+    store = hs.HistoryStore(tmp_path)
     p1 = store.save(_record([_child(0, 0.8)]))
     p2 = store.save(_record([_child(0, 0.8)], git={**GIT, "dirty": True}))
     p3 = store.save(_record([_child(0, 0.8)], git={"commit": "nogit", "short": "nogit", "branch": None,
@@ -72,7 +75,7 @@ def test_store_names_records_like_pytest_benchmark(tmp_path):
 
 
 def test_corrupt_and_foreign_files_are_skipped_with_a_warning(tmp_path):
-    store = h.HistoryStore(tmp_path)
+    store = hs.HistoryStore(tmp_path)
     good = store.save(_record([_child(0, 0.8)]))
     folder = good.parent
     (folder / "0002_deadbeef.json").write_text('{"schema": "pytest-crossover-hist')  # truncated
@@ -86,24 +89,24 @@ def test_corrupt_and_foreign_files_are_skipped_with_a_warning(tmp_path):
     assert "0003_deadbeef.json: not a pytest-crossover record" in warnings[1]
     assert "notes.txt: not a pytest-crossover record name" in warnings[2]
     assert store.save(_record([_child(0, 0.8)])).name == "0004_abcdef0123.json"  # never reuses a number
-    assert h.HistoryStore(tmp_path / "missing").load() == ([], [])
+    assert hs.HistoryStore(tmp_path / "missing").load() == ([], [])
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("primary:0.02", [h.FailCheck("primary", 0.02, False)]),
-    ("primary:5%", [h.FailCheck("primary", 5.0, True)]),
-    ("return:10, latency:20%", [h.FailCheck("return", 10.0, False), h.FailCheck("latency", 20.0, True)]),
-    ("latency:1e-3", [h.FailCheck("latency", 0.001, False)]),
+    ("primary:0.02", [hc.FailCheck("primary", 0.02, False)]),
+    ("primary:5%", [hc.FailCheck("primary", 5.0, True)]),
+    ("return:10, latency:20%", [hc.FailCheck("return", 10.0, False), hc.FailCheck("latency", 20.0, True)]),
+    ("latency:1e-3", [hc.FailCheck("latency", 0.001, False)]),
 ])
 def test_fail_expressions_parse(text, expected):
-    assert h.parse_fail(text) == expected
+    assert hc.parse_fail(text) == expected
 
 
 @pytest.mark.parametrize("text", ["primary", "primary:", "agree_a:0.1", "primary:-0.1", "primary:5%%", "",
                                   "primary:0.02,", "return:ten"])
 def test_bad_fail_expression_is_one_line_error(text):
     with pytest.raises(HarnessError) as exc:
-        h.parse_fail(text)
+        hc.parse_fail(text)
     msg = str(exc.value)
     assert "\n" not in msg and "cannot parse" in msg and "METRIC:AMOUNT[%]" in msg
 
@@ -118,33 +121,33 @@ def test_bad_fail_expression_is_one_line_error(text):
     ("latency:0.5", 2.0, 2.5, 2.5001),
 ])
 def test_fail_checks_trigger_exactly_past_the_threshold(expr, old, at, past):
-    (chk,) = h.parse_fail(expr)
+    (chk,) = hc.parse_fail(expr)
     assert not chk.breached(old, at)
     assert chk.breached(old, past)
     assert not chk.breached(old, old)
 
 
 def test_latency_is_worse_when_it_grows_and_primary_when_it_drops():
-    (lat,) = h.parse_fail("latency:20%")
-    (prim,) = h.parse_fail("primary:0.02")
+    (lat,) = hc.parse_fail("latency:20%")
+    (prim,) = hc.parse_fail("primary:0.02")
     assert not lat.breached(1.0, 0.1) and lat.breached(1.0, 1.3)
     assert not prim.breached(0.5, 0.9) and prim.breached(0.5, 0.4)
-    assert h.parse_fail("primary:5%")[0].breached(0.0, -0.1)  # no relative base: any drop breaches
+    assert hc.parse_fail("primary:5%")[0].breached(0.0, -0.1)  # no relative base: any drop breaches
 
 
 def test_compare_and_regression_lines(tmp_path):
-    store = h.HistoryStore(tmp_path)
+    store = hs.HistoryStore(tmp_path)
     store.save(_record([_child(0, 0.80, ret=120.0, latency=1.0), _child(1, 0.70), _child(2, 0.60)]))
     (base,) = store.load()[0]
     new = _record([_child(0, 0.77, ret=105.0, latency=1.5), _child(1, None, status="diverged", ret=None,
                                                                    latency=None), _child(3, 0.9)])
-    cmp = h.compare(base, new)
+    cmp = hc.compare(base, new)
     assert cmp.added == ["003_c"] and cmp.removed == ["002_c"]
     row = next(r for r in cmp.rows if r["child_id"] == "000_c")
     assert row["primary"][0] == 0.80 and row["primary"][1] == 0.77 and row["primary"][2] == pytest.approx(-0.03)
     assert row["return"] == (120.0, 105.0, -15.0) and row["latency"] == (1.0, 1.5, 0.5)
     assert cmp.same_machine and cmp.notes == ["0001_abcdef0123 is from the same commit"]
-    lines = h.regressions(cmp, h.parse_fail("primary:0.02,return:10,latency:20%"))
+    lines = hc.regressions(cmp, hc.parse_fail("primary:0.02,return:10,latency:20%"))
     assert lines == [
         "000_c: primary 0.8000 -> 0.7700 (worse by 0.03 > 0.02) [primary:0.02]",
         "000_c: return 120.0000 -> 105.0000 (worse by 15 > 10) [return:10]",
@@ -153,32 +156,32 @@ def test_compare_and_regression_lines(tmp_path):
         "001_c: return 100.0000 -> missing (status diverged) [return:10]",
         "001_c: latency 1.0000 -> missing (status diverged) [latency:20%]",
     ]
-    assert h.regressions(cmp, h.parse_fail("primary:0.03")) == [("001_c: primary 0.7000 -> missing (status diverged) "
-                                                               "[primary:0.03]")]
-    table = h.comparison_table(cmp)
+    assert hc.regressions(cmp, hc.parse_fail("primary:0.03")) == [
+        "001_c: primary 0.7000 -> missing (status diverged) [primary:0.03]"]
+    table = hc.comparison_table(cmp)
     assert "| 000_c " in table and "-0.0300" in table and "+0.500" in table
 
 
 def test_a_metric_not_measured_now_is_not_a_regression(tmp_path):
-    store = h.HistoryStore(tmp_path)
+    store = hs.HistoryStore(tmp_path)
     store.save(_record([_child(0, 0.8, ret=100.0)]))
     (base,) = store.load()[0]
-    cmp = h.compare(base, _record([_child(0, 0.8, ret=None)]))
-    assert h.regressions(cmp, h.parse_fail("return:1")) == []
+    cmp = hc.compare(base, _record([_child(0, 0.8, ret=None)]))
+    assert hc.regressions(cmp, hc.parse_fail("return:1")) == []
 
 
 def test_latency_on_another_machine_is_flagged(tmp_path):
-    store = h.HistoryStore(tmp_path)
+    store = hs.HistoryStore(tmp_path)
     store.save(_record([_child(0, 0.8)]))
     (base,) = store.load()[0]
     new = _record([_child(0, 0.8)]) | {"machine_info": {**MACHINE, "node": "ci-runner", "cpu_count": 4}}
-    cmp = h.compare(base, new)
+    cmp = hc.compare(base, new)
     assert not cmp.same_machine
     assert cmp.notes[0].startswith("machine info differs from 0001_abcdef0123 (node, cpu_count): latency deltas")
 
 
 def test_baseline_is_newest_of_same_space_and_fingerprints(tmp_path):
-    store = h.HistoryStore(tmp_path)
+    store = hs.HistoryStore(tmp_path)
     other_fp = copy.deepcopy(FP)
     other_fp["states_file"]["sha256"] = "d" * 64
     store.save(_record([_child(0, 0.8)]))                       # 1: match
@@ -187,23 +190,23 @@ def test_baseline_is_newest_of_same_space_and_fingerprints(tmp_path):
     store.save(_record([_child(0, 0.8)], space="minimal"))      # 4: other space
     records, _ = store.load()
     current = _record([_child(0, 0.8)])
-    base, notes = h.select_baseline(records, current)
+    base, notes = hc.select_baseline(records, current)
     assert base.number == 2 and notes == []
     # No record with these fingerprints: the newest of the space, and the note says what differs.
     changed = copy.deepcopy(FP)
     changed["parent_a"]["sha256"] = "e" * 64
-    base, notes = h.select_baseline(records, _record([_child(0, 0.8)], provenance=changed))
+    base, notes = hc.select_baseline(records, _record([_child(0, 0.8)], provenance=changed))
     assert base.number == 3
     assert notes[0].startswith("fingerprints differ: no stored record has the same parents and states")
     assert notes[0].endswith("0003_abcdef0123, whose parent_a, states differ")
-    base, notes = h.select_baseline(records, _record([_child(0, 0.8)], space="default"))
+    base, notes = hc.select_baseline(records, _record([_child(0, 0.8)], space="default"))
     assert base is None and "no stored record of space 'default'" in notes[0]
     # Explicit: by number or file-name prefix.
-    assert h.select_baseline(records, current, "1")[0].number == 1
-    assert h.select_baseline(records, current, "0004")[0].number == 4
-    assert h.select_baseline(records, current, "0003_abc")[0].number == 3
+    assert hc.select_baseline(records, current, "1")[0].number == 1
+    assert hc.select_baseline(records, current, "0004")[0].number == 4
+    assert hc.select_baseline(records, current, "0003_abc")[0].number == 3
     with pytest.raises(HarnessError, match=r"^no stored record matches '9' \(newest: 0001_"):
-        h.select_baseline(records, current, "9")
+        hc.select_baseline(records, current, "9")
     # Two stores merged (say, two CI caches) can hold the same number twice: ambiguous, and said so.
     copy_path = tmp_path / "Other-CPython-3.11-torch2.13.0" / "0002_abcdef0123.json"
     copy_path.parent.mkdir()
@@ -211,12 +214,14 @@ def test_baseline_is_newest_of_same_space_and_fingerprints(tmp_path):
     merged, _ = store.load()
     ambiguous = r"^'2' matches 2 records \(Linux-CPython-3.11-torch2.13.0\+cpu/0002_abcdef0123, Other-"
     with pytest.raises(HarnessError, match=ambiguous):
-        h.find_record(merged, "2")
+        hc.find_record(merged, "2")
 
 
 def test_git_info_reads_commit_branch_and_dirty(tmp_path):
-    assert h.git_info(tmp_path) == {"commit": "nogit", "short": "nogit", "branch": None, "dirty": False}
-    run = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True, text=True)
+    assert hs.git_info(tmp_path) == {"commit": "nogit", "short": "nogit", "branch": None, "dirty": False}
+    def run(*a: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True, text=True)
+
     run("init", "-q", "-b", "trunk")
     run("config", "user.email", "t@example.com")
     run("config", "user.name", "t")
@@ -225,25 +230,25 @@ def test_git_info_reads_commit_branch_and_dirty(tmp_path):
     run("commit", "-qm", "one")
     sha = run("rev-parse", "HEAD").stdout.strip()
     (tmp_path / "untracked.txt").write_text("u")
-    assert h.git_info(tmp_path) == {"commit": sha, "short": sha[:10], "branch": "trunk", "dirty": False}
+    assert hs.git_info(tmp_path) == {"commit": sha, "short": sha[:10], "branch": "trunk", "dirty": False}
     (tmp_path / "f.txt").write_text("2")
-    assert h.git_info(tmp_path)["dirty"] is True
+    assert hs.git_info(tmp_path)["dirty"] is True
 
 
 def test_trend_rows_and_cli(tmp_path, capsys):
-    store = h.HistoryStore(tmp_path)
+    store = hs.HistoryStore(tmp_path)
     store.save(_record([_child(0, 0.8, ret=100.0), _child(1, 0.9, ret=150.0, status="degenerate")]))
     store.save(_record([_child(0, 0.85, ret=110.0), _child(1, 0.5, status="degenerate")],
                        git={**GIT, "commit": "1234567890ab", "short": "1234567890"}))
-    rows = h.trend_rows(store.load()[0])
+    rows = ht.trend_rows(store.load()[0])
     assert [(r["commit"], r["best"], r["primary"], r["return"], r["degenerate"]) for r in rows] == [
         ("abcdef0123", "001_c", 0.9, 150.0, 1), ("1234567890", "000_c", 0.85, 110.0, 1)]
     (tmp_path / "x" / "0099_bad.json").parent.mkdir()
     (tmp_path / "x" / "0099_bad.json").write_text("{")
-    assert h.main(["--storage", str(tmp_path), "--plot", str(tmp_path / "out" / "trend.png")]) == 0
+    assert history.main(["--storage", str(tmp_path), "--plot", str(tmp_path / "out" / "trend.png")]) == 0
     out, err = capsys.readouterr()
     assert "| 0002_1234567890 | 1234567890 | main" in out and "0.8500" in out and "110.0" in out
     assert (tmp_path / "out" / "trend.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "warning: skipped" in err and "0099_bad.json" in err
-    assert h.main(["--storage", str(tmp_path / "none")]) == 0
+    assert history.main(["--storage", str(tmp_path / "none")]) == 0
     assert "no crossover records in" in capsys.readouterr().out

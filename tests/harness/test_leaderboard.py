@@ -54,7 +54,8 @@ def test_rank_ties_go_to_mean_agreement_then_return_then_cost():
     assert rows[3]["status"] == "diverged"  # non-finite children rank last whatever their stale numbers
     assert [r["child_id"] for r in rows[4:]] == ["parent_a", "parent_b"]
     pa = rows[4]
-    assert (pa["primary_metric"], pa["child_vs_parent_a_agreement"], pa["child_vs_parent_b_agreement"]) == (0.6, 1.0, 0.6)
+    agreements = (pa["primary_metric"], pa["child_vs_parent_a_agreement"], pa["child_vs_parent_b_agreement"])
+    assert agreements == (0.6, 1.0, 0.6)
     assert pa["return_mean"] == 250.0 and pa["bound_ratio"] == 0.6 / 0.8 and pa["rank"] is None
 
 

@@ -13,10 +13,14 @@ from tests.plugin.conftest import CLIENT, base_args, make_parent
 
 
 def _run(pytester: pytest.Pytester, files: dict[str, Path], *args: str, **overrides: str) -> pytest.RunResult:
+    """A session in this process (a usage error ends it before any child), in a subprocess only under xdist."""
     pytester.makepyfile(test_search=CLIENT)
-    argv = [a for a in base_args(files) if not any(a.startswith(f"--crossover-{k.replace('_', '-')}=") for k in overrides)]
+    given = tuple(f"--crossover-{k.replace('_', '-')}=" for k in overrides)
+    argv = [a for a in base_args(files) if not a.startswith(given)]
     argv += [f"--crossover-{k.replace('_', '-')}={v}" for k, v in overrides.items()]
-    return pytester.runpytest_subprocess(*argv, *args)
+    if "-n" in args:
+        return pytester.runpytest_subprocess(*argv, *args)
+    return pytester.runpytest_inprocess(*argv, *args)
 
 
 def _assert_usage_error(result: pytest.RunResult, *fragments: str) -> None:
@@ -149,7 +153,8 @@ def test_bad_states(pytester, search_files, name, array, fragment):
 def test_holdout_leaving_no_finetune_states(pytester, search_files):
     path = pytester.path / "two.npy"
     np.save(path, np.zeros((2, 8), np.float32))
-    _assert_usage_error(_run(pytester, search_files, states=str(path), holdout="0.5"), "leaves 1 fine-tune and 1 evaluation states")
+    _assert_usage_error(_run(pytester, search_files, states=str(path), holdout="0.5"),
+                        "leaves 1 fine-tune and 1 evaluation states")
 
 
 def test_holdout_leaving_no_evaluation_states(pytester, search_files):

@@ -28,7 +28,8 @@ def test_cuda_without_cuda_is_a_usage_error(pytester, search_files):
         Settings(device="cuda").check_device()
     result = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-device=cuda")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--crossover-device: device 'cuda' was asked for but torch.cuda.is_available() is False*"])
+    result.stderr.fnmatch_lines(
+        ["*--crossover-device: device 'cuda' was asked for but torch.cuda.is_available() is False*"])
 
 
 def test_unknown_device_option_is_a_usage_error(pytester, search_files):

@@ -20,7 +20,6 @@ import pytest
 import torch
 
 from harness.rundir import load_journal
-
 from tests.plugin.conftest import base_args, run_search
 
 SMOKE = ["000_random_a0p50_s0_short", "001_layer_a0p50_sNone_short", "002_weighted_a0p50_sNone_short"]

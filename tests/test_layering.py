@@ -1,0 +1,46 @@
+"""The layering rules: the library imports no pytest and no plugin module; the plugin imports no torch at load;
+modules stay small."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN_IN_LIBRARY = ("pytest", "_pytest", "xdist", "pytest_benchmark", "pytest_crossover", "execnet")
+# Modules allowed past ~400 lines, and why.
+LONG_MODULES: dict[str, str] = {}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_library_imports_no_pytest_and_no_plugin_module() -> None:
+    offenders = {str(p.relative_to(ROOT)): sorted(_imports(p) & set(FORBIDDEN_IN_LIBRARY))
+                 for p in (ROOT / "harness").rglob("*.py")}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_plugin_and_the_options_import_no_torch_at_load() -> None:
+    code = ("import sys, pytest_crossover.plugin, pytest_crossover.options, pytest_crossover.history, "
+            "pytest_crossover.scheduling, pytest_crossover.xdist_hooks, harness.space, harness.inputs; "
+            "heavy = sorted(m for m in ('torch', 'gymnasium', 'matplotlib', 'scipy') if m in sys.modules); "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_modules_stay_small() -> None:
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+             for d in ("harness", "pytest_crossover") for p in (ROOT / d).rglob("*.py")}
+    assert {k: n for k, n in sizes.items() if n > 400 and k not in LONG_MODULES} == {}
