@@ -174,3 +174,30 @@ def load_journal(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return records
+
+
+def load_child(child_dir: str | os.PathLike[str]) -> Any:
+    """The model the leaderboard ranked for a child, from its folder: a ``torch.nn.Module`` in eval mode.
+
+    For a QAT child that is its int8 model (:class:`harness.quantize.Int8Linear` layers, rebuilt from
+    ``child_int8.pt``), otherwise the fine-tuned float model (``child.pt``): what a user deploys after reading the
+    leaderboard. The architecture comes from the folder's ``run_config.json``; tensors load ``weights_only``.
+    """
+    import torch
+
+    from harness.networks import QNetwork
+    from harness.quantize import convert_int8
+
+    folder = Path(child_dir)
+    try:
+        config = json.loads((folder / CHILD_FILES["run_config"]).read_text(encoding="utf-8"))
+        ranked = json.loads((folder / CHILD_FILES["eval"]).read_text(encoding="utf-8")).get("ranked_model")
+        arch = config["architecture"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HarnessError(f"{str(folder)!r} is not a child folder of a crossover run ({type(exc).__name__}: "
+                           f"{exc}); pass <run-dir>/<child_id>") from None
+    net = QNetwork(arch["input_dim"], arch["output_dim"], arch["hidden_size"])
+    name = CHILD_FILES["int8"] if ranked == "int8" else CHILD_FILES["child"]
+    model: torch.nn.Module = convert_int8(net) if ranked == "int8" else net
+    model.load_state_dict(torch.load(folder / name, map_location="cpu", weights_only=True), strict=True)
+    return model.eval()
