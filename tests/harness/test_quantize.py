@@ -110,4 +110,4 @@ def test_the_int8_model_is_the_fake_quant_model_the_regime_trained() -> None:
     fq_logits, int8_logits = predict(fake_quant_copy(net), states), predict(convert_int8(net), states)
     torch.testing.assert_close(int8_logits, fq_logits, rtol=1e-5, atol=1e-5)
     assert pair_metrics(fq_logits, int8_logits)["top1"] > 0.999
-    assert pair_metrics(predict(net, states), int8_logits)["top1"] < 1.0  # the weight grid does change actions
+    assert not torch.equal(predict(net, states), int8_logits)  # the weight grid is real: float weights differ
