@@ -122,14 +122,14 @@ class _IndexUnpickler(pickle.Unpickler):
         return meta
 
 
-def read_meta(path: str | Path) -> Any:
+def read_meta(path: str | Path | bytes) -> Any:
     """The checkpoint's unpickled object with every tensor replaced by a :class:`TensorMeta`, or ``None``.
 
     ``None`` means "not recognised": not a zip checkpoint, a global outside torch's weights-only set of
     tensor rebuilders, a missing or short tensor record, or a CRC mismatch. The caller then uses ``torch.load``.
     """
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(path) if isinstance(path, bytes) else path) as archive:
             names = archive.namelist()
             index = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
             if len(index) != 1:

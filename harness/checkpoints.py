@@ -9,6 +9,7 @@ imports torch only when a checkpoint is actually loaded.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -25,11 +26,20 @@ from harness.states import load_states
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["check_parents", "file_sha256", "load_parent", "load_states", "peek_parent"]
+__all__ = ["check_parents", "file_sha256", "load_parent", "load_states", "peek_parent", "peek_parent_sha",
+           "read_parent"]
 
 # Keys under which training scripts commonly nest the model's state dict next to optimizer state etc.
 _NESTED_KEYS = ("state_dict", "model_state_dict")
 _UNSAFE_FLAG = "allow_unsafe_unpickle=True (plugin: --crossover-allow-unsafe-unpickle)"
+
+
+def _read(p: Path) -> bytes:
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"parent checkpoint {str(p)!r} cannot be read ({exc.strerror}); check its "
+                              "permissions") from None
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -51,23 +61,40 @@ def load_parent(path: str | os.PathLike[str], *, allow_unsafe_unpickle: bool = F
     ``allow_unsafe_unpickle=True``, because unpickling runs arbitrary code from the file; with the opt-in its
     ``state_dict()`` is returned. Any other problem raises :class:`CheckpointError` naming the path and the fix.
     """
+    return read_parent(path, allow_unsafe_unpickle=allow_unsafe_unpickle)[0]
+
+
+def read_parent(path: str | os.PathLike[str], *,
+                allow_unsafe_unpickle: bool = False) -> tuple[dict[str, torch.Tensor], str]:
+    """:func:`load_parent`, and the sha256 of exactly the bytes it loaded (one read of the file)."""
     p = existing_file(path, CheckpointError, "parent checkpoint", "pass the path of a .pt state dict")
-    payload = _read_safetensors(p) if p.suffix.lower() == ".safetensors" else _torch_load(p, allow_unsafe_unpickle)
+    data = _read(p)
+    if p.suffix.lower() == ".safetensors":
+        payload = _read_safetensors(data, p)
+    else:
+        payload = _torch_load(data, p, allow_unsafe_unpickle)
     from torch import nn
 
     if isinstance(payload, nn.Module):
         payload = payload.state_dict()
-    return _state_dict_of(payload, p)
+    return _state_dict_of(payload, p), hashlib.sha256(data).hexdigest()
 
 
 def peek_parent(path: str | os.PathLike[str]) -> dict[str, TensorMeta] | None:
     """``load_parent``'s checks without torch: the parent's tensor metadata, or ``None`` when only
     ``torch.load`` can tell (not torch's zip format, a full pickle, ``.safetensors``, a damaged archive)."""
+    return peek_parent_sha(path)[0]
+
+
+def peek_parent_sha(path: str | os.PathLike[str]) -> tuple[dict[str, TensorMeta] | None, str]:
+    """:func:`peek_parent`, and the sha256 of exactly the bytes it read (one read of the file)."""
     p = existing_file(path, CheckpointError, "parent checkpoint", "pass the path of a .pt state dict")
+    data = _read(p)
+    digest = hashlib.sha256(data).hexdigest()
     if p.suffix.lower() == ".safetensors":
-        return None
-    payload = read_meta(p)
-    return None if payload is None else _state_dict_of(payload, p)
+        return None, digest
+    payload = read_meta(data)
+    return (None if payload is None else _state_dict_of(payload, p)), digest
 
 
 def _state_dict_of(payload: Any, p: Path) -> dict[str, Any]:
@@ -95,9 +122,9 @@ def _state_dict_of(payload: Any, p: Path) -> dict[str, Any]:
     return dict(payload)
 
 
-def _torch_load(p: Path, allow_unsafe_unpickle: bool) -> Any:
+def _torch_load(data: bytes, p: Path, allow_unsafe_unpickle: bool) -> Any:
     try:
-        return _quiet_load(p, weights_only=True)
+        return _quiet_load(data, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
             raise _corrupt(p, exc) from exc
@@ -106,7 +133,7 @@ def _torch_load(p: Path, allow_unsafe_unpickle: bool) -> Any:
     except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged files
         raise _corrupt(p, exc) from exc
     try:
-        return _quiet_load(p, weights_only=False)
+        return _quiet_load(data, weights_only=False)
     except (ImportError, AttributeError) as exc:  # the pickle names a class that cannot be imported
         raise CheckpointError(
             f"parent checkpoint {str(p)!r} could not be unpickled even with "
@@ -117,14 +144,14 @@ def _torch_load(p: Path, allow_unsafe_unpickle: bool) -> Any:
         raise _corrupt(p, exc) from exc
 
 
-def _quiet_load(p: Path, *, weights_only: bool) -> Any:
+def _quiet_load(data: bytes, *, weights_only: bool) -> Any:
     # torch warns about its own internals while loading (TypedStorage for quantized tensors, pickle protocol 4);
     # the user can do nothing about them, and a real problem surfaces as an exception anyway.
     import torch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return torch.load(p, map_location="cpu", weights_only=weights_only)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=weights_only)
 
 
 def _refused(p: Path, reason: str) -> CheckpointError:
@@ -144,16 +171,16 @@ def _refused(p: Path, reason: str) -> CheckpointError:
     )
 
 
-def _read_safetensors(p: Path) -> Any:
+def _read_safetensors(data: bytes, p: Path) -> Any:
     try:
-        from safetensors.torch import load_file  # type: ignore[import-not-found,unused-ignore]  # optional
+        from safetensors.torch import load  # type: ignore[import-not-found,unused-ignore]  # optional
     except ImportError:
         raise CheckpointError(
             f"parent checkpoint {str(p)!r} is .safetensors but the safetensors package is not "
             "installed; pip install safetensors, or pass a .pt state dict"
         ) from None
     try:
-        return load_file(str(p), device="cpu")
+        return load(data)
     except Exception as exc:
         raise _corrupt(p, exc) from exc
 

@@ -38,11 +38,16 @@ class SpaceError(HarnessError):
 
 def existing_file(path: str | os.PathLike[str], error: type[HarnessError], what: str, fix: str) -> Path:
     """``path`` as a Path if it is an existing file; else ``error`` naming it as ``what`` and the ``fix``."""
+    if str(path).strip() == "":
+        raise error(f"{what} path is empty; {fix}")
     p = Path(path)
     if not p.exists():
         raise error(f"{what} {str(p)!r} does not exist; {fix}")
     if p.is_dir():
         raise error(f"{what} {str(p)!r} is a directory, not a file; {fix}")
+    if not p.is_file():
+        # A FIFO, socket or device: reading it could block forever or never end.
+        raise error(f"{what} {str(p)!r} is not a regular file (a pipe, socket or device); {fix}")
     return p
 
 

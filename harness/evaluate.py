@@ -150,13 +150,15 @@ def parent_baseline(logits_a: torch.Tensor, logits_b: torch.Tensor) -> dict[str,
 
 
 def evaluate_model(model: nn.Module, states: np.ndarray | torch.Tensor, logits_a: torch.Tensor,
-                   logits_b: torch.Tensor, agree_ab: float, *, chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
+                   logits_b: torch.Tensor, agree_ab: float, *, chunk_size: int = DEFAULT_CHUNK,
+                   actions: list[torch.Tensor] | None = None) -> dict[str, Any]:
     """Score a child against both parents on ``states``, running the child chunk by chunk.
 
     Returns ``{"vs_parent_a", "vs_parent_b", "oracle", "primary", "bound", "bound_ratio"}`` where
     ``primary = min(top1 vs A, top1 vs B)``, ``oracle`` = share of rows whose child argmax equals A's or B's,
     ``bound = (1 + agree_ab) / 2`` (the best ``primary`` a child can reach when A and B agree on ``agree_ab`` of
-    the rows) and ``bound_ratio = primary / bound``.
+    the rows) and ``bound_ratio = primary / bound``. ``actions``, when given, receives the child's action per row,
+    chunk by chunk (for per-row statistics such as the bootstrap).
     """
     _check_chunk_size(chunk_size)
     n = _rows(states)
@@ -176,6 +178,8 @@ def evaluate_model(model: nn.Module, states: np.ndarray | torch.Tensor, logits_a
                 a, b = la[s:s + chunk_size], lb[s:s + chunk_size]
                 c_arg = sums_a.update(a, z)
                 sums_b.update(b, z)
+                if actions is not None:
+                    actions.append(c_arg)
                 oracle += int(((c_arg == a.argmax(1)) | (c_arg == b.argmax(1))).sum())
     finally:
         model.train(was_training)

@@ -1,17 +1,21 @@
-"""Ranking, the Pareto front, leaderboard rows and tables, and the recommendation text. No I/O here."""
+"""Ranking, intervals, the Pareto front, leaderboard rows, tables and the legend, and the output files' contents.
+
+No I/O here.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tabulate import tabulate
 
+from harness import bootstrap
 from harness.metrics import METRICS, RANKABLE, dig
 from harness.operators import OPERATORS
+from harness.recommend import recommend, recommendation_text, subset_statement
 
 # The established CSV's columns, in its order (its metric columns come from harness.metrics), then ours.
 _HEAD = ("rank", "child_id", "crossover_mode", "crossover_alpha", "crossover_seed", "finetune_regime",
@@ -25,10 +29,14 @@ def _param_columns() -> tuple[str, ...]:
     return tuple(f"crossover_{n}" for n in names)
 
 
+STATS = ("tied_with_best", "p_best", "return_se", "return_vs_weaker_parent_hi", "latency_q1", "latency_q3")
+
+
 def columns() -> tuple[str, ...]:
     metrics = METRICS.values()
+    intervals = [f"{m.column}_{end}" for m in metrics if m.interval for end in ("lo", "hi")]
     return (*_HEAD, *(m.column for m in metrics if m.established), *_ESTABLISHED_TAIL, "status", "ranked_model",
-            *(m.column for m in metrics if not m.established), *_param_columns(), "pareto")
+            *(m.column for m in metrics if not m.established), *intervals, *STATS, *_param_columns(), "pareto")
 
 
 def child_row(rec: Mapping[str, Any]) -> dict[str, Any]:
@@ -45,7 +53,8 @@ def child_row(rec: Mapping[str, Any]) -> dict[str, Any]:
         "degenerate": rec.get("status") == "degenerate", "child_pt_path": files.get("child"),
         "eval_report_path": files.get("eval"), "run_config_path": files.get("run_config"),
         "is_parent_baseline": False, "status": rec.get("status"), "ranked_model": rec.get("ranked_model"),
-        "pareto": False, "index": rec.get("index"),
+        "pareto": False, "index": rec.get("index"), "latency_q1": dig(rec, "latency_ms", "q1"),
+        "latency_q3": dig(rec, "latency_ms", "q3"),
     })
     row.update({c: cross.get(c[len("crossover_"):]) for c in _param_columns()})
     return row
@@ -76,7 +85,7 @@ def parent_rows(parents: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _sort_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
     # Ties on the primary metric go to the child closer to both parents on average, then to the better
-    # return, then to the cheaper fine-tune; run order is the last resort (reference §8.13 had only that).
+    # return, then to the cheaper fine-tune; run order is the last resort (the established tool had only that).
     rankable = row["status"] in RANKABLE and row["primary_metric"] is not None
     mean_agree = ((row["child_vs_parent_a_agreement"] or 0) + (row["child_vs_parent_b_agreement"] or 0)) / 2
     ret = row["return_mean"] if row["return_mean"] is not None else float("-inf")
@@ -84,54 +93,144 @@ def _sort_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
             row["finetune_steps"] or 0, row["index"] if row["index"] is not None else 0)
 
 
-# Batch-1 latencies of same-sized nets differ by timer noise (a few %); closer than this they count as equal,
-# so the Pareto mark reflects real trade-offs (an int8 child, a bigger net), not noise.
-LATENCY_TOLERANCE = 0.10
+def attach_statistics(rows: list[dict[str, Any]], records: Sequence[Mapping[str, Any]],
+                      parents: Mapping[str, Any] | None, split: Mapping[str, Any] | None) -> None:
+    """Bootstrap intervals, the tied set, P(best) and return-drop on ranked ``rows`` (harness.bootstrap).
+
+    Agreement resamples the evaluation units of ``split`` (episodes when the buffer has ids); returns resample the
+    episodes. A child whose return is significantly below the weaker parent's gets status ``return-drop``.
+    """
+    by_id = {r["child_id"]: r for r in records}
+    ranked = [r for r in rows if r["status"] in RANKABLE and r["primary_metric"] is not None]
+    packed = {r["child_id"]: by_id[r["child_id"]]["rows"] for r in ranked if by_id[r["child_id"]].get("rows")}
+    if packed and split:
+        n = next(iter(packed.values()))["n"]
+        groups = bootstrap.groups_from_rle(split.get("eval_groups"), n)
+        if len(groups) == n:
+            stats = bootstrap.agreement_intervals(packed, groups, ranked[0]["child_id"])
+            for row in ranked:
+                got = stats.get(row["child_id"])
+                if got:
+                    for metric in ("primary", "agree_a", "agree_b"):
+                        column = METRICS.get(metric).column
+                        row[f"{column}_lo"], row[f"{column}_hi"] = got[metric]
+                    row["tied_with_best"], row["p_best"] = got["tied_with_best"], got["p_best"]
+    returns = {r["child_id"]: dig(by_id[r["child_id"]], "return", "returns") for r in ranked}
+    weaker = _weaker_parent_returns(parents)
+    for cid, got in bootstrap.return_intervals({k: v for k, v in returns.items() if v}, weaker).items():
+        row = next(r for r in ranked if r["child_id"] == cid)
+        row["return_mean_lo"], row["return_mean_hi"] = got["return"]
+        row["return_se"] = got["return_se"]
+        vs_weaker = got.get("return_vs_weaker_parent")
+        row["return_vs_weaker_parent_hi"] = None if vs_weaker is None else vs_weaker[1]
+        if vs_weaker is not None and vs_weaker[1] < 0:
+            row["status"] = "return-drop"
+
+
+def _weaker_parent_returns(parents: Mapping[str, Any] | None) -> list[float] | None:
+    scored = [dig(parents, "returns", p) for p in ("parent_a", "parent_b")]
+    scored = [s for s in scored if isinstance(s, Mapping) and s.get("returns")]
+    if len(scored) < 2:
+        return None
+    return list(min(scored, key=lambda s: s["mean"])["returns"])
+
+
+def _latency_spread(row: Mapping[str, Any]) -> tuple[float, float] | None:
+    lo, hi = row.get("latency_q1"), row.get("latency_q3")
+    return None if lo is None or hi is None else (lo, hi)
+
+
+FRONT = ("primary ↑", "return ↑", "fine-tune steps ↓", "model bytes ↓",
+         "latency ↓ (only between models that compute differently, and beyond the quartiles of their timed rounds)")
 
 
 def pareto_front(rows: Sequence[Mapping[str, Any]]) -> set[str]:
-    """Ids no other child dominates on primary ↑, fine-tune steps ↓ and latency ↓ (latency within
-    ``LATENCY_TOLERANCE`` counts as equal; ignored when any child has none)."""
-    pts = [r for r in rows if r["status"] in RANKABLE and r["primary_metric"] is not None]
-    use_latency = all(p["latency_ms"] is not None for p in pts)
+    """Ids no other child dominates on primary ↑, return ↑ (when measured), fine-tune steps ↓, model size ↓ and
+    latency ↓, among the children that finished well (not degenerate, diverged or return-drop).
 
-    def no_worse(o: Mapping[str, Any], r: Mapping[str, Any]) -> tuple[bool, bool]:
+    Every quantity but latency is the same in identical runs; latency counts only between children whose models
+    compute differently (float vs int8, another size) and whose quartile ranges (of the timed rounds) do not
+    overlap, so the mark does not flip on timer noise.
+    """
+    pts = [r for r in rows if r["status"] == "ok" and r["primary_metric"] is not None]
+    use_return = all(p["return_mean"] is not None for p in pts)
+
+    def compare(o: Mapping[str, Any], r: Mapping[str, Any]) -> tuple[bool, bool]:
         """(o is at least as good as r everywhere, o is better somewhere)."""
-        steps_o, steps_r = o["finetune_steps"] or 0, r["finetune_steps"] or 0
-        ge = o["primary_metric"] >= r["primary_metric"] and steps_o <= steps_r
-        gt = o["primary_metric"] > r["primary_metric"] or steps_o < steps_r
-        if use_latency:
-            ge = ge and o["latency_ms"] <= r["latency_ms"] * (1 + LATENCY_TOLERANCE)
-            gt = gt or o["latency_ms"] < r["latency_ms"] * (1 - LATENCY_TOLERANCE)
+        pairs = [(o["primary_metric"], r["primary_metric"]), (-(o["finetune_steps"] or 0), -(r["finetune_steps"] or 0)),
+                 (-(o["model_bytes"] or 0), -(r["model_bytes"] or 0))]
+        if use_return:
+            pairs.append((o["return_mean"], r["return_mean"]))
+        ge, gt = all(a >= b for a, b in pairs), any(a > b for a, b in pairs)
+        so, sr = _latency_spread(o), _latency_spread(r)
+        # Children that compute alike (same kind of model, same size) have the same latency up to timer noise and
+        # machine load, which differ run to run: their latencies are not compared.
+        alike = (o["ranked_model"], o["model_bytes"]) == (r["ranked_model"], r["model_bytes"])
+        if so is not None and sr is not None and not alike:
+            ge = ge and not so[0] > sr[1]  # o is not clearly slower
+            gt = gt or so[1] < sr[0]  # o is clearly faster
         return ge, gt
 
-    front = set()
-    for r in pts:
-        if not any(all(no_worse(o, r)) for o in pts if o is not r):
-            front.add(r["child_id"])
-    return front
+    return {r["child_id"] for r in pts if not any(all(compare(o, r)) for o in pts if o is not r)}
 
 
-def build_rows(records: Iterable[Mapping[str, Any]], parents: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def build_rows(records: Iterable[Mapping[str, Any]], parents: Mapping[str, Any] | None,
+               split: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Ranked rows (with intervals, the tied set and P(best) when ``split`` says how to resample), then the two
+    parent rows."""
+    records = list(records)
     rows = sorted((child_row(r) for r in records), key=_sort_key)
-    front = pareto_front(rows)
     for i, row in enumerate(rows, 1):
         row["rank"] = i
+    attach_statistics(rows, records, parents, split)
+    front = pareto_front(rows)
+    for row in rows:
         row["pareto"] = row["child_id"] in front
     if parents:
         rows.extend(parent_rows(parents))
     return rows
 
 
+_MARKS = {"tied": "=", "pareto": "*"}
+
+
 def table(rows: Sequence[Mapping[str, Any]], *, limit: int | None = None, tablefmt: str = "github") -> str:
-    """The human table: rank, id, every shown metric (harness.metrics), status and the Pareto mark."""
+    """The human table: rank, id, every shown metric (harness.metrics) with its interval, P(best), status, marks."""
     children = [r for r in rows if not r["is_parent_baseline"]]
     parents = [r for r in rows if r["is_parent_baseline"]]
     shown = [m for m in METRICS.values() if m.shown]
-    body = [["—" if r["rank"] is None else str(r["rank"]), r["child_id"], *(m.format(r[m.column]) for m in shown),
-             r["status"], "*" if r["pareto"] else ""] for r in [*(children[:limit] if limit else children), *parents]]
-    headers = ["rank", "child_id", *(m.label for m in shown), "status", "pareto"]
+    body = [["—" if r["rank"] is None else str(r["rank"]), r["child_id"], *(m.format_row(r) for m in shown),
+             "—" if r.get("p_best") is None else f"{r['p_best']:.2f}", r["status"],
+             ("=" if r.get("tied_with_best") else "") + ("*" if r["pareto"] else "")]
+            for r in [*(children[:limit] if limit else children), *parents]]
+    headers = ["rank", "child_id", *(m.label for m in shown), "P(best)", "status", "mark"]
     return str(tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True))
+
+
+STATUSES = {
+    "ok": "fine-tuned and evaluated",
+    "degenerate": "primary below --crossover-degenerate-threshold (its test fails)",
+    "return-drop": "return significantly below the weaker parent's (its paired 95 % interval lies under 0): "
+                   "listed, never recommended",
+    "diverged": "non-finite fine-tune loss; no metric is shown (its test fails)",
+    "error": "the child raised (its test fails)", "lost": "its xdist worker died while running it",
+    "baseline": "a parent: primary = the parents' agreement agree_ab",
+}
+
+
+def legend(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the table's columns, intervals, marks and statuses mean (only the statuses that occur)."""
+    lines = [f"{m.label}: {m.description}" for m in METRICS.values() if m.shown and m.description]
+    lines += [
+        "±: half the 95 % interval of a paired bootstrap over the held-out states (whole episodes when the buffer "
+        "has episode ids), the same resamples for every child; return ± its standard error",
+        "P(best): share of bootstrap resamples in which the child has the highest primary",
+        f"mark {_MARKS['tied']}: statistically tied with rank 1 (the 95 % interval of its gap to rank 1 contains 0)",
+        f"mark {_MARKS['pareto']}: Pareto front of the children with status ok, on {', '.join(FRONT)}",
+    ]
+    present = {r["status"] for r in rows}
+    lines += [f"status {s}: {text}" for s, text in STATUSES.items() if s in present]
+    return lines
 
 
 def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -144,86 +243,32 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _means(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, float]:
-    groups: dict[str, list[float]] = {}
-    for r in rows:
-        groups.setdefault(str(r[key]), []).append(r["primary_metric"])
-    return {k: statistics.fmean(v) for k, v in groups.items()}
+def manifest_rows(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The leaderboard rows of a session manifest (with intervals: its split says how to resample)."""
+    return build_rows(manifest.get("children") or [], manifest.get("parents"), manifest.get("split"))
 
 
-def recommendation(rows: Sequence[Mapping[str, Any]], parents: Mapping[str, Any] | None = None) -> str:
-    """Data-driven recommendation in the established layout (reference §5.7), plus what it lacked."""
-    rule = "=" * 72
-    children = [r for r in rows if not r["is_parent_baseline"]]
-    ranked = [r for r in children if r["status"] in RANKABLE and r["primary_metric"] is not None]
-    if not ranked:
-        return "No runs to analyse — manifest is empty." if not children else (
-            "No child finished with finite metrics; see the status column of leaderboard.md.")
-    best = ranked[0]
-    lines = [rule, "Crossover Search — Strategy Recommendation", rule,
-             f"Total children evaluated : {len(children)}",
-             f"Degenerate children      : {sum(r['status'] == 'degenerate' for r in children)}"]
-    failed = [r for r in children if r["status"] not in RANKABLE]
-    if failed:
-        listed = ", ".join(f"{r['child_id']} {r['status']}" for r in failed)
-        lines.append(f"Failed children          : {len(failed)} ({listed})")
-    lines += ["", "Top children by primary metric (min agreement with A and B):"]
-    for r in ranked[:3]:
-        lines.append(f"  #{r['rank']:>2}  {r['child_id']:<40}  primary={r['primary_metric']:.4f}  "
-                     f"agree_a={r['child_vs_parent_a_agreement']:.4f}  agree_b={r['child_vs_parent_b_agreement']:.4f}")
-    mode_avg, regime_avg = _means(ranked, "crossover_mode"), _means(ranked, "finetune_regime")
-    best_mode, best_regime = max(mode_avg, key=mode_avg.__getitem__), max(regime_avg, key=regime_avg.__getitem__)
-    for title, avg, pick in (("crossover mode", mode_avg, best_mode), ("fine-tune regime", regime_avg, best_regime)):
-        lines += ["", f"Mean primary by {title}:"]
-        for k, v in sorted(avg.items(), key=lambda kv: -kv[1]):
-            lines.append(f"  {k:<12}  avg={v:.4f}" + ("  ← recommended" if k == pick else ""))
-    in_regime = next(r for r in ranked if r["finetune_regime"] == best_regime)
-    lines += ["", "Recommended default strategy:", f"  Crossover : {best_mode}",
-              f"  Fine-tune : {best_regime}  (LR={in_regime['finetune_lr']:.0e}  "
-              f"epochs={in_regime['finetune_epochs']})"]
-    lines += ["", "Best child per crossover mode:"]
-    scenario = {"random": "maximum diversity", "layer": "structural coherence", "weighted": "smooth interpolation"}
-    for mode in scenario:
-        top = next((r for r in ranked if r["crossover_mode"] == mode), None)
-        if top:
-            lines.append(f"  {scenario[mode]:<22} {top['child_id']:<40} primary={top['primary_metric']:.4f}")
-    ab = (parents or {}).get("agree_ab")
-    if ab is not None:
-        lines += ["", f"Parent A vs Parent B agreement (inter-parent diversity baseline) : {ab:.4f}"]
-        beating = [r for r in ranked if r["primary_metric"] > ab]
-        lines.append(f"Children above the parent baseline: {len(beating)} of {len(ranked)}" if beating else
-                     "No child beats the parent baseline: every child agrees with one parent less than the parents "
-                     "agree with each other; prefer a parent, or try longer fine-tuning or teacher 'both'.")
-    with_return = [r for r in ranked if r["return_mean"] is not None]
-    if with_return:
-        by_return = max(with_return, key=lambda r: r["return_mean"])
-        note = ("the same child" if by_return["child_id"] == best["child_id"] else
-                f"NOT the top child by agreement: {by_return['child_id']} earns the best return")
-        lines += ["", f"Best return: {by_return['return_mean']:.1f} ({by_return['child_id']}); {note}."]
-    lines += ["", "Best individual child:", f"  id        : {best['child_id']}",
-              f"  mode      : {best['crossover_mode']}",
-              f"  alpha     : {best['crossover_alpha']}", f"  seed      : {best['crossover_seed']}",
-              f"  regime    : {best['finetune_regime']}", f"  epochs    : {best['finetune_epochs']}",
-              f"  lr        : {best['finetune_lr']:.0e}", f"  primary   : {best['primary_metric']:.4f}",
-              f"  agree_a / agree_b : {best['child_vs_parent_a_agreement']:.4f} / "
-              f"{best['child_vs_parent_b_agreement']:.4f}",
-              f"  oracle    : {METRICS.get('oracle').format(best['oracle_agreement'])}", rule]
-    return "\n".join(lines)
+def markdown(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) -> str:
+    done, expected = len(manifest.get("children") or []), len(manifest.get("expected_children") or [])
+    status = "complete" if manifest.get("complete") else f"INCOMPLETE: {done} of {expected} children"
+    subset = subset_statement(manifest)
+    note = f" **Note: {subset}.**" if subset else ""
+    legend_md = "\n".join(f"- {line}" for line in legend(rows))
+    return (f"# Crossover leaderboard ({status})\n\nSpace `{manifest.get('space')}`; latency: "
+            f"{manifest.get('latency_mode')}.{note}\n\n{table(rows)}\n\n{legend_md}\n")
 
 
 def outputs(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Every session output file by name: the manifest, the leaderboard (json rows, csv, md) and the
-    recommendation; derived from the manifest alone."""
-    rows = build_rows(manifest.get("children") or [], manifest.get("parents"))
-    done, expected = len(manifest.get("children") or []), len(manifest.get("expected_children") or [])
-    status = "complete" if manifest.get("complete") else f"INCOMPLETE: {done} of {expected} children"
-    md = (f"# Crossover leaderboard ({status})\n\nSpace `{manifest.get('space')}`; latency: "
-          f"{manifest.get('latency_mode')}.\n\n{table(rows)}\n")
+    recommendation (json, txt); derived from the manifest alone."""
+    rows = manifest_rows(manifest)
+    rec = recommend(rows, manifest)
     return {
         "manifest.json": manifest,
         # A plain list of rows, as the established tool writes it; completeness lives in manifest.json.
         "leaderboard.json": rows,
         "leaderboard.csv": to_csv(rows),
-        "leaderboard.md": md,
-        "recommendation.txt": recommendation(rows, manifest.get("parents")) + "\n",
+        "leaderboard.md": markdown(rows, manifest),
+        "recommendation.json": rec,
+        "recommendation.txt": recommendation_text(rec) + "\n",
     }

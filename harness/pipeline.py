@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.bootstrap import pack_bits
 from harness.crossover import check_parents, crossover
 from harness.errors import StatesError
 from harness.evaluate import evaluate_model, parent_baseline, predict
@@ -24,14 +25,18 @@ from harness.populations import train
 from harness.quantize import is_int8
 from harness.settings import Settings
 from harness.space import ChildSpec
-from harness.states import holdout_split
+from harness.states import Buffer, Split, split_buffer
 from harness.teachers import TEACHERS
 
 
 def _gather(states: np.ndarray, idx: np.ndarray) -> np.ndarray:
     if len(idx) == len(states) and idx[-1] == len(states) - 1:
-        return states  # identity selection: keep a memmap a memmap
+        return states  # identity selection: no copy
     return np.ascontiguousarray(states[idx], dtype=np.float32)
+
+
+def _buffer(states: np.ndarray | Buffer) -> Buffer:
+    return states if isinstance(states, Buffer) else Buffer(np.asarray(states), None, "", "(array)")
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class Context:
 
     settings: Settings
     provenance: Mapping[str, Any]
+    split: Split
     sd_a: Mapping[str, torch.Tensor]
     sd_b: Mapping[str, torch.Tensor]
     arch: Architecture
@@ -60,31 +66,37 @@ class Context:
     baseline: Mapping[str, Any]  # parent A -> parent B pair metrics
 
     @classmethod
-    def build(cls, sd_a: Mapping[str, torch.Tensor], sd_b: Mapping[str, torch.Tensor], states: np.ndarray,
-              settings: Settings | None = None, *, provenance: Mapping[str, Any] | None = None) -> Context:
+    def build(cls, sd_a: Mapping[str, torch.Tensor], sd_b: Mapping[str, torch.Tensor], states: np.ndarray | Buffer,
+              settings: Settings | None = None, *, eval_states: np.ndarray | Buffer | None = None,
+              provenance: Mapping[str, Any] | None = None) -> Context:
+        """``states`` (an array, or a :class:`harness.states.Buffer` with episode ids) is split by
+        :func:`harness.states.split_buffer`; with ``eval_states`` every state fine-tunes and those evaluate."""
         check_parents(sd_a, sd_b)
         settings = settings or Settings()
         settings.check_device()
         a = {k: v.detach().clone() for k, v in sd_a.items()}
         b = {k: v.detach().clone() for k, v in sd_b.items()}
         arch = infer_architecture(a)
-        if states.ndim != 2 or states.shape[1] != arch.input_dim:
-            raise StatesError(f"states have shape {tuple(states.shape)} but the parents take {arch.input_dim} "
-                              "inputs; pass a (N, input_dim) float32 .npy buffer", field="states")
+        buffer = _buffer(states)
+        evals = None if eval_states is None else _buffer(eval_states)
+        for what, buf in (("states", buffer), ("eval_states", evals)):
+            if buf is not None and (buf.states.ndim != 2 or buf.states.shape[1] != arch.input_dim):
+                raise StatesError(f"{what} have shape {tuple(buf.states.shape)} but the parents take "
+                                  f"{arch.input_dim} inputs; pass a (N, input_dim) float32 buffer", field=what)
         parent_a, parent_b = network_from_state_dict(a), network_from_state_dict(b)
-        train_idx, eval_idx = holdout_split(len(states), settings.holdout, settings.split_seed)
-        train_states = torch.from_numpy(np.array(_gather(states, train_idx), dtype=np.float32))
-        eval_states = _gather(states, eval_idx)
+        split = split_buffer(buffer, settings.holdout, settings.split_seed, evals)
+        train_states = torch.from_numpy(np.array(_gather(buffer.states, split.train_idx), dtype=np.float32))
+        eval_states_ = _gather((evals or buffer).states, split.eval_idx)
         chunk = settings.chunk_size
         teacher = TEACHERS.get(settings.teacher)
         targets = teacher.mix(*(soft_targets(predict(p, train_states, chunk_size=chunk), TEMPERATURE)
                                 for p in (parent_a, parent_b)))
         device = torch.device(settings.device)
-        logits_a = predict(parent_a, eval_states, chunk_size=chunk)
-        logits_b = predict(parent_b, eval_states, chunk_size=chunk)
-        return cls(settings, dict(provenance or {}), a, b, arch, parent_a, parent_b, len(states), train_states,
-                   eval_states, targets, train_states.to(device), targets.to(device), logits_a, logits_b,
-                   parent_baseline(logits_a, logits_b))
+        logits_a = predict(parent_a, eval_states_, chunk_size=chunk)
+        logits_b = predict(parent_b, eval_states_, chunk_size=chunk)
+        return cls(settings, dict(provenance or {}), split, a, b, arch, parent_a, parent_b, len(buffer.states),
+                   train_states, eval_states_, targets, train_states.to(device), targets.to(device), logits_a,
+                   logits_b, parent_baseline(logits_a, logits_b))
 
     @property
     def n_train(self) -> int:
@@ -112,11 +124,17 @@ class Context:
         net.load_state_dict(state_dict, strict=True)
         return net.eval()
 
-    def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
+    def evaluate(self, model: torch.nn.Module, actions: list[torch.Tensor] | None = None) -> dict[str, Any]:
         if self.settings.device != "cpu" and not is_int8(model):
             model = copy.deepcopy(model).to(self.settings.device)  # float children run on the device; int8 on CPU
         return evaluate_model(model, self.eval_states, self.logits_a, self.logits_b, self.agree_ab,
-                              chunk_size=self.settings.chunk_size)
+                              chunk_size=self.settings.chunk_size, actions=actions)
+
+    def rows(self, actions: list[torch.Tensor]) -> dict[str, Any]:
+        """Per evaluation row, whether the child's action is A's and B's, packed (builtins, for the bootstrap)."""
+        chosen = torch.cat(actions)
+        return {"n": int(len(chosen)), "agree_a": pack_bits(chosen == self.logits_a.argmax(1)),
+                "agree_b": pack_bits(chosen == self.logits_b.argmax(1))}
 
     def parent_rows(self) -> dict[str, Any]:
         """The A-vs-B baseline, as builtins (latency and returns: :func:`harness.parents.parent_baselines`)."""
@@ -171,12 +189,15 @@ def run_child(spec: ChildSpec, ctx: Context, *, finetuned: FinetuneResult | None
     ft = finetuned if finetuned is not None else train(ctx, [spec])[spec.child_id]
     timings["finetune"] = ft.seconds
     t = time.perf_counter()
-    after = ctx.evaluate(ft.model)
+    float_actions: list[torch.Tensor] = []
+    after = ctx.evaluate(ft.model, float_actions)
+    ranked_actions = float_actions
     int8_model = int8 = None
     if spec.regime.qat and not ft.diverged:
         int8_model = ft.int8_model
         assert int8_model is not None  # a QAT regime's result always carries its int8 model
-        int8 = ctx.evaluate(int8_model)
+        ranked_actions = []
+        int8 = ctx.evaluate(int8_model, ranked_actions)
         int8["vs_float"] = _agreement(predict(int8_model, ctx.eval_states), predict(ft.model, ctx.eval_states))
     t = _timed(timings, "evaluate", t)
     returns = int8_returns = None
@@ -207,9 +228,16 @@ def run_child(spec: ChildSpec, ctx: Context, *, finetuned: FinetuneResult | None
         "returns": {"float": returns, "int8": int8_returns},
         "finetune": ft.history,
         "finetune_steps": ft.history.get("steps"),
+        "model_bytes": None if ft.diverged else _model_bytes(int8_model if int8_model is not None else ft.model),
         "timings_s": timings,
+        "split": ctx.split.digest,
+        "rows": None if ft.diverged else ctx.rows(ranked_actions),
     }
     return ChildOutcome(spec, record, sd, ft.model, int8_model, timings)
+
+
+def _model_bytes(model: torch.nn.Module) -> int:
+    return sum(int(t.numel() * t.element_size()) for t in model.state_dict().values())
 
 
 def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -235,6 +263,7 @@ def run_config(spec: ChildSpec, ctx: Context) -> dict[str, Any]:
         "holdout": ctx.settings.holdout,
         "settings": ctx.settings.to_dict(),
         "states": {"n_states": ctx.n_states, "n_finetune": ctx.n_train, "n_eval": ctx.n_eval},
+        "split": {k: v for k, v in ctx.split.describe().items() if k not in ("held_out_rows", "held_out_episodes")},
         "architecture": ctx.arch.to_dict(),
         "harness_version": __version__,
         "torch_version": torch.__version__,

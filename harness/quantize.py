@@ -91,6 +91,11 @@ def fake_quant_copy(model: nn.Module) -> nn.Module:
 ACTIVATION_BITS = 23  # a row's activations as integers below 2**23: float32's precision relative to the row's max
 
 
+def _refresh_after_load(module: nn.Module, _keys: object) -> None:
+    assert isinstance(module, Int8Linear)
+    module.refresh()
+
+
 class Int8Linear(nn.Module):
     """A weight-only int8 Linear whose every output row depends on its input row only, bit for bit.
 
@@ -118,7 +123,7 @@ class Int8Linear(nn.Module):
         # load.
         self.register_buffer("_weight_q64", torch.zeros(in_features, out_features, dtype=torch.float64),
                              persistent=False)
-        self.register_load_state_dict_post_hook(lambda module, _keys: module.refresh())
+        self.register_load_state_dict_post_hook(_refresh_after_load)  # type: ignore[no-untyped-call]
 
     def refresh(self) -> None:
         """Rebuild the derived float64 copy of ``weight_int8``."""

@@ -10,7 +10,8 @@ from torch import nn
 
 
 def measure_latency(model: nn.Module, x: torch.Tensor, *, warmup: int = 3, rounds: int = 20) -> dict[str, float | int]:
-    """Median wall time in ms of ``model(x)`` over ``rounds`` timed calls after ``warmup`` untimed ones.
+    """Median wall time in ms of ``model(x)`` over ``rounds`` timed calls after ``warmup`` untimed ones, and the
+    quartiles of those calls (``q1_ms``, ``q3_ms``: their spread, so a comparison can tell noise from a difference).
 
     Runs under no_grad in eval mode (the train/eval flag is restored). ``median_ms`` is 0.0 when ``rounds <= 0``.
     Latency is informational: it is noisy at this size and never used for ranking.
@@ -28,5 +29,6 @@ def measure_latency(model: nn.Module, x: torch.Tensor, *, warmup: int = 3, round
                 times.append((time.perf_counter() - start) * 1000.0)
     finally:
         model.train(was_training)
-    return {"median_ms": statistics.median(times) if times else 0.0, "rounds": max(0, rounds),
-            "warmup": max(0, warmup)}
+    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) >= 2 else (0.0, 0.0, 0.0)
+    return {"median_ms": statistics.median(times) if times else 0.0, "q1_ms": q1, "q3_ms": q3,
+            "rounds": max(0, rounds), "warmup": max(0, warmup)}

@@ -74,12 +74,17 @@ def option_table() -> tuple[Option, ...]:
                kind="path", metavar="PATH"),
         Option("parent-b", "Parent B checkpoint (.pt state dict); default: the embedded LunarLander parents",
                kind="path", metavar="PATH"),
-        Option("states", "States buffer (.npy, float32, N x input_dim); default: the embedded states", kind="path",
-               metavar="PATH.npy"),
+        Option("states", "States buffer: .npy (N x input_dim) or .npz with 'states' and optional 'episode' ids (one "
+               "integer per row: the holdout then keeps whole episodes out of fine-tuning); default: the embedded "
+               "states", kind="path", metavar="PATH"),
+        Option("eval-states", "A separate evaluation buffer (.npy or .npz, as --crossover-states): every state of "
+               "--crossover-states fine-tunes and these score the children (instead of a holdout)", kind="path",
+               metavar="PATH"),
         Option("allow-unsafe-unpickle", "Allow full-pickle checkpoints: unpickling runs arbitrary code from the file, "
                "so only for files you trust (default: off)", kind="flag"),
         Option("holdout", "Fraction of states held out of fine-tuning and used for every metric; 0 = evaluate on all "
                "(default 0.2)", "0.2", kind="float", metavar="FRACTION"),
+        Option("split-seed", "Seed of the holdout split (default 0)", "0", kind="int", metavar="N"),
         Option("teacher", "Distillation teacher: " + "; ".join(f"{t.name}: {t.description}" for t in TEACHERS.values())
                + " (default a)", "a", metavar="|".join(TEACHERS.names())),
         Option("degenerate-threshold", "Fail children whose primary metric is below X; 0 disables (default 0)", "0",
@@ -162,8 +167,10 @@ class CrossoverOptions:
     parent_a: str | None
     parent_b: str | None
     states: str | None
+    eval_states: str | None
     allow_unsafe_unpickle: bool
     holdout: float
+    split_seed: int
     teacher: str
     degenerate_threshold: float
     run_dir: str
@@ -184,9 +191,10 @@ class CrossoverOptions:
     def extra_regimes(self) -> dict[str, Regime]:
         return {r.name: r for r in (parse_regime(d) for d in self.define_regime)}
 
-    def space_specs(self) -> list[ChildSpec]:
-        return build_space(self.space, modes=self.modes, grids=self.grids, regimes=self.regimes,
-                           max_runs=self.max_runs, extra_regimes=self.extra_regimes())
+    def space_specs(self, **overrides: Any) -> list[ChildSpec]:
+        knobs: dict[str, Any] = {"modes": self.modes, "grids": self.grids, "regimes": self.regimes,
+                                 "max_runs": self.max_runs, **overrides}
+        return build_space(self.space, extra_regimes=self.extra_regimes(), **knobs)
 
 
 def _raw(config: pytest.Config, opt: Option) -> tuple[Any, str]:
@@ -253,14 +261,21 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
     opts = CrossoverOptions(
         space=values["space"], modes=values["modes"], grids=grids, regimes=values["regimes"],
         define_regime=values["define-regime"] or (), max_runs=values["max-runs"], parent_a=values["parent-a"],
-        parent_b=values["parent-b"], states=values["states"],
-        allow_unsafe_unpickle=bool(values["allow-unsafe-unpickle"]),
-        holdout=values["holdout"], teacher=values["teacher"], degenerate_threshold=values["degenerate-threshold"],
+        parent_b=values["parent-b"], states=values["states"], eval_states=values["eval-states"],
+        allow_unsafe_unpickle=bool(values["allow-unsafe-unpickle"]), split_seed=values["split-seed"],
+        holdout=_holdout(values, origin), teacher=values["teacher"],
+        degenerate_threshold=values["degenerate-threshold"],
         run_dir=values["run-dir"], env=values["env"], episodes=values["episodes"], threads=values["threads"],
         device=values["device"], explicit=tuple(n for n in origin if origin[n] != "default"), sources=sources,
     )
     _check(opts)
     return opts
+
+
+def _holdout(values: Mapping[str, Any], origin: Mapping[str, str]) -> float:
+    """The holdout, 0 by default with a separate evaluation buffer (every state then fine-tunes)."""
+    holdout: float = values["holdout"]
+    return 0.0 if values["eval-states"] is not None and origin["holdout"] == "default" else holdout
 
 
 def _param_grids(lines: tuple[str, ...]) -> dict[str, tuple[Any, ...]]:
@@ -295,8 +310,12 @@ def _check(opts: CrossoverOptions) -> None:
         defined = [parse_regime(d) for d in opts.define_regime]
         if len({r.name for r in defined}) != len(defined):
             raise HarnessError("a regime name is defined twice; give each one once", field="define_regime")
+        if opts.eval_states is not None and "holdout" in opts.explicit:
+            raise HarnessError("is ignored with --crossover-eval-states (every state fine-tunes, the evaluation buffer "
+                               "scores); drop one of them", field="holdout")
         Settings(holdout=opts.holdout, teacher=opts.teacher, degenerate_threshold=opts.degenerate_threshold,
-                 env_id=opts.env, episodes=opts.episodes or 0, threads=opts.threads, device=opts.device)
+                 env_id=opts.env, episodes=opts.episodes or 0, threads=opts.threads, device=opts.device,
+                 split_seed=opts.split_seed)
         opts.space_specs()
 
 

@@ -43,13 +43,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _check_inputs(cs: CrossoverSession) -> None:
     from harness.settings import Settings
-    from harness.states import holdout_split
 
     with naming(cs.options.sources):
         if cs.options.device != "cpu":
             Settings(device=cs.options.device).check_device()
-        provenance = cs.runtime.check_inputs(load=not cs.distributed)
-        holdout_split(provenance["states_file"]["shape"][0], cs.options.holdout, 0)
+    cs.runtime.check_inputs(load=not cs.distributed)
 
 
 def _session(config: pytest.Config) -> CrossoverSession | None:

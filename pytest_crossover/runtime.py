@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from harness.pipeline import Context
     from harness.populations import Finetuner
     from harness.space import ChildSpec
+    from harness.states import Split
 
 
 class Runtime:
@@ -28,7 +29,8 @@ class Runtime:
         self.rootpath = rootpath
         self.workerinput = workerinput
         self._inputs: SearchInputs | None = None
-        self._provenance: dict[str, Any] | None = None
+        self._checked: SearchInputs | None = None  # checked torch-free (parents as metadata) on the controller
+        self._split: Split | None = None
         self._ctx: Context | None = None
         self._finetuner: Finetuner | None = None
         self._git: dict[str, Any] | None = None
@@ -39,32 +41,47 @@ class Runtime:
 
             o = self.options
             with naming(o.sources):
-                self._inputs = load_inputs(o.parent_a, o.parent_b, o.states,
+                self._inputs = load_inputs(o.parent_a, o.parent_b, o.states, eval_states=o.eval_states,
                                            allow_unsafe_unpickle=o.allow_unsafe_unpickle, env_id=o.env,
                                            episodes=o.episodes, check_environment=self.workerinput is None)
             _freeze_long_lived()
         return self._inputs
 
-    def check_inputs(self, *, load: bool) -> dict[str, Any]:
-        """Check the inputs before any child runs and return their provenance.
+    def check_inputs(self, *, load: bool) -> SearchInputs:
+        """Check the inputs before any child runs (and the split they make), and return them.
 
         ``load``: load them (a serial session, whose children need them loaded anyway). Otherwise (an xdist
         controller, which never trains) check them without importing torch, leaving the cores to the workers,
         and load them only for a checkpoint that only ``torch.load`` can judge.
         """
-        if not load and self._inputs is None and self._provenance is None:
-            from harness.inputs import check_inputs
+        if self._checked is None:
+            if not load and self._inputs is None:
+                from harness.inputs import check_inputs
 
-            o = self.options
-            with naming(o.sources):
-                self._provenance = check_inputs(o.parent_a, o.parent_b, o.states, env_id=o.env, episodes=o.episodes)
-        if self._provenance is None:
-            self._provenance = self.inputs().provenance
-        return self._provenance
+                o = self.options
+                with naming(o.sources):
+                    self._checked = check_inputs(o.parent_a, o.parent_b, o.states, eval_states=o.eval_states,
+                                                 env_id=o.env, episodes=o.episodes)
+            if self._checked is None:
+                self._checked = self.inputs()
+            self.split()
+        return self._checked
 
     @property
     def provenance(self) -> dict[str, Any] | None:
-        return self._inputs.provenance if self._inputs is not None else self._provenance
+        checked = self._inputs or self._checked
+        return None if checked is None else checked.provenance
+
+    def split(self) -> Split:
+        """Which rows fine-tune and which evaluate: numpy only, so the controller computes it as the workers do."""
+        if self._split is None:
+            from harness.states import split_buffer
+
+            inputs = self._inputs or self._checked or self.check_inputs(load=False)
+            o = self.options
+            with naming(o.sources):
+                self._split = split_buffer(inputs.buffer, o.holdout, o.split_seed, inputs.eval_buffer)
+        return self._split
 
     def context(self) -> Context:
         if self._ctx is None:
@@ -78,8 +95,9 @@ class Runtime:
             inp = self.inputs()
             with naming(o.sources):
                 settings = Settings(holdout=o.holdout, teacher=o.teacher, degenerate_threshold=o.degenerate_threshold,
-                                    env_id=inp.env_id, episodes=inp.episodes, device=o.device, threads=o.threads)
-                self._ctx = Context.build(inp.sd_a, inp.sd_b, inp.states, settings,
+                                    env_id=inp.env_id, episodes=inp.episodes, device=o.device, threads=o.threads,
+                                    split_seed=o.split_seed)
+                self._ctx = Context.build(inp.sd_a, inp.sd_b, inp.buffer, settings, eval_states=inp.eval_buffer,
                                           provenance={**inp.provenance, "git": self.git()})
             _freeze_long_lived()
         return self._ctx

@@ -113,10 +113,36 @@ class CrossoverSession:
             "latency_mode": self.latency_mode(),
             "parents": self.parents,
             "provenance": self.runtime.provenance,
+            "split": self._split(),
+            "selection": self.selection(expected),
             "journal": JOURNAL,
             "wall_s": round(time.time() - self.started, 3),
             "children": self.ordered_records(),
         }
+
+    def _split(self) -> dict[str, Any] | None:
+        from harness.errors import HarnessError
+
+        try:
+            return self.runtime.split().describe()
+        except HarnessError:  # inputs that cannot be read now (changed mid-session): the children's records say more
+            return None
+
+    def selection(self, expected: list[str]) -> dict[str, Any]:
+        """Whether this session ran all of its space: ``-k``, ``-m``, ``--lf``, ``--crossover-max-runs`` or any other
+        deselection make it a subset, which every output says and history never compares against a whole run."""
+        o, opt = self.options, self.config.option
+        space_children = len(o.space_specs(max_runs=None))
+        how = [f"{flag} {value}" for flag, value in (("-k", getattr(opt, "keyword", "")),
+                                                      ("-m", getattr(opt, "markexpr", ""))) if value]
+        if getattr(opt, "lf", False):
+            how.append("--lf")
+        if o.max_runs is not None and o.max_runs < space_children:
+            how.append(f"--crossover-max-runs {o.max_runs}")
+        subset = len(expected) < space_children
+        if subset and not how:
+            how.append("deselected at collection")
+        return {"space_children": space_children, "selected": len(expected), "subset": subset, "how": how}
 
     def _relative_run_dir(self) -> str:
         """The run directory relative to the rootdir: outputs never hold an absolute path of the run dir."""

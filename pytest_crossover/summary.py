@@ -33,11 +33,18 @@ def teststatus(report: pytest.TestReport) -> Any:
 
 
 def terminal_summary(cs: CrossoverSession, tr: Any) -> None:
-    from harness.leaderboard import build_rows, table
+    from harness.leaderboard import legend, manifest_rows, table
+    from harness.recommend import subset_statement
 
-    rows = build_rows(cs.ordered_records(), cs.parents)
+    manifest = cs.manifest()
+    rows = manifest_rows(manifest)
     tr.write_sep("=", f"crossover leaderboard ({len(cs.records)} children, space {cs.options.space})")
+    subset = subset_statement(manifest)
+    if subset:
+        tr.write_line(f"NOTE: {subset}", yellow=True)
     tr.write_line(table(rows, limit=None if tr.config.get_verbosity() > 0 else 20))
+    for line in legend(rows):
+        tr.write_line(f"  {line}")
     tr.write_line(f"latency: {cs.latency_mode()}")
     if not cs.complete:
         tr.write_line("session incomplete: the files hold the children that finished", red=True)

@@ -124,10 +124,11 @@ def _files(tmp_path: Path, sd_b: dict[str, torch.Tensor] | None = None, width: i
 
 def test_check_inputs_records_the_provenance_load_inputs_records(tmp_path: Path) -> None:
     f = _files(tmp_path)
-    assert check_inputs(f["parent_a"], f["parent_b"], f["states"]) == load_inputs(
-        f["parent_a"], f["parent_b"], f["states"]).provenance
+    checked = check_inputs(f["parent_a"], f["parent_b"], f["states"])
+    assert checked is not None and checked.provenance == load_inputs(f["parent_a"], f["parent_b"], f["states"]).provenance
     embedded = check_inputs(check_environment=False)
-    assert embedded == load_inputs(check_environment=False).provenance and embedded["source"] == "embedded"
+    assert embedded is not None and embedded.provenance == load_inputs(check_environment=False).provenance
+    assert embedded.provenance["source"] == "embedded"
 
 
 @pytest.mark.parametrize("problem", ["shape", "width"])
@@ -147,6 +148,6 @@ def test_check_inputs_imports_no_torch(tmp_path: Path) -> None:
     f = _files(tmp_path)
     code = ("import sys; from harness.inputs import check_inputs; "
             f"p = check_inputs({str(f['parent_a'])!r}, {str(f['parent_b'])!r}, {str(f['states'])!r}); "
-            "print(p['states_file']['shape'], 'torch' in sys.modules)")
+            "print(p.provenance['states_file']['shape'], 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["[50,", "8]", "False"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 
 from harness import states as states_module
 from harness.errors import StatesError
-from harness.states import holdout_split, load_states
+from harness.states import Buffer, holdout_split, load_buffer, load_states, split_buffer
 
 
 def _one_line(exc: pytest.ExceptionInfo[BaseException], path: Path) -> str:
@@ -29,11 +31,10 @@ def _save(tmp_path: Path, array: np.ndarray, name: str = "s.npy") -> Path:
     return path
 
 
-def test_float32_loads_as_read_only_memmap(tmp_path: Path) -> None:
+def test_float32_loads_read_only_without_a_copy_of_the_bytes(tmp_path: Path) -> None:
     data = np.arange(24, dtype=np.float32).reshape(6, 4)
     states = load_states(_save(tmp_path, data), input_dim=4)
-    assert isinstance(states, np.memmap) and states.dtype == np.float32 and states.flags.c_contiguous
-    assert not states.flags.writeable
+    assert states.dtype == np.float32 and states.flags.c_contiguous and not states.flags.writeable
     np.testing.assert_array_equal(states, data)
 
 
@@ -94,10 +95,10 @@ def test_states_file_errors(tmp_path: Path) -> None:
     with pytest.raises(StatesError, match="is a directory"):
         load_states(tmp_path)
     np.savetxt(tmp_path / "s.csv", np.ones((2, 2)))
-    with pytest.raises(StatesError, match=re.escape("is not a .npy file; save the states with numpy.save")):
+    with pytest.raises(StatesError, match=re.escape("is not a .npy or .npz file; save a 2-D float32 array")):
         load_states(tmp_path / "s.csv")
     np.savez(tmp_path / "s.npz", x=np.ones((2, 2)))
-    with pytest.raises(StatesError, match="is not a .npy file"):
+    with pytest.raises(StatesError, match="holds 'x'; a .npz states buffer holds 'states' and optionally 'episode'"):
         load_states(tmp_path / "s.npz")
     (tmp_path / "junk.npy").write_bytes(b"garbage bytes")
     with pytest.raises(StatesError, match=r"is not a valid \.npy file \(no NumPy header\)"):
@@ -107,21 +108,78 @@ def test_states_file_errors(tmp_path: Path) -> None:
         load_states(tmp_path / "empty.npy")
     good = _save(tmp_path, np.ones((100, 4), np.float32), "t.npy")
     good.write_bytes(good.read_bytes()[:-40])
-    with pytest.raises(StatesError, match="is truncated or unreadable"):
+    with pytest.raises(StatesError, match=r"is truncated \(1560 bytes of data for shape \(100, 4\) of float32\)"):
         load_states(good)
 
 
-def test_large_memmap_stays_lazy(tmp_path: Path) -> None:
-    # 200k x 8 float32 = 6.4 MB: returned as a memmap, not copied into memory.
-    path = tmp_path / "big.npy"
-    big = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(200_000, 8))
-    big[:] = 0.5
-    big[-1, -1] = 2.0
-    big.flush()
-    del big
-    states = load_states(path, input_dim=8)
-    assert isinstance(states, np.memmap) and states.shape == (200_000, 8)
-    assert float(states[-1, -1]) == 2.0
+def test_a_buffer_is_read_once_and_its_sha256_is_of_the_bytes_used(tmp_path: Path) -> None:
+    path = _save(tmp_path, np.arange(24, dtype=np.float32).reshape(6, 4))
+    buffer = load_buffer(path)
+    assert buffer.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() and buffer.episodes is None
+    path.write_bytes(b"overwritten while the session runs")  # not memory-mapped: the loaded array is unaffected
+    assert float(buffer.states[5, 3]) == 23.0 and not isinstance(buffer.states, np.memmap)
+
+
+def test_npz_with_episode_ids(tmp_path: Path) -> None:
+    states = np.random.default_rng(0).standard_normal((10, 3)).astype(np.float32)
+    np.savez(tmp_path / "e.npz", states=states, episode=np.repeat([7, 8, 9], [3, 3, 4]))
+    buffer = load_buffer(tmp_path / "e.npz", input_dim=3)
+    assert np.array_equal(buffer.states, states) and buffer.n_episodes == 3 and buffer.episodes.dtype == np.int64
+    for name, arrays, fragment in (
+        ("len.npz", {"states": states, "episode": np.arange(9)}, "has 9 episode ids for 10 states"),
+        ("float.npz", {"states": states, "episode": np.arange(10) * 0.5}, "episode ids of dtype float64"),
+        ("none.npz", {"episode": np.arange(10)}, "holds 'episode'; a .npz states buffer holds 'states'"),
+    ):
+        np.savez(tmp_path / name, **arrays)
+        with pytest.raises(StatesError, match=re.escape(fragment)):
+            load_buffer(tmp_path / name)
+
+
+@pytest.mark.parametrize("header", [b"{'descr': '<f4', 'fortran_order': False, 'shape': (-3, 8), }",
+                                    b"{'descr': '<f4', 'fortran_order': False, 'shape': (3, 8), 'x': ((( }"])
+def test_a_crafted_header_is_one_line_not_a_crash(tmp_path: Path, header: bytes) -> None:
+    body = header.ljust(118) + b"\n"
+    path = tmp_path / "crafted.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body + b"\x00" * 96)
+    with pytest.raises(StatesError) as info:
+        load_states(path)
+    assert "crafted.npy" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_fifo_is_refused_without_opening_it(tmp_path: Path) -> None:
+    fifo = tmp_path / "states.npy"
+    os.mkfifo(fifo)
+    with pytest.raises(StatesError, match="is not a regular file"):
+        load_states(fifo)  # would block forever if it were opened
+
+
+def test_episodes_are_held_out_whole_and_the_split_is_recorded() -> None:
+    episodes = np.repeat(np.arange(20), 10)
+    buffer = Buffer(np.zeros((200, 2), np.float32), episodes, "", "b.npz")
+    split = split_buffer(buffer, 0.2, 3)
+    assert split.method == "episodes" and len(split.held_out_episodes) == 4
+    assert set(episodes[split.eval_idx]) == set(split.held_out_episodes)
+    assert not set(episodes[split.train_idx]) & set(split.held_out_episodes)  # no episode on both sides
+    assert split_buffer(buffer, 0.2, 3).digest == split.digest  # seeded: the same split every time
+    assert split_buffer(buffer, 0.2, 4).held_out_episodes != split.held_out_episodes
+    described = split.describe()
+    assert described["held_out_episodes"] == list(split.held_out_episodes) and described["eval_units"] == 4
+    assert described["eval_groups"] == [[e, 10] for e in split.held_out_episodes]
+    one = Buffer(np.zeros((5, 2), np.float32), np.zeros(5, np.int64), "", "one.npz")
+    with pytest.raises(StatesError, match="holds one episode only"):
+        split_buffer(one, 0.2, 0)
+    assert split_buffer(one, 0.0, 0).method == "all"
+
+
+def test_a_separate_evaluation_buffer_takes_no_holdout() -> None:
+    train, evals = Buffer(np.zeros((8, 2), np.float32), None, "", "t"), Buffer(np.ones((3, 2), np.float32), None,
+                                                                                  "", "e")
+    split = split_buffer(train, 0.0, 0, evals)
+    assert split.method == "eval-file" and list(split.train_idx) == list(range(8)) and list(split.eval_idx) == [0, 1,
+                                                                                                               2]
+    with pytest.raises(StatesError, match="is ignored with a separate evaluation buffer") as info:
+        split_buffer(train, 0.2, 0, evals)
+    assert info.value.field == "holdout"
 
 
 def test_holdout_split_is_seeded_sorted_and_disjoint() -> None:

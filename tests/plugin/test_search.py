@@ -54,7 +54,7 @@ def test_smoke_space_writes_every_output(pytester, search_files):
     assert primaries == sorted(primaries, reverse=True)
     assert any(r["pareto"] == "True" for r in children)
     rec = (run_dir / "recommendation.txt").read_text()
-    assert "Recommended default strategy:" in rec and rows[0]["child_id"] in rec
+    assert (rec.count("Use child") + rec.count("Prefer a parent")) == 1 and rows[0]["child_id"] in rec
 
 
 def test_degenerate_threshold_fails_the_session(pytester, search_files):
