@@ -125,7 +125,8 @@ def _files(tmp_path: Path, sd_b: dict[str, torch.Tensor] | None = None, width: i
 def test_check_inputs_records_the_provenance_load_inputs_records(tmp_path: Path) -> None:
     f = _files(tmp_path)
     checked = check_inputs(f["parent_a"], f["parent_b"], f["states"])
-    assert checked is not None and checked.provenance == load_inputs(f["parent_a"], f["parent_b"], f["states"]).provenance
+    loaded = load_inputs(f["parent_a"], f["parent_b"], f["states"])
+    assert checked is not None and checked.provenance == loaded.provenance
     embedded = check_inputs(check_environment=False)
     assert embedded is not None and embedded.provenance == load_inputs(check_environment=False).provenance
     assert embedded.provenance["source"] == "embedded"
