@@ -57,9 +57,12 @@ def _interval(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def agreement_intervals(rows: Mapping[str, Mapping[str, Any]], groups: np.ndarray, best: str,
-                        *, resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, dict[str, Any]]:
+                        *, parents: str | None = None, resamples: int = RESAMPLES,
+                        seed: int = SEED) -> dict[str, dict[str, Any]]:
     """Per child id (``rows``: its packed per-row agreement with A and B), intervals of primary, agree_a and
-    agree_b, whether it is tied with ``best`` (the rank-1 child) and its probability of being best."""
+    agree_b, whether it is tied with ``best`` (the rank-1 child) and its probability of being best; with
+    ``parents`` (the packed per-row agreement of A with B), the interval of its primary minus the parents'
+    agreement, on the same resamples."""
     ids = list(rows)
     if not ids:
         return {}
@@ -69,20 +72,25 @@ def agreement_intervals(rows: Mapping[str, Mapping[str, Any]], groups: np.ndarra
     size = np.bincount(unit, minlength=units).astype(np.float64)
     per_unit = {side: np.stack([np.bincount(unit, weights=unpack_bits(rows[c][f"agree_{side}"], n), minlength=units)
                                 for c in ids]) for side in ("a", "b")}
+    if parents is not None:
+        per_unit["ab"] = np.bincount(unit, weights=unpack_bits(parents, n), minlength=units)[None, :]
     rng = np.random.default_rng(seed)
-    blocks: dict[str, list[np.ndarray]] = {"a": [], "b": []}
+    blocks: dict[str, list[np.ndarray]] = {side: [] for side in per_unit}
     for start in range(0, resamples, _CHUNK):
         w = _weights(rng, units, min(_CHUNK, resamples - start))
         total = w @ size
-        for side in ("a", "b"):
+        for side in per_unit:
             blocks[side].append((w @ per_unit[side].T) / total[:, None])
-    agree = {side: np.concatenate(blocks[side]) for side in ("a", "b")}  # (resamples, children)
+    agree = {side: np.concatenate(blocks[side]) for side in per_unit}  # (resamples, children)
     primary = np.minimum(agree["a"], agree["b"])
     gap = primary - primary[:, [ids.index(best)]] if best in ids else np.zeros_like(primary)
     top = primary.max(axis=1, keepdims=True)
     wins = (primary == top) / (primary == top).sum(axis=1, keepdims=True)  # ties share a win
     out: dict[str, dict[str, Any]] = {}
-    for name, samples in (("primary", primary), ("agree_a", agree["a"]), ("agree_b", agree["b"]), ("gap", gap)):
+    named = [("primary", primary), ("agree_a", agree["a"]), ("agree_b", agree["b"]), ("gap", gap)]
+    if "ab" in agree:
+        named.append(("vs_parents", primary - agree["ab"]))
+    for name, samples in named:
         lo, hi = _interval(samples)
         for i, c in enumerate(ids):
             out.setdefault(c, {})[name] = (float(lo[i]), float(hi[i]))

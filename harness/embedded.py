@@ -34,8 +34,8 @@ def parent_paths() -> tuple[Path, Path]:
 
 
 def states_path() -> Path:
-    """Path of the embedded float32 states buffer ``states.npy`` of shape ``(10000, 8)``."""
-    return _existing("states.npy")
+    """Path of the embedded states buffer ``states.npz``: ``states`` float32 (10000, 8) and ``episode`` ids."""
+    return _existing("states.npz")
 
 
 def metadata() -> dict[str, Any]:

@@ -29,7 +29,8 @@ def _param_columns() -> tuple[str, ...]:
     return tuple(f"crossover_{n}" for n in names)
 
 
-STATS = ("tied_with_best", "p_best", "return_se", "return_vs_weaker_parent_hi", "latency_q1", "latency_q3")
+STATS = ("tied_with_best", "p_best", "primary_vs_parents_lo", "return_se", "return_vs_weaker_parent_hi", "latency_q1",
+         "latency_q3")
 
 
 def columns() -> tuple[str, ...]:
@@ -107,7 +108,8 @@ def attach_statistics(rows: list[dict[str, Any]], records: Sequence[Mapping[str,
         n = next(iter(packed.values()))["n"]
         groups = bootstrap.groups_from_rle(split.get("eval_groups"), n)
         if len(groups) == n:
-            stats = bootstrap.agreement_intervals(packed, groups, ranked[0]["child_id"])
+            stats = bootstrap.agreement_intervals(packed, groups, ranked[0]["child_id"],
+                                                  parents=dig(parents, "rows", "agree_ab"))
             for row in ranked:
                 got = stats.get(row["child_id"])
                 if got:
@@ -115,6 +117,8 @@ def attach_statistics(rows: list[dict[str, Any]], records: Sequence[Mapping[str,
                         column = METRICS.get(metric).column
                         row[f"{column}_lo"], row[f"{column}_hi"] = got[metric]
                     row["tied_with_best"], row["p_best"] = got["tied_with_best"], got["p_best"]
+                    if "vs_parents" in got:
+                        row["primary_vs_parents_lo"] = got["vs_parents"][0]
     returns = {r["child_id"]: dig(by_id[r["child_id"]], "return", "returns") for r in ranked}
     weaker = _weaker_parent_returns(parents)
     for cid, got in bootstrap.return_intervals({k: v for k, v in returns.items() if v}, weaker).items():

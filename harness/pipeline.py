@@ -138,7 +138,9 @@ class Context:
 
     def parent_rows(self) -> dict[str, Any]:
         """The A-vs-B baseline, as builtins (latency and returns: :func:`harness.parents.parent_baselines`)."""
-        return {"agree_ab": self.agree_ab, "bound": (1 + self.agree_ab) / 2, "vs": dict(self.baseline)}
+        same = self.logits_a.argmax(1) == self.logits_b.argmax(1)
+        return {"agree_ab": self.agree_ab, "bound": (1 + self.agree_ab) / 2, "vs": dict(self.baseline),
+                "rows": {"n": int(len(same)), "agree_ab": pack_bits(same)}}
 
 
 @dataclass

@@ -49,7 +49,7 @@ def recommend(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) ->
                        if r["status"] in ("diverged", "error", "lost")],
     }
     best = eligible[0] if eligible else None
-    beats = best is not None and (ab is None or (best.get("primary_metric_lo") or best["primary_metric"]) > ab)
+    beats = best is not None and (ab is None or _margin(best, ab) > 0)
     if best is not None and beats:
         out["recommended"] = _brief(best)
         out["recommended"]["why"] = _why(best, ab)
@@ -58,6 +58,13 @@ def recommend(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) ->
         out["prefer_parent"] = _prefer_parent(parents, best, ab, bool(children))
     out["advice"] = advice(finished, manifest, out)
     return out
+
+
+def _margin(row: Mapping[str, Any], ab: float) -> float:
+    """How far a child's primary is above the parents' agreement, at the low end of its paired interval when the
+    bootstrap gave one (the point estimate otherwise)."""
+    lo = row.get("primary_vs_parents_lo")
+    return float(lo) if lo is not None else float(row["primary_metric"]) - ab
 
 
 def _best_by(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:
@@ -73,10 +80,10 @@ def _parent_returns(parents: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _why(best: Mapping[str, Any], ab: float | None) -> str:
-    lo = best.get("primary_metric_lo")
     if ab is None:
         return "the highest primary among the children that finished well"
-    margin = "its whole 95 % interval lies above" if lo is not None else "its primary is above"
+    paired = best.get("primary_vs_parents_lo") is not None
+    margin = "its primary is significantly above (paired 95 % interval)" if paired else "its primary is above"
     return (f"the highest primary among the children that finished well, and {margin} the parents' agreement "
             f"{ab:.4f}: it agrees with both parents more than either parent agrees with the other")
 

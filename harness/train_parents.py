@@ -6,8 +6,9 @@
 Two compact Double DQN agents on the established QNetwork(8, 4, 64) layout are trained in two
 processes (one thread each) with different seeds; each keeps its best-evaluated checkpoint,
 because greedy return swings widely between evaluations. Then each parent is scored on 100
-unseen seeded episodes, 10,000 states are gathered from both parents' epsilon-greedy rollouts,
-and their argmax agreement on those states is recorded. Everything is driven by local
+unseen seeded episodes, 10,000 states are gathered from both parents' epsilon-greedy rollouts (every 10th
+step, with each row's episode id, so a holdout can keep whole episodes out), and their argmax agreement on
+those states is recorded. Everything is driven by local
 generators and fixed seeds, so the shipped files are reproduced given the same library versions.
 
 Dropout: DQN gains nothing from dropout noise in its bootstrapped targets, so the networks are
@@ -21,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
@@ -67,6 +69,7 @@ class TrainConfig:
     final_eval_episodes: int = 100
     states_per_parent: int = 5_000
     states_epsilon: float = 0.1
+    states_stride: int = 10  # every 10th step: ~5,000 states per parent from ~130 episodes
 
 
 QUICK = TrainConfig(
@@ -193,29 +196,87 @@ def train_parent(label: str, seed: int, cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def gather_states(net: nn.Module, count: int, epsilon: float, seed: int) -> tuple[np.ndarray, list[int]]:
-    """``count`` observations from epsilon-greedy episodes seeded ``seed, seed+1, ...`` (rng seeded ``seed``)."""
+def gather_states(net: nn.Module, count: int, epsilon: float, seed: int,
+                  stride: int = 1) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """``count`` observations, every ``stride``-th step of epsilon-greedy episodes seeded ``seed, seed+1, ...``
+    (rng seeded ``seed``), with the episode seed of each row.
+
+    A stride above 1 spreads the buffer over more episodes: consecutive states of one trajectory are
+    near-duplicates, and a held-out set needs many independent episodes for its noise to be small.
+    """
     rng = np.random.default_rng(seed)
     env = gym.make(EMBEDDED_ENV_ID)
     rows: list[np.ndarray] = []
+    ids: list[int] = []
     episode_seeds: list[int] = []
     net.eval()
     while len(rows) < count:
         ep_seed = seed + len(episode_seeds)
         episode_seeds.append(ep_seed)
         obs, _ = env.reset(seed=ep_seed)
-        done = False
+        done, step = False, 0
         while not done and len(rows) < count:
-            rows.append(np.asarray(obs, dtype=np.float32))
+            state = np.asarray(obs, dtype=np.float32)
+            if step % stride == 0:
+                rows.append(state)
+                ids.append(ep_seed)
             if rng.random() < epsilon:
                 action = int(rng.integers(0, 4))
             else:
                 with torch.no_grad():
-                    action = int(net(torch.from_numpy(rows[-1])).argmax())
+                    action = int(net(torch.from_numpy(state)).argmax())
             obs, _, terminated, truncated, _ = env.step(action)
-            done = bool(terminated or truncated)
+            done, step = bool(terminated or truncated), step + 1
     env.close()
-    return np.stack(rows).astype(np.float32), episode_seeds
+    return np.stack(rows).astype(np.float32), np.asarray(ids, dtype=np.int64), episode_seeds
+
+
+def write_states(out: Path, nets: Mapping[str, nn.Module],
+                 cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], float]:
+    """Gather both parents' states with their episode ids into ``out/states.npz``; (states, ids, provenance,
+    the parents' agreement on the states)."""
+    slices: list[np.ndarray] = []
+    ids: list[np.ndarray] = []
+    provenance: list[dict[str, Any]] = []
+    for lab in PARENT_SEEDS:
+        rows, episode, ep_seeds = gather_states(nets[lab], cfg.states_per_parent, cfg.states_epsilon,
+                                                STATES_SEED[lab], cfg.states_stride)
+        start = sum(len(s) for s in slices)
+        slices.append(rows)
+        ids.append(episode)
+        provenance.append({"rows": [start, start + len(rows)], "policy": f"parent_{lab} epsilon-greedy",
+                           "epsilon": cfg.states_epsilon, "rng_seed": STATES_SEED[lab], "stride": cfg.states_stride,
+                           "episode_seeds": [ep_seeds[0], ep_seeds[-1]], "episodes": len(ep_seeds)})
+    states = np.ascontiguousarray(np.concatenate(slices), dtype=np.float32)
+    episode = np.concatenate(ids)
+    np.savez(out / "states.npz", states=states, episode=episode)
+    with torch.no_grad():
+        x = torch.from_numpy(states)
+        agreement = float((nets["a"](x).argmax(1) == nets["b"](x).argmax(1)).float().mean())
+    return states, episode, provenance, agreement
+
+
+def states_meta(states: np.ndarray, episode: np.ndarray, provenance: list[dict[str, Any]],
+                cfg: TrainConfig) -> dict[str, Any]:
+    return {"file": "states.npz", "arrays": {"states": "float32 (N, 8)", "episode": "int64 (N,): the episode's "
+            "reset seed"}, "shape": list(states.shape), "dtype": "float32", "count": int(states.shape[0]),
+            "episodes": int(len(np.unique(episode))), "stride": cfg.states_stride, "slices": provenance}
+
+
+def regenerate_states(out: Path, cfg: TrainConfig) -> dict[str, Any]:
+    """Only the states buffer (and its metadata) of the parents already in ``out``: the parents stay byte-identical."""
+    torch.set_num_threads(1)
+    nets = {lab: network_from_state_dict(torch.load(out / f"parent_{lab}.pt", weights_only=True))
+            for lab in PARENT_SEEDS}
+    states, episode, provenance, agreement = write_states(out, nets, cfg)
+    meta: dict[str, Any] = json.loads((out / "metadata.json").read_text())
+    meta["states"] = states_meta(states, episode, provenance, cfg)
+    meta["agreement_on_states"] = round(agreement, 4)
+    meta["states_regenerated"] = {"gymnasium_version": gym.__version__, "torch_version": torch.__version__,
+                                  "numpy_version": np.__version__, "command": "python -m harness.train_parents "
+                                  "--states-only"}
+    (out / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
 
 
 def build(out: Path, cfg: TrainConfig) -> dict[str, Any]:
@@ -243,20 +304,7 @@ def build(out: Path, cfg: TrainConfig) -> dict[str, Any]:
         }
         print(f"[parent {lab}] {final['episodes']}-episode return {final['mean']:.1f} ± {final['std']:.1f}",
               flush=True)
-    slices: list[np.ndarray] = []
-    provenance: list[dict[str, Any]] = []
-    for lab in PARENT_SEEDS:
-        rows, ep_seeds = gather_states(nets[lab], cfg.states_per_parent, cfg.states_epsilon, STATES_SEED[lab])
-        start = sum(len(s) for s in slices)
-        slices.append(rows)
-        provenance.append({"rows": [start, start + len(rows)], "policy": f"parent_{lab} epsilon-greedy",
-                           "epsilon": cfg.states_epsilon, "rng_seed": STATES_SEED[lab],
-                           "episode_seeds": [ep_seeds[0], ep_seeds[-1]], "episodes": len(ep_seeds)})
-    states = np.ascontiguousarray(np.concatenate(slices), dtype=np.float32)
-    np.save(out / "states.npy", states)
-    with torch.no_grad():
-        x = torch.from_numpy(states)
-        agreement = float((nets["a"](x).argmax(1) == nets["b"](x).argmax(1)).float().mean())
+    states, episode, provenance, agreement = write_states(out, nets, cfg)
     meta = {
         "env_id": EMBEDDED_ENV_ID, "gymnasium_version": gym.__version__, "torch_version": torch.__version__,
         "numpy_version": np.__version__, "quick": cfg != TrainConfig(),
@@ -273,8 +321,7 @@ def build(out: Path, cfg: TrainConfig) -> dict[str, Any]:
                       "hyperparameters": asdict(cfg)},
         "regenerate": "python -m harness.train_parents",
         "parents": parents,
-        "states": {"file": "states.npy", "shape": list(states.shape), "dtype": "float32",
-                   "count": int(states.shape[0]), "slices": provenance},
+        "states": states_meta(states, episode, provenance, cfg),
         "agreement_on_states": round(agreement, 4),
         "train_wall_s": round(train_wall, 1),
         "total_wall_s": round(time.perf_counter() - t0, 1),
@@ -288,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="Output folder (default: harness/data)")
     parser.add_argument("--quick", action="store_true", help="Smoke run of a few thousand steps; needs --out")
     parser.add_argument("--steps", type=int, default=None, help="Override the env-step budget per parent")
+    parser.add_argument("--states-only", action="store_true",
+                        help="Regather only the states buffer (with episode ids) from the parents in --out")
     args = parser.parse_args(argv)
     if args.quick and args.out is None:
         parser.error("--quick needs --out DIR (it must not overwrite the shipped parents)")
@@ -295,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None:
         cfg = replace(cfg, total_env_steps=args.steps)
     out = args.out if args.out is not None else Path(__file__).parent / "data"
-    meta = build(out, cfg)
+    meta = regenerate_states(out, cfg) if args.states_only else build(out, cfg)
     print(json.dumps({"out": str(out), "agreement_on_states": meta["agreement_on_states"],
                       "returns": {k: v["return"]["mean"] for k, v in meta["parents"].items()},
                       "total_wall_s": meta["total_wall_s"]}), flush=True)

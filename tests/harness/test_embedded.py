@@ -38,14 +38,18 @@ def test_parent_files_have_the_documented_layout(parents: dict[str, dict[str, to
     assert not torch.equal(parents["a"]["network.0.weight"], parents["b"]["network.0.weight"])
 
 
-def test_states_buffer(meta: dict) -> None:
-    states = np.load(embedded.states_path(), allow_pickle=False)
-    assert states.shape == (10000, 8) and states.dtype == np.float32
-    assert np.isfinite(states).all()
+def test_states_buffer_holds_whole_episodes_with_their_ids(meta: dict) -> None:
+    with np.load(embedded.states_path(), allow_pickle=False) as npz:
+        states, episode = npz["states"], npz["episode"]
+    assert states.shape == (10000, 8) and states.dtype == np.float32 and np.isfinite(states).all()
+    assert episode.shape == (10000,) and episode.dtype == np.int64
     slices = meta["states"]["slices"]
     assert [s["rows"] for s in slices] == [[0, 5000], [5000, 10000]]
     assert [s["policy"] for s in slices] == ["parent_a epsilon-greedy", "parent_b epsilon-greedy"]
-    assert all(s["epsilon"] == 0.1 for s in slices)
+    assert all(s["epsilon"] == 0.1 and s["stride"] == 10 for s in slices)
+    # Ids are the episodes' reset seeds, contiguous per episode, and there are many episodes to hold out.
+    assert meta["states"]["episodes"] == len(np.unique(episode)) == sum(s["episodes"] for s in slices) > 200
+    assert (np.diff(episode) >= 0).all() and set(episode[:5000]) < set(range(2_000_000, 2_001_000))
 
 
 def test_metadata_records_provenance_and_quality(meta: dict) -> None:
@@ -67,7 +71,8 @@ def test_metadata_records_provenance_and_quality(meta: dict) -> None:
 
 
 def test_recorded_agreement_matches_shipped_files(parents: dict[str, dict[str, torch.Tensor]], meta: dict) -> None:
-    x = torch.from_numpy(np.load(embedded.states_path()))
+    with np.load(embedded.states_path()) as npz:
+        x = torch.from_numpy(npz["states"])
     with torch.no_grad():
         a = network_from_state_dict(parents["a"])(x).argmax(1)
         b = network_from_state_dict(parents["b"])(x).argmax(1)
