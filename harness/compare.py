@@ -10,7 +10,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.metrics import METRICS, RANKABLE, compared_metrics
-from harness.store import MACHINE_KEYS, Stored, num, space_key
+from harness.store import MACHINE_KEYS, Stored, differences, num
 
 _FAIL = re.compile(r"^(?P<metric>[A-Za-z_][A-Za-z0-9_]*):(?P<amount>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(?P<pct>%)?$")
 
@@ -31,26 +31,34 @@ def select_baseline(records: Sequence[Stored], current: Mapping[str, Any],
                     ref: str = "latest") -> tuple[Stored | None, list[str]]:
     """The record to compare ``current`` with, and notes to show the user.
 
-    ``ref="latest"``: the newest record with the same space and the same parent/state fingerprints; if none has
-    the same fingerprints, the newest of the same space with a note naming what differs. Otherwise ``ref`` is a
-    record number (``3``, ``0003``) or a file-name prefix (``0003_ab12``); no match raises HarnessError.
+    ``ref="latest"``: the newest complete, whole-space record with the same fingerprint (the same space, inputs
+    and every setting that changes numbers, harness.store.comparable_on); when there is none, no baseline and a
+    note naming what differs in the newest record: nothing is compared or gated. Otherwise ``ref`` is a record
+    number (``3``, ``0003``) or a file-name prefix (``0003_ab12``); no match, or a record that is not comparable,
+    raises HarnessError naming the differences.
     """
+    fp, mine = current.get("fingerprint"), current.get("comparable_on") or {}
     if ref != "latest":
-        return find_record(records, ref), []
-    same_space = [r for r in records if space_key(r.data) == space_key(current)]
-    if not same_space:
-        return None, [(f"no stored record of space {current.get('space')!r} to compare with; "
-                      "this run starts its history")]
-    fp = current.get("fingerprints") or {}
-    same_fp = [r for r in same_space if (r.data.get("fingerprints") or {}) == fp]
-    if same_fp:
-        return same_fp[-1], []
-    base = same_space[-1]
-    other = base.data.get("fingerprints") or {}
-    differ = [k for k in fp if fp.get(k) != other.get(k)]
-    short = ", ".join(f"{k} {str(v)[:8]}" for k, v in fp.items())
-    return base, [(f"fingerprints differ: no stored record has the same parents and states ({short}); "
-                  f"comparing with the newest record of the space, {base.name}, whose {', '.join(differ)} differ")]
+        named = find_record(records, ref)
+        if named.fingerprint != fp:
+            differ = differences(named.data.get("comparable_on") or {}, mine)
+            raise HarnessError(f"record {named.name} is not comparable with this session: "
+                               f"{'; '.join(differ) or 'it predates fingerprints'}; name a record made with the same "
+                               "settings, or compare with no value for the newest comparable one")
+        return named, []
+    same = [r for r in records if r.fingerprint == fp]
+    worthy = [r for r in same if r.baseline_worthy]
+    if worthy:
+        return worthy[-1], []
+    if same:
+        return None, [f"no complete whole-space record is comparable with this session (only subsets or interrupted "
+                      f"sessions: {', '.join(r.name for r in same[-3:])}); nothing compared or gated"]
+    if not records:
+        return None, ["no stored record to compare with; this run starts its history"]
+    newest = records[-1]
+    differ = differences(newest.data.get("comparable_on") or {}, mine)
+    return None, [f"no stored record is comparable with this session; the newest, {newest.name}, differs in "
+                  f"{'; '.join(differ) or 'its schema (it predates fingerprints)'}; nothing compared or gated"]
 
 
 def find_record(records: Sequence[Stored], ref: str) -> Stored:
@@ -123,7 +131,8 @@ def compare(baseline: Stored, current: Mapping[str, Any]) -> Comparison:
     for cid, n in new.items():
         if cid not in old:
             continue
-        row: dict[str, Any] = {"child_id": cid, "status_old": old[cid].get("status"), "status": n.get("status")}
+        row: dict[str, Any] = {"child_id": cid, "status_old": old[cid].get("status"), "status": n.get("status"),
+                               "old": old[cid], "new": n}
         for metric in compared_metrics():
             a, b = num(old[cid].get(metric.name)), num(n.get(metric.name))
             row[metric.name] = (a, b, None if a is None or b is None else b - a)
@@ -139,13 +148,27 @@ def compare(baseline: Stored, current: Mapping[str, Any]) -> Comparison:
     return cmp
 
 
-def regressions(cmp: Comparison, checks: Sequence[FailCheck]) -> list[str]:
-    """One line per breached check: child, metric, old, new and the threshold.
+def _noise(metric: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> float:
+    """How far apart two records' values may be by chance: the root sum of squares of the half-widths of their 95 %
+    intervals (a return: 1.96 standard errors); 0 for a metric without an interval (latency)."""
+    def half(c: Mapping[str, Any]) -> float:
+        lo, hi = num(c.get(f"{metric}_lo")), num(c.get(f"{metric}_hi"))
+        if metric == "return" and num(c.get("return_se")) is not None:
+            return 1.96 * float(c["return_se"])
+        return 0.0 if lo is None or hi is None else (hi - lo) / 2
 
-    A metric present in the baseline but missing now is a breach only when the child no longer finished
-    (diverged, error, lost); a metric that simply was not measured (no episodes) is skipped.
+    return math.hypot(half(old), half(new))
+
+
+def regressions(cmp: Comparison, checks: Sequence[FailCheck]) -> tuple[list[str], list[str]]:
+    """(breaches, drops within the noise): one line per child, metric and check.
+
+    A drop fails only when it is larger than the check's threshold AND than the noise of the two values
+    (:func:`_noise`); a drop past the threshold but inside the noise is reported, not failed. A metric present in
+    the baseline but missing now is a breach only when the child no longer finished (diverged, error, lost); a
+    metric that simply was not measured (no episodes) is skipped.
     """
-    out = []
+    failed, noisy = [], []
     for row in cmp.rows:
         for chk in checks:
             old, new, _ = row[chk.metric]
@@ -153,14 +176,20 @@ def regressions(cmp: Comparison, checks: Sequence[FailCheck]) -> list[str]:
                 continue
             if new is None:
                 if row["status"] not in RANKABLE:
-                    out.append(f"{row['child_id']}: {chk.metric} {old:.4f} -> missing (status {row['status']}) "
-                               f"[{chk}]")
+                    failed.append(f"{row['child_id']}: {chk.metric} {old:.4f} -> missing (status {row['status']}) "
+                                  f"[{chk}]")
                 continue
-            if chk.breached(old, new):
-                unit = "%" if chk.percent else ""
-                out.append(f"{row['child_id']}: {chk.metric} {old:.4f} -> {new:.4f} "
-                           f"(worse by {chk.worsening(old, new):.4g}{unit} > {chk.amount:g}{unit}) [{chk}]")
-    return out
+            if not chk.breached(old, new):
+                continue
+            unit = "%" if chk.percent else ""
+            line = (f"{row['child_id']}: {chk.metric} {old:.4f} -> {new:.4f} (worse by "
+                    f"{chk.worsening(old, new):.4g}{unit} > {chk.amount:g}{unit}) [{chk}]")
+            noise = _noise(chk.metric, row["old"], row["new"])
+            if abs(new - old) > noise:
+                failed.append(line)
+            else:
+                noisy.append(f"{line}: within the noise (±{noise:.4g}), not failed")
+    return failed, noisy
 
 
 def _f(v: float | None, spec: str) -> str:

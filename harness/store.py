@@ -9,6 +9,8 @@ unique across the whole store, so ``--crossover-compare=3`` names one record eve
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
+import hashlib
 import json
 import math
 import os
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.atomic import write_json
+from harness.atomic import json_safe, write_json
+from harness.errors import HarnessError
 from harness.metrics import METRICS
 
 DEFAULT_STORAGE = ".crossover"
@@ -93,6 +96,8 @@ def child_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "child_id": row["child_id"], "rank": row.get("rank"), "status": row.get("status"),
         "degenerate": bool(row.get("degenerate")), **{m.name: row.get(m.column) for m in METRICS.values()},
+        **{f"{m.name}_{end}": row.get(f"{m.column}_{end}") for m in METRICS.values() if m.interval
+           for end in ("lo", "hi")}, "return_se": row.get("return_se"),
         "ranked_model": row.get("ranked_model"), "pareto": bool(row.get("pareto")),
         "crossover_mode": row.get("crossover_mode"), "crossover_alpha": row.get("crossover_alpha"),
         "crossover_seed": row.get("crossover_seed"), "finetune_regime": row.get("finetune_regime"),
@@ -102,7 +107,38 @@ def child_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
 def fingerprints(provenance: Mapping[str, Any] | None) -> dict[str, str | None]:
     p = provenance or {}
     return {k: (p.get(src) or {}).get("sha256") for k, src in
-            (("parent_a", "parent_a"), ("parent_b", "parent_b"), ("states", "states_file"))}
+            (("parent_a", "parent_a"), ("parent_b", "parent_b"), ("states", "states_file"),
+             ("eval_states", "eval_states_file"))}
+
+
+# The settings that change a session's numbers; -k, -n, --crossover-max-runs and the run directory do not (a
+# subset is marked as one instead).
+COMPARABLE_OPTIONS = ("modes", "grids", "regimes", "define_regime", "teacher", "holdout", "split_seed", "device",
+                      "threads")
+
+
+def comparable_on(space: Any, options: Mapping[str, Any] | None,
+                  provenance: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Everything a comparison must hold equal: the space and its knobs, the settings that change numbers, the
+    inputs' sha256, and the environment and episodes of the returns."""
+    o, p = options or {}, provenance or {}
+    out: dict[str, Any] = json_safe({"space": space, **{k: o.get(k) for k in COMPARABLE_OPTIONS}, **fingerprints(p),
+                                     "env": p.get("env_id"), "episodes": p.get("episodes")})
+    return out  # as JSON holds it (lists, not tuples), so a stored record and a live session compare equal
+
+
+def fingerprint(comparable: Mapping[str, Any]) -> str:
+    """A short hash of :func:`comparable_on`: records with equal fingerprints are comparable."""
+    text = json.dumps(json_safe(comparable), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """``key old -> new`` for every setting in which two :func:`comparable_on` dicts differ."""
+    def short(v: Any) -> str:
+        return str(v)[:12] if isinstance(v, str) and len(v) == 64 else json.dumps(v, default=str)
+
+    return [f"{k} {short(a.get(k))} -> {short(b.get(k))}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 def space_key(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,20 +151,23 @@ def build_record(manifest: Mapping[str, Any], *, git: Mapping[str, Any] | None =
                  machine: Mapping[str, Any] | None = None, vers: Mapping[str, Any] | None = None,
                  timestamp: str | None = None) -> dict[str, Any]:
     """A history record from a session manifest (``CrossoverSession.manifest()``)."""
-    from harness.leaderboard import build_rows
+    from harness.leaderboard import manifest_rows
 
-    rows = build_rows(manifest.get("children") or [], None)
+    rows = manifest_rows(manifest)
     parents = manifest.get("parents") or {}
+    comparable = comparable_on(manifest.get("space"), manifest.get("options"), manifest.get("provenance"))
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "datetime": timestamp or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "commit_info": dict(git or git_info()), "machine_info": dict(machine or machine_info()),
         "versions": dict(vers or versions()), "space": manifest.get("space"), "options": manifest.get("options"),
-        "complete": manifest.get("complete"), "fingerprints": fingerprints(manifest.get("provenance")),
+        "complete": manifest.get("complete"), "subset": bool((manifest.get("selection") or {}).get("subset")),
+        "selection": manifest.get("selection"), "fingerprints": fingerprints(manifest.get("provenance")),
+        "comparable_on": comparable, "fingerprint": fingerprint(comparable),
         "latency_mode": manifest.get("latency_mode"),
         "parents": {"agree_ab": parents.get("agree_ab"), "latency_ms": parents.get("latency_ms"),
                     "returns": {k: (v or {}).get("mean") for k, v in (parents.get("returns") or {}).items()}},
-        "children": [child_metrics(r) for r in rows],
+        "children": [child_metrics(r) for r in rows if not r["is_parent_baseline"]],
     }
 
 
@@ -146,6 +185,15 @@ class Stored:
 
     def commit(self) -> str:
         return str((self.data.get("commit_info") or {}).get("commit", "nogit"))
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.data.get("fingerprint")
+
+    @property
+    def baseline_worthy(self) -> bool:
+        """Complete and of the whole space: only such a record is a baseline for another session."""
+        return bool(self.data.get("complete")) and not self.data.get("subset")
 
     def children(self) -> dict[str, dict[str, Any]]:
         return {c["child_id"]: c for c in self.data.get("children") or [] if isinstance(c, dict) and "child_id" in c}
@@ -185,8 +233,19 @@ class HistoryStore:
         return max(numbers, default=0) + 1
 
     def save(self, record: Mapping[str, Any]) -> Path:
-        """Write ``record`` atomically as the next number under its machine folder; return the path."""
+        """Write ``record`` atomically as the next number under its machine folder; return the path.
+
+        The store is locked while the number is picked and the file written, so sessions that finish together
+        never take the same number (nor overwrite each other's records).
+        """
         git = record.get("commit_info") or {}
-        name = f"{self.next_number():04d}_{git.get('short') or 'nogit'}{'_dirty' if git.get('dirty') else ''}.json"
         folder = self.root / machine_id(record.get("machine_info"), record.get("versions"))
-        return write_json(folder / name, record)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.root / ".lock", "a") as lock:  # held while the number is taken and the record written
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                name = f"{self.next_number():04d}_{git.get('short') or 'nogit'}{'_dirty' if git.get('dirty') else ''}"
+                return write_json(folder / f"{name}.json", record)
+        except OSError as exc:
+            raise HarnessError(f"cannot write the history store {str(self.root)!r} ({exc.strerror}); pass a writable "
+                               "directory or --crossover-no-save", field="storage") from None

@@ -109,6 +109,28 @@ class HistoryHooks:
         self.regressed: list[str] = []
         self.active = False
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> Generator[None, Any, Any]:
+        """A record named with ``--crossover-compare=ID`` must be comparable: checked once the inputs are (after
+        every other sessionstart), before any child runs."""
+        result = yield
+        if self.opts.compare not in (None, "latest"):
+            self._check_named()
+        return result
+
+    def _check_named(self) -> None:
+        from harness.compare import select_baseline
+        from harness.store import HistoryStore, comparable_on, fingerprint
+
+        cs = self.cs
+        provenance = cs.runtime.provenance or cs.runtime.check_inputs(load=not cs.distributed).provenance
+        mine = comparable_on(cs.options.space, cs.options.to_dict(), provenance)
+        current = {"comparable_on": mine, "fingerprint": fingerprint(mine)}
+        try:
+            select_baseline(HistoryStore(self.opts.storage).load()[0], current, str(self.opts.compare))
+        except HarnessError as exc:
+            raise pytest.UsageError(f"--crossover-compare: {exc}") from None
+
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> Generator[None, Any, Any]:
         result = yield
@@ -140,11 +162,17 @@ class HistoryHooks:
                     self.notes.append(f"children added since {base.name}: {', '.join(cmp.added)}")
                 if cmp.removed:
                     self.notes.append(f"children removed since {base.name}: {', '.join(cmp.removed)}")
-                self.regressed = regressions(cmp, self.opts.checks)
+                self.regressed, noisy = regressions(cmp, self.opts.checks)
+                self.notes += noisy
         if not self.opts.save:
             pass
         elif manifest["complete"]:
-            self.saved = store.save(record)
+            try:
+                self.saved = store.save(record)
+            except HarnessError as exc:
+                self.notes.append(f"record not saved: {exc}")
+            if record["subset"]:
+                self.notes.append("saved as a subset record: it is never the baseline of a whole-space session")
         else:
             self.notes.append("record not saved: the session is incomplete (interrupted or children missing)")
         if self.regressed and session.exitstatus == pytest.ExitCode.OK:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -32,10 +33,12 @@ def _child(index: int, primary: float | None, status: str = "ok", ret: float | N
             "latency_ms": None if latency is None else {"ranked": latency}, "finetune_steps": 10}
 
 
-def _manifest(children: list[dict], space: str = "smoke", provenance: dict = FP) -> dict:
+def _manifest(children: list[dict], space: str = "smoke", provenance: dict = FP, options: dict | None = None,
+              selection: dict | None = None) -> dict:
     return {"space": space, "options": {"space": space, "modes": None, "alphas": None, "seeds": None,
-                                        "regimes": None, "max_runs": 2},
-            "complete": True, "provenance": provenance, "parents": {"agree_ab": 0.7}, "children": children}
+                                        "regimes": None, "max_runs": 2, **(options or {})},
+            "complete": True, "provenance": provenance, "parents": {"agree_ab": 0.7}, "children": children,
+            "selection": selection}
 
 
 def _record(children: list[dict], git: dict = GIT, **kw) -> dict:
@@ -45,7 +48,9 @@ def _record(children: list[dict], git: dict = GIT, **kw) -> dict:
 
 def test_record_holds_every_metric_and_fingerprints():
     rec = _record([_child(0, 0.8), _child(1, 0.6, status="degenerate")])
-    assert rec["fingerprints"] == {"parent_a": "a" * 64, "parent_b": "b" * 64, "states": "c" * 64}
+    assert rec["fingerprints"] == {"parent_a": "a" * 64, "parent_b": "b" * 64, "states": "c" * 64,
+                                   "eval_states": None}
+    assert rec["comparable_on"]["space"] == "smoke" and len(rec["fingerprint"]) == 16 and rec["subset"] is False
     best = rec["children"][0]
     assert best["child_id"] == "000_c" and best["rank"] == 1
     assert {k: best[k] for k in ("primary", "agree_a", "agree_b", "bound_ratio", "kl_a", "kl_b", "mse_a", "mse_b",
@@ -147,8 +152,8 @@ def test_compare_and_regression_lines(tmp_path):
     assert row["primary"][0] == 0.80 and row["primary"][1] == 0.77 and row["primary"][2] == pytest.approx(-0.03)
     assert row["return"] == (120.0, 105.0, -15.0) and row["latency"] == (1.0, 1.5, 0.5)
     assert cmp.same_machine and cmp.notes == ["0001_abcdef0123 is from the same commit"]
-    lines = hc.regressions(cmp, hc.parse_fail("primary:0.02,return:10,latency:20%"))
-    assert lines == [
+    lines, noisy = hc.regressions(cmp, hc.parse_fail("primary:0.02,return:10,latency:20%"))
+    assert noisy == [] and lines == [
         "000_c: primary 0.8000 -> 0.7700 (worse by 0.03 > 0.02) [primary:0.02]",
         "000_c: return 120.0000 -> 105.0000 (worse by 15 > 10) [return:10]",
         "000_c: latency 1.0000 -> 1.5000 (worse by 50% > 20%) [latency:20%]",
@@ -156,8 +161,8 @@ def test_compare_and_regression_lines(tmp_path):
         "001_c: return 100.0000 -> missing (status diverged) [return:10]",
         "001_c: latency 1.0000 -> missing (status diverged) [latency:20%]",
     ]
-    assert hc.regressions(cmp, hc.parse_fail("primary:0.03")) == [
-        "001_c: primary 0.7000 -> missing (status diverged) [primary:0.03]"]
+    assert hc.regressions(cmp, hc.parse_fail("primary:0.03")) == (
+        ["001_c: primary 0.7000 -> missing (status diverged) [primary:0.03]"], [])
     table = hc.comparison_table(cmp)
     assert "| 000_c " in table and "-0.0300" in table and "+0.500" in table
 
@@ -167,7 +172,23 @@ def test_a_metric_not_measured_now_is_not_a_regression(tmp_path):
     store.save(_record([_child(0, 0.8, ret=100.0)]))
     (base,) = store.load()[0]
     cmp = hc.compare(base, _record([_child(0, 0.8, ret=None)]))
-    assert hc.regressions(cmp, hc.parse_fail("return:1")) == []
+    assert hc.regressions(cmp, hc.parse_fail("return:1")) == ([], [])
+
+
+def test_a_drop_inside_the_noise_is_reported_not_failed(tmp_path):
+    store = hs.HistoryStore(tmp_path)
+    noisy = dict(_child(0, 0.80), rows=None)
+    store.save(_record([noisy]))
+    (base,) = store.load()[0]
+    base.data["children"][0].update(primary_lo=0.76, primary_hi=0.84)  # ±0.04: a drop of 0.03 is noise
+    new = _record([_child(0, 0.77)])
+    new["children"][0].update(primary_lo=0.73, primary_hi=0.81)
+    failed, within = hc.regressions(hc.compare(base, new), hc.parse_fail("primary:0.02"))
+    assert failed == [] and within == ["000_c: primary 0.8000 -> 0.7700 (worse by 0.03 > 0.02) [primary:0.02]: "
+                                       "within the noise (±0.05657), not failed"]
+    new["children"][0].update(primary=0.60, primary_lo=0.56, primary_hi=0.64)
+    failed, within = hc.regressions(hc.compare(base, new), hc.parse_fail("primary:0.02"))
+    assert len(failed) == 1 and within == []
 
 
 def test_latency_on_another_machine_is_flagged(tmp_path):
@@ -180,31 +201,31 @@ def test_latency_on_another_machine_is_flagged(tmp_path):
     assert cmp.notes[0].startswith("machine info differs from 0001_abcdef0123 (node, cpu_count): latency deltas")
 
 
-def test_baseline_is_newest_of_same_space_and_fingerprints(tmp_path):
+def test_baseline_is_the_newest_comparable_whole_record(tmp_path):
     store = hs.HistoryStore(tmp_path)
     other_fp = copy.deepcopy(FP)
     other_fp["states_file"]["sha256"] = "d" * 64
-    store.save(_record([_child(0, 0.8)]))                       # 1: match
-    store.save(_record([_child(0, 0.8)]))                       # 2: match, newer
+    store.save(_record([_child(0, 0.8)]))                       # 1: comparable
+    store.save(_record([_child(0, 0.8)]))                       # 2: comparable, newer
     store.save(_record([_child(0, 0.8)], provenance=other_fp))  # 3: other states
     store.save(_record([_child(0, 0.8)], space="minimal"))      # 4: other space
+    store.save(_record([_child(0, 0.8)], selection={"subset": True}))  # 5: comparable settings, but a subset
     records, _ = store.load()
     current = _record([_child(0, 0.8)])
     base, notes = hc.select_baseline(records, current)
-    assert base.number == 2 and notes == []
-    # No record with these fingerprints: the newest of the space, and the note says what differs.
-    changed = copy.deepcopy(FP)
-    changed["parent_a"]["sha256"] = "e" * 64
-    base, notes = hc.select_baseline(records, _record([_child(0, 0.8)], provenance=changed))
-    assert base.number == 3
-    assert notes[0].startswith("fingerprints differ: no stored record has the same parents and states")
-    assert notes[0].endswith("0003_abcdef0123, whose parent_a, states differ")
-    base, notes = hc.select_baseline(records, _record([_child(0, 0.8)], space="default"))
-    assert base is None and "no stored record of space 'default'" in notes[0]
-    # Explicit: by number or file-name prefix.
+    assert base.number == 2 and notes == []  # never the subset record 5
+    # Nothing comparable: no baseline, nothing gated, and the note names what differs in the newest record.
+    teacher_both = _record([_child(0, 0.8)], options={"teacher": "both"})
+    base, notes = hc.select_baseline(records, teacher_both)
+    assert base is None and notes[0].startswith("no stored record is comparable with this session; the newest, "
+                                                "0005_abcdef0123, differs in teacher null -> \"both\"")
+    assert notes[0].endswith("nothing compared or gated")
+    # Explicit: by number or file-name prefix, and only when comparable.
     assert hc.select_baseline(records, current, "1")[0].number == 1
-    assert hc.select_baseline(records, current, "0004")[0].number == 4
-    assert hc.select_baseline(records, current, "0003_abc")[0].number == 3
+    assert hc.select_baseline(records, current, "0002_abc")[0].number == 2
+    with pytest.raises(HarnessError, match=r"^record 0003_abcdef0123 is not comparable with this session: states "
+                                           r"dddddddddddd -> cccccccccccc; name a record"):
+        hc.select_baseline(records, current, "3")
     with pytest.raises(HarnessError, match=r"^no stored record matches '9' \(newest: 0001_"):
         hc.select_baseline(records, current, "9")
     # Two stores merged (say, two CI caches) can hold the same number twice: ambiguous, and said so.
@@ -252,3 +273,13 @@ def test_trend_rows_and_cli(tmp_path, capsys):
     assert "warning: skipped" in err and "0099_bad.json" in err
     assert history.main(["--storage", str(tmp_path / "none")]) == 0
     assert "no crossover records in" in capsys.readouterr().out
+
+
+def test_concurrent_sessions_on_one_store_never_lose_a_record(tmp_path):
+    record = json.dumps(_record([_child(0, 0.8)]))
+    code = ("import json, sys; from harness.store import HistoryStore; "
+            f"HistoryStore(sys.argv[1]).save(json.loads({record!r}))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)]) for _ in range(8)]
+    assert [p.wait(timeout=60) for p in procs] == [0] * 8
+    records, warnings = hs.HistoryStore(tmp_path).load()
+    assert warnings == [] and sorted(r.number for r in records) == list(range(1, 9))
