@@ -18,9 +18,11 @@ import io
 import pickle
 import zipfile
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 # torch storage class name -> (dtype name, bytes per element, floating point, quantized)
 _STORAGES: dict[str, tuple[str, int, bool, bool]] = {
@@ -56,12 +58,17 @@ class StorageMeta:
 
 @dataclass(frozen=True)
 class TensorMeta:
-    """Stands in for a tensor in shape checks (harness.architecture): ``shape``, ``dtype``, float-ness."""
+    """Stands in for a tensor in shape checks (harness.architecture): ``shape``, ``dtype``, float-ness; and its
+    values as a numpy array for float32/float64/float16 tensors (``values``: for the finiteness checks)."""
 
     shape: tuple[int, ...]
     dtype: str
     floating: bool
     is_quantized: bool
+    storage: str = field(default="", compare=False)
+    offset: int = field(default=0, compare=False)
+    stride: tuple[int, ...] = field(default=(), compare=False)
+    values: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def is_floating_point(self) -> bool:
         return self.floating
@@ -81,7 +88,8 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) 
         last = int(offset) + sum((n - 1) * int(s) for n, s in zip(shape, stride))
         if last >= storage.numel:
             raise Unrecognised("tensor outside its storage")
-    return TensorMeta(shape, storage.dtype, storage.floating, storage.quantized)
+    return TensorMeta(shape, storage.dtype, storage.floating, storage.quantized, storage.key, int(offset),
+                      tuple(int(st) for st in stride))
 
 
 def _rebuild_parameter(data: Any, *_: Any) -> Any:
@@ -122,6 +130,27 @@ class _IndexUnpickler(pickle.Unpickler):
         return meta
 
 
+_NUMPY_DTYPES = {"torch.float32": "<f4", "torch.float64": "<f8", "torch.float16": "<f2"}
+
+
+def _attach_values(obj: Any, archive: zipfile.ZipFile, prefix: str) -> None:
+    """Give every float tensor of a state dict its values (a copy), read from the archive's storage records."""
+    if not isinstance(obj, dict):
+        return
+    blobs: dict[str, bytes] = {}
+    for meta in obj.values():
+        if isinstance(meta, dict):
+            _attach_values(meta, archive, prefix)
+        if not isinstance(meta, TensorMeta) or meta.dtype not in _NUMPY_DTYPES or meta.is_quantized:
+            continue
+        blob = blobs.setdefault(meta.storage, archive.read(f"{prefix}data/{meta.storage}"))
+        flat = np.frombuffer(blob, dtype=_NUMPY_DTYPES[meta.dtype])
+        item = flat.itemsize
+        view = np.lib.stride_tricks.as_strided(flat[meta.offset:], shape=meta.shape,
+                                               strides=tuple(st * item for st in meta.stride))
+        object.__setattr__(meta, "values", np.array(view, dtype=np.float64))
+
+
 def read_meta(path: str | Path | bytes) -> Any:
     """The checkpoint's unpickled object with every tensor replaced by a :class:`TensorMeta`, or ``None``.
 
@@ -143,6 +172,7 @@ def read_meta(path: str | Path | bytes) -> Any:
                     return None
             if archive.testzip() is not None:  # reads every record once and checks its CRC-32
                 return None
+            _attach_values(obj, archive, prefix)
     except (Unrecognised, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError,
             KeyError, IndexError, AttributeError, RuntimeError):
         return None

@@ -17,6 +17,7 @@ from harness import embedded
 from harness.architecture import check_parents, infer_architecture
 from harness.checkpoints import peek_parent_sha, read_parent
 from harness.errors import HarnessError, StatesError, as_field
+from harness.finite import check_outputs, check_weights
 from harness.states import Buffer, load_buffer
 
 DEFAULT_EPISODES = 10
@@ -72,17 +73,22 @@ def _check(src: _Sources, sd_a: Any, sd_b: Any, shas: tuple[str, str], states_gi
            check_environment: bool) -> tuple[Buffer, Buffer | None, dict[str, Any]]:
     """The checks shared by both paths, on tensors or their metadata: (buffer, eval buffer, provenance)."""
     check_parents(sd_a, sd_b)
-    arch = infer_architecture(sd_a)
+    with as_field("parent_a"):
+        arch = infer_architecture(sd_a)
+    check_weights(sd_a, "A")
+    check_weights(sd_b, "B")
     if not states_given and not src.embedded and arch.input_dim != embedded.INPUT_DIM:
         raise StatesError(
             f"the parents take {arch.input_dim} inputs but the embedded states have {embedded.INPUT_DIM}; "
             "pass your own (N, input_dim) states buffer", field="states")
     with as_field("states"):
         buffer = load_buffer(src.states, input_dim=arch.input_dim)
+    check_outputs(sd_a, sd_b, arch, buffer.states)
     eval_buffer = None
     if src.eval_states is not None:
         with as_field("eval_states"):
             eval_buffer = load_buffer(src.eval_states, input_dim=arch.input_dim, what="evaluation states file")
+            check_outputs(sd_a, sd_b, arch, eval_buffer.states, "evaluation states")
     if src.env_id and src.episodes > 0 and check_environment:
         with as_field("env_id"):
             if importlib.util.find_spec("gymnasium") is None:

@@ -119,8 +119,7 @@ class Context:
         return torch.from_numpy(np.array(self.eval_states[:1], dtype=np.float32))
 
     def new_child(self, state_dict: Mapping[str, torch.Tensor]) -> QNetwork:
-        net = QNetwork(self.arch.input_dim, self.arch.output_dim, self.arch.hidden_size,
-                       dropout_rate=self.parent_a.dropout_rate)
+        net = QNetwork.of(self.arch, dropout_rate=self.parent_a.dropout_rate)
         net.load_state_dict(state_dict, strict=True)
         return net.eval()
 

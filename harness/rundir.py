@@ -185,6 +185,7 @@ def load_child(child_dir: str | os.PathLike[str]) -> Any:
     """
     import torch
 
+    from harness.architecture import Architecture
     from harness.networks import QNetwork
     from harness.quantize import convert_int8
 
@@ -192,11 +193,11 @@ def load_child(child_dir: str | os.PathLike[str]) -> Any:
     try:
         config = json.loads((folder / CHILD_FILES["run_config"]).read_text(encoding="utf-8"))
         ranked = json.loads((folder / CHILD_FILES["eval"]).read_text(encoding="utf-8")).get("ranked_model")
-        arch = config["architecture"]
+        arch = Architecture.from_dict(config["architecture"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HarnessError(f"{str(folder)!r} is not a child folder of a crossover run ({type(exc).__name__}: "
                            f"{exc}); pass <run-dir>/<child_id>") from None
-    net = QNetwork(arch["input_dim"], arch["output_dim"], arch["hidden_size"])
+    net = QNetwork.of(arch)
     name = CHILD_FILES["int8"] if ranked == "int8" else CHILD_FILES["child"]
     model: torch.nn.Module = convert_int8(net) if ranked == "int8" else net
     model.load_state_dict(torch.load(folder / name, map_location="cpu", weights_only=True), strict=True)
