@@ -108,7 +108,15 @@ def parse_fail(text: str) -> list[FailCheck]:
         m = _FAIL.match(part)
         if not m or m["metric"] not in {c.name for c in compared_metrics()}:
             raise HarnessError(f"cannot parse {part!r}; {fail_usage()}")
-        checks.append(FailCheck(m["metric"], float(m["amount"]), bool(m["pct"])))
+        check = FailCheck(m["metric"], float(m["amount"]), bool(m["pct"]))
+        metric = METRICS.get(check.metric)
+        span = None if metric.low is None or metric.high is None else metric.high - metric.low
+        never = (check.percent and check.amount >= 100 and metric.higher_is_better and metric.low == 0) or \
+            (not check.percent and span is not None and check.amount >= span)
+        if never:
+            raise HarnessError(f"{part!r} can never fire: {check.metric} lies in [{metric.low:g}, {metric.high:g}], so "
+                               "it cannot drop by that much; pass a smaller amount")
+        checks.append(check)
     return checks
 
 

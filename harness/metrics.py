@@ -51,6 +51,8 @@ class Metric:
     interval: bool = False  # carries a 95 % bootstrap interval: row columns <column>_lo and <column>_hi
     spread: str | None = None  # a column shown as ``±`` instead of half the interval (return: its standard error)
     spread_fmt: str = ".3f"
+    low: float | None = None  # the range the metric lies in, where it has one
+    high: float | None = None
 
     def format(self, value: Any) -> str:
         return "—" if value is None else format(value, self.fmt)
@@ -82,7 +84,7 @@ def _ranked(*path: str) -> Callable[[Mapping[str, Any]], Any]:
 
 for _m in (
     Metric("primary", "primary_metric", "primary", ".4f", lambda r: r.get("primary"), True, compared=True, shown=True,
-           established=True, interval=True,
+           established=True, interval=True, low=0.0, high=1.0,
            description="min(agree_a, agree_b) on the held-out states: a good child agrees with both parents"),
     Metric("agree_a", "child_vs_parent_a_agreement", "agree_a", ".4f", _ranked("vs_parent_a", "top1"), True,
            shown=True, established=True, interval=True,
@@ -112,7 +114,8 @@ for _m in (
            shown=True, description="a QAT child's int8 model: share of held-out states where it acts as its own "
                                    "float weights do"),
     Metric("latency", "latency_ms", "latency_ms", ".3f", lambda r: dig(r, "latency_ms", "ranked"), False,
-           compared=True, shown=True, description="median batch-1 forward time of the ranked model, in ms"),
+           compared=True, shown=True, low=0.0,
+           description="median batch-1 forward time of the ranked model, in ms"),
     Metric("model_bytes", "model_bytes", "bytes", "d", lambda r: r.get("model_bytes"), False,
            description="size of the ranked model's tensors (int8 weights for QAT children)"),
     Metric("finetune_steps", "finetune_steps", "steps", "d", lambda r: r.get("finetune_steps"), False,

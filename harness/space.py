@@ -200,9 +200,9 @@ def build_space(
     if max_runs is not None and (isinstance(max_runs, bool) or max_runs < 1):
         raise SpaceError(f"max_runs must be >= 1, got {max_runs}", field="max_runs")
     pairs = [(rec, known[r]) for rec in recipes for r in regime_names]
-    specs = [ChildSpec(i, rec, reg) for i, (rec, reg) in enumerate(pairs[:max_runs])]
-    _check_ids(specs)
-    return specs
+    specs = [ChildSpec(i, rec, reg) for i, (rec, reg) in enumerate(pairs)]
+    _check_ids(specs)  # the whole space: a cut by max_runs must not hide a collision its full run would hit
+    return specs[:max_runs]
 
 
 def _check_ids(specs: Sequence[ChildSpec]) -> None:

@@ -55,9 +55,23 @@ class HistoryOptions:
     checks: tuple[FailCheck, ...]
 
 
+def _name(config: pytest.Config, dest: str) -> str:
+    """An option as the user wrote it: the flag, or the ini key when it came from the ini file."""
+    if config.getoption(dest, None) is None and config.getini(dest):
+        return f"{dest} (ini)"
+    return "--" + dest.replace("_", "-")
+
+
 def resolve_history(config: pytest.Config) -> HistoryOptions:
     """Command line over ini over default; a bad value raises a one-line UsageError."""
-    storage = config.getoption("crossover_storage", None) or config.getini("crossover_storage") or DEFAULT_STORAGE
+    cli_storage, ini_storage = config.getoption("crossover_storage", None), config.getini("crossover_storage")
+    storage = cli_storage if cli_storage is not None else ini_storage or DEFAULT_STORAGE
+    if not str(storage).strip():
+        raise pytest.UsageError(f"{_name(config, 'crossover_storage')}: {storage!r} is an empty path; pass a folder, "
+                                "or leave it out for .crossover")
+    # A relative path in the ini file is relative to that file, as pytest's own ini paths are.
+    from_ini = cli_storage is None and bool(ini_storage)
+    base = config.inipath.parent if from_ini and config.inipath else Path(config.invocation_params.dir)
     no_save = config.getoption("crossover_no_save", None)
     save = not (no_save if no_save is not None else bool(config.getini("crossover_no_save")))
     compare = config.getoption("crossover_compare", None) or config.getini("crossover_compare") or None
@@ -68,13 +82,13 @@ def resolve_history(config: pytest.Config) -> HistoryOptions:
         try:
             checks += parse_fail(text)
         except HarnessError as exc:
-            raise pytest.UsageError(f"--crossover-compare-fail: {exc}") from None
+            raise pytest.UsageError(f"{_name(config, 'crossover_compare_fail')}: {exc}") from None
     if checks and compare is None:
         compare = "latest"
     compare = None if compare is None else str(compare).strip()
     if compare == "":
-        raise pytest.UsageError("--crossover-compare: empty record id; pass a number, a file-name prefix or no value")
-    base = Path(config.invocation_params.dir)
+        raise pytest.UsageError(f"{_name(config, 'crossover_compare')}: empty record id; pass a number, a file-name "
+                                "prefix or no value")
     return HistoryOptions(base / storage, save, compare, tuple(checks))
 
 
@@ -83,6 +97,8 @@ def register_history(config: pytest.Config, session: Any) -> None:
     opts = resolve_history(config)
     if hasattr(config, "workerinput") or config.option.help:
         return
+    if opts.save and session.options.explicit:
+        _probe(opts.storage, _name(config, "crossover_storage"))
     if opts.compare not in (None, "latest"):
         from harness.compare import find_record
         from harness.store import HistoryStore
@@ -94,6 +110,20 @@ def register_history(config: pytest.Config, session: Any) -> None:
                 f"--crossover-compare: {exc} (a bare --crossover-compare before a test path takes the path as "
                 "its value: write --crossover-compare=latest)") from None
     config.pluginmanager.register(HistoryHooks(session, opts), "crossover-history")
+
+
+def _probe(storage: Path, name: str) -> None:
+    """An unwritable store is found now, not after every child has run."""
+    import os
+
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+        probe = storage / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise pytest.UsageError(f"{name}: cannot write to {str(storage)!r} ({exc.strerror}); pass a writable folder, "
+                                "or --crossover-no-save") from None
 
 
 class HistoryHooks:

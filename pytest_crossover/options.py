@@ -313,10 +313,28 @@ def _check(opts: CrossoverOptions) -> None:
         if opts.eval_states is not None and "holdout" in opts.explicit:
             raise HarnessError("is ignored with --crossover-eval-states (every state fine-tunes, the evaluation buffer "
                                "scores); drop one of them", field="holdout")
+        _ignored(opts)
         Settings(holdout=opts.holdout, teacher=opts.teacher, degenerate_threshold=opts.degenerate_threshold,
                  env_id=opts.env, episodes=opts.episodes or 0, threads=opts.threads, device=opts.device,
                  split_seed=opts.split_seed)
         opts.space_specs()
+
+
+def _ignored(opts: CrossoverOptions) -> None:
+    """Settings that would be accepted and then have no effect are errors: the user meant something else."""
+    given = set(opts.explicit)
+    own_parents = opts.parent_a is not None
+    if "episodes" in given and (opts.episodes or 0) > 0 and own_parents and opts.env is None:
+        raise HarnessError(f"{opts.episodes} episodes need an environment for your parents; add --crossover-env ID, or "
+                           "drop --crossover-episodes", field="episodes")
+    if "env" in given and opts.episodes == 0:
+        raise HarnessError(f"{opts.env!r} is never stepped with --crossover-episodes 0; drop one of them", field="env")
+    if "split-seed" in given and opts.holdout == 0.0:
+        raise HarnessError("is ignored without a holdout (holdout 0, or a separate evaluation buffer): nothing is "
+                           "split; drop it", field="split_seed")
+    if "allow-unsafe-unpickle" in given and not own_parents:
+        raise HarnessError("is ignored with the embedded parents (they are plain state dicts); it applies to "
+                           "--crossover-parent-a/-b", field="allow_unsafe_unpickle")
 
 
 def _knobs() -> tuple[str, ...]:

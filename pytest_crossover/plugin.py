@@ -26,6 +26,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     session = CrossoverSession(config, resolve(config))
     config.stash[SESSION_KEY] = session
+    if session.is_worker:
+        from pytest_crossover.workers import exit_with_controller
+
+        exit_with_controller()
     config.pluginmanager.register(_ReportHooks(session), "crossover-reports")
     if config.pluginmanager.hasplugin("xdist"):
         from pytest_crossover.xdist_hooks import XdistHooks
@@ -35,6 +39,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     register_history(config, session)
     config.addinivalue_line("markers", "crossover: a child of the crossover search (added by pytest-crossover)")
+    if session.options.explicit and not session.is_worker and not config.option.help:
+        _refuse_benchmark_only(config)
     # Explicit settings are checked on the controller before any child runs: here in a serial session; under
     # xdist in pytest_sessionstart, once the workers are booting, so their torch import overlaps the check's.
     if session.options.explicit and not session.is_worker and not session.distributed and not config.option.help:
@@ -48,6 +54,20 @@ def _check_inputs(cs: CrossoverSession) -> None:
         if cs.options.device != "cpu":
             Settings(device=cs.options.device).check_device()
     cs.runtime.check_inputs(load=not cs.distributed)
+
+
+def _refuse_benchmark_only(config: pytest.Config) -> None:
+    if config.getoption("benchmark_only", False):
+        raise pytest.UsageError("--benchmark-only: it would skip every crossover child (children are tests, not "
+                                "benchmarks), so the search and its gates would not run; drop it, or run the "
+                                "benchmarks in a session of their own")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A session with no crossover setting learns only now that it collected children.
+    if any(FIXTURE in getattr(item, "fixturenames", ()) for item in items):
+        _refuse_benchmark_only(config)
 
 
 def _session(config: pytest.Config) -> CrossoverSession | None:
@@ -65,7 +85,7 @@ def crossover_child(request: pytest.FixtureRequest) -> CrossoverChild:
     """One child of the crossover search (parametrized over the space); call ``.run()`` for its record."""
     session = request.config.stash[SESSION_KEY]
     bench = None
-    if not session.distributed and request.config.pluginmanager.hasplugin("benchmark"):
+    if session.uses_benchmark():
         bench = request.getfixturevalue("benchmark")
     return CrossoverChild(session, request.param, request.node, bench)
 
@@ -83,6 +103,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 def pytest_sessionstart(session: pytest.Session) -> None:
     # trylast: after xdist's own sessionstart has started the workers (they receive no test before this returns).
     cs = _session(session.config)
+    if cs is not None:
+        cs.pytest_session = session
     if cs is not None and not cs.is_worker and cs.options.explicit:
         if cs.distributed:
             _check_inputs(cs)
@@ -124,6 +146,8 @@ def _record(cs: CrossoverSession, report: pytest.TestReport, files: Any) -> None
     record = next((v for k, v in report.user_properties if k == RESULT_KEY), None)
     if isinstance(record, dict) and report.when == "call":
         cs.add(record, files)
+        if cs.write_error is not None and cs.pytest_session is not None:
+            cs.pytest_session.shouldstop = cs.write_error  # stop after this child, cleanly
     elif report.failed and child_id not in cs.records:
         crash = getattr(report.longrepr, "reprcrash", None)
         text = str(report.longrepr).strip() if report.longrepr else ""
@@ -167,7 +191,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             try:
                 cs.finalize_parents()
             finally:
-                cs.write_outputs()
+                if cs.write_error is None:
+                    cs.write_outputs()
+        if cs.write_error is not None and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.INTERRUPTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the session did not deliver its files
     finally:
         cs.release_run_dir()
 
@@ -187,6 +214,9 @@ def _worker_share(cs: CrossoverSession) -> dict[str, Any] | None:
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     cs = _session(config)
     # The leaderboard is the session's product: shown under -q too (as pytest-benchmark's table), hidden by -qq.
+    if cs is not None and cs.write_error is not None:
+        terminalreporter.write_line(f"crossover: {cs.write_error}; its records are in the leaderboard below",
+                                    red=True, bold=True)
     if cs is None or cs.is_worker or not cs.records or config.get_verbosity() < -1:
         return
     from pytest_crossover.summary import terminal_summary

@@ -46,6 +46,8 @@ class CrossoverSession:
         self.written: list[Path] = []
         self.complete = False
         self.started = time.time()
+        self.write_error: str | None = None  # set when the run directory could not be written (a full disk)
+        self.pytest_session: pytest.Session | None = None
 
     # -- run directory ------------------------------------------------------------------------------------
     def acquire_run_dir(self) -> None:
@@ -62,10 +64,16 @@ class CrossoverSession:
     def add(self, record: dict[str, Any], files: Mapping[str, bytes] | None = None) -> None:
         """A finished child: its folder written whole, its record journaled; the derived files at most every
         second (rewriting all of them after every child is quadratic in the children)."""
-        if files:
-            record["files"] = self.run_dir.write_child(record["child_id"], files)
         self.records[record["child_id"]] = record
-        self.run_dir.append(record)
+        if self.write_error is not None:
+            return  # the disk is full: keep the record, write nothing more
+        try:
+            if files:
+                record["files"] = self.run_dir.write_child(record["child_id"], files)
+            self.run_dir.append(record)
+        except OSError as exc:
+            self.failed_write(exc)
+            return
         if self.run_dir.due():
             self.write_outputs(final=False)
 
@@ -148,18 +156,36 @@ class CrossoverSession:
         """The run directory relative to the rootdir: outputs never hold an absolute path of the run dir."""
         return os.path.relpath(self.run_dir.path.resolve(), self.config.rootpath.resolve())
 
+    def uses_benchmark(self) -> bool:
+        """Whether children are timed by pytest-benchmark: serial sessions, unless it is off or would skip them
+        (``--benchmark-skip`` skips every test that requests its fixture: the gate would never run)."""
+        c = self.config
+        return (not self.distributed and c.pluginmanager.hasplugin("benchmark")
+                and not c.getoption("benchmark_disable", False) and not c.getoption("benchmark_skip", False))
+
     def latency_mode(self) -> str:
         if self.distributed:
             return "harness.timing in the xdist worker right after each child (3 warm-up, 20 timed, median)"
-        if self.config.pluginmanager.hasplugin("benchmark") and not self.config.getoption("benchmark_disable", False):
+        if self.uses_benchmark():
             return "pytest-benchmark pedantic in the test (3 warm-up, 20 rounds, median)"
         return "harness.timing in the test (3 warm-up, 20 timed, median)"
 
     def write_outputs(self, *, final: bool = True) -> list[Path]:
         from harness.leaderboard import outputs
 
-        self.written = self.run_dir.write_outputs(outputs(self.manifest()), final=final)
+        try:
+            self.written = self.run_dir.write_outputs(outputs(self.manifest()), final=final)
+        except OSError as exc:
+            self.failed_write(exc)
         return self.written
+
+    def failed_write(self, exc: OSError) -> None:
+        """A write to the run directory failed (a full disk, a read-only mount): remember it once; the plugin
+        stops the session cleanly, keeps every finished child's record in memory and says so in one line."""
+        if self.write_error is None:
+            why = exc.strerror or str(exc)
+            self.write_error = (f"cannot write to the run directory {str(self.run_dir.path)!r} ({why}); the session "
+                                f"stopped after {len(self.records)} finished children")
 
 
 def _uses_xdist(config: pytest.Config) -> bool:
