@@ -6,6 +6,7 @@ Every test drives real pytest sessions in subprocesses (pytester) on the tiny sy
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -368,3 +369,101 @@ def test_stale_staging_folder_of_a_dead_process_is_removed(tmp_path):
         (d / "child.pt").write_bytes(b"x")
     assert remove_stale_staging(tmp_path) == [stale]
     assert live.is_dir() and not stale.exists()
+
+
+# -- faults of the machine ------------------------------------------------------------------------------------
+def _can_mount() -> bool:
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+                           capture_output=True)
+    return os.geteuid() == 0 and probe.returncode == 0
+
+
+@pytest.mark.skipif(sys.platform != "linux" or not _can_mount(), reason="needs root and a private mount namespace")
+def test_a_full_disk_ends_the_session_cleanly_and_keeps_what_finished(pytester, search_files):
+    """The run directory on a 320 KiB tmpfs: the first children fit, then writes fail with ENOSPC."""
+    pytester.makepyfile(test_search=_client("crossover_child.run()"))
+    run_dir = pytester.path / "tiny"
+    run_dir.mkdir()
+    args = " ".join(f"'{a}'" for a in [*base_args(search_files, run_dir), "--crossover-space=minimal-qat",
+                                        "--crossover-no-save", "-p", "no:randomly"])
+    script = (f"mount -t tmpfs -o size=320k tmpfs {run_dir} && cd {pytester.path} && "
+              f"{sys.executable} -m pytest test_search.py {args}; echo EXIT=$?; ls -a {run_dir}")
+    out = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    text = out.stdout + out.stderr
+    assert "INTERNALERROR" not in text and "Traceback" not in text, text
+    exit_code = int(text.split("EXIT=")[1].split()[0])
+    assert exit_code == 1, text
+    assert "crossover: cannot write to the run directory" in text and "No space left on device" in text
+    assert "the session stopped after" in text and "its records are in the leaderboard below" in text
+    listing = text.split("EXIT=")[1].split()[1:]
+    assert not [n for n in listing if n.endswith((".tmp", ".old"))], listing  # no staging leftovers
+    assert "crossover leaderboard" in text  # the finished children are still listed
+
+
+def test_a_double_ctrl_c_leaves_no_worker_running(pytester, search_files):
+    pids = pytester.path / "pids"
+    pids.mkdir()
+    pytester.makepyfile(test_search=_client(f"""
+Path({str(pids)!r}, str(os.getpid())).write_text("")
+time.sleep(30)
+crossover_child.run()
+"""))
+    argv = [sys.executable, "-m", "pytest", *base_args(search_files), "--crossover-space=smoke", "-n", "2"]
+    session = pytester.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if len(list(pids.iterdir())) == 2 or session.poll() is not None:
+                break
+            time.sleep(0.05)
+        workers = [int(p.name) for p in pids.iterdir()]
+        assert len(workers) == 2
+        session.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        session.send_signal(signal.SIGINT)
+        session.wait(timeout=30)
+    finally:
+        if session.poll() is None:
+            session.kill()
+    deadline = time.monotonic() + 10
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in workers if os.path.exists(f"/proc/{p}") and
+                 "zombie" not in Path(f"/proc/{p}/status").read_text().lower()]
+        time.sleep(0.1)
+    assert alive == [], "a worker outlived its session"
+
+
+def test_a_states_file_overwritten_during_the_session_does_not_change_what_is_used(pytester, search_files):
+    states = pytester.path / "states.npy"
+    states.write_bytes(search_files["states"].read_bytes())
+    sha = hashlib.sha256(states.read_bytes()).hexdigest()
+    pytester.makepyfile(test_search=_client(f"""
+Path({str(states)!r}).write_bytes(b"\\x93NUMPY garbage: the file was replaced mid-run")
+crossover_child.run()
+"""))
+    argv = [a for a in base_args(search_files) if not a.startswith("--crossover-states")]
+    result = pytester.runpytest_subprocess(*argv, f"--crossover-states={states}", "--crossover-space=smoke")
+    result.assert_outcomes(passed=3)  # read once, into memory: no bus error, the same buffer throughout
+    manifest = _strict_json(pytester.path / "runs" / "manifest.json")
+    assert manifest["provenance"]["states_file"]["sha256"] == sha  # names the bytes the children used
+
+
+def test_last_failed_reruns_say_they_are_a_subset(pytester, search_files):
+    pytester.makepyfile(test_search=_client(f"""
+if cid.startswith("001_") and not Path({str(pytester.path / 'fixed')!r}).exists():
+    raise RuntimeError("flaky")
+crossover_child.run()
+"""))
+    argv = base_args(search_files)
+    at = argv.index("no:cacheprovider")
+    argv = argv[:at - 1] + argv[at + 1:]  # --lf needs the cache
+    first = pytester.runpytest_subprocess(*argv, "--crossover-space=smoke")
+    first.assert_outcomes(passed=2, failed=1)
+    (pytester.path / "fixed").write_text("")
+    again = pytester.runpytest_subprocess(*argv, "--crossover-space=smoke", "--lf")
+    again.assert_outcomes(passed=1)
+    again.stdout.fnmatch_lines(["NOTE: this session ran a subset: 1 of the 3 children of space 'smoke' (--lf)*"])
+    rec = (pytester.path / "runs" / "recommendation.txt").read_text()
+    assert "NOTE: this session ran a subset" in rec
+    stored = sorted((pytester.path / ".crossover").rglob("*.json"))
+    assert [_strict_json(p)["subset"] for p in stored] == [False, True]

@@ -70,7 +70,8 @@ def test_a_fifo_is_refused_instead_of_hanging(pytester, search_files, role, work
     os.mkfifo(fifo)
     line = _error(pytester, search_files, f"--crossover-{role}={fifo}", *(["-n", "2"] if workers else []),
                   subprocess_=bool(workers))
-    assert line.startswith(f"ERROR: --crossover-{role}: ") and "is not a regular file (a pipe, socket or device)" in line
+    assert line.startswith(f"ERROR: --crossover-{role}: ")
+    assert "is not a regular file (a pipe, socket or device)" in line
 
 
 # -- structurally wrong parents ---------------------------------------------------------------------------------
