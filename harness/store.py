@@ -228,6 +228,17 @@ class HistoryStore:
         records.sort(key=lambda r: (r.number, str(r.data.get("datetime", ""))))
         return records, warnings
 
+    def check_writable(self) -> None:
+        """A one-line HarnessError (field ``storage``) unless a record can be written here."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise HarnessError(f"cannot write to {str(self.root)!r} ({exc.strerror}); pass a writable folder, or "
+                               "--crossover-no-save", field="storage") from None
+
     def next_number(self) -> int:
         numbers = [int(m["number"]) for p in self.root.glob("*/*.json") if (m := _NAME.match(p.name))]
         return max(numbers, default=0) + 1

@@ -114,16 +114,12 @@ def register_history(config: pytest.Config, session: Any) -> None:
 
 def _probe(storage: Path, name: str) -> None:
     """An unwritable store is found now, not after every child has run."""
-    import os
+    from harness.store import HistoryStore
 
     try:
-        storage.mkdir(parents=True, exist_ok=True)
-        probe = storage / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise pytest.UsageError(f"{name}: cannot write to {str(storage)!r} ({exc.strerror}); pass a writable folder, "
-                                "or --crossover-no-save") from None
+        HistoryStore(storage).check_writable()
+    except HarnessError as exc:
+        raise pytest.UsageError(f"{name}: {exc}") from None
 
 
 class HistoryHooks:
