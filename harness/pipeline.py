@@ -24,7 +24,7 @@ from harness.networks import Architecture, QNetwork, infer_architecture, network
 from harness.populations import train
 from harness.quantize import is_int8
 from harness.settings import Settings
-from harness.space import ChildSpec
+from harness.space import ChildSpec, Recipe
 from harness.states import Buffer, Split, split_buffer
 from harness.teachers import TEACHERS
 
@@ -58,12 +58,14 @@ class Context:
     n_states: int
     train_states: torch.Tensor
     eval_states: np.ndarray
-    targets: torch.Tensor  # the teacher's soft targets on the fine-tune states
+    probs_a: torch.Tensor  # each parent's soft targets on the fine-tune states (T = 3), on the device
+    probs_b: torch.Tensor
     train_states_dev: torch.Tensor
-    targets_dev: torch.Tensor
     logits_a: torch.Tensor  # the parents' Q-values on the evaluation states
     logits_b: torch.Tensor
     baseline: Mapping[str, Any]  # parent A -> parent B pair metrics
+    # B aligned to A by each method asked for so far: computed once per process, never once per child.
+    _aligned: dict[str, Mapping[str, torch.Tensor]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, sd_a: Mapping[str, torch.Tensor], sd_b: Mapping[str, torch.Tensor], states: np.ndarray | Buffer,
@@ -88,15 +90,27 @@ class Context:
         train_states = torch.from_numpy(np.array(_gather(buffer.states, split.train_idx), dtype=np.float32))
         eval_states_ = _gather((evals or buffer).states, split.eval_idx)
         chunk = settings.chunk_size
-        teacher = TEACHERS.get(settings.teacher)
-        targets = teacher.mix(*(soft_targets(predict(p, train_states, chunk_size=chunk), TEMPERATURE)
-                                for p in (parent_a, parent_b)))
         device = torch.device(settings.device)
+        probs_a, probs_b = (soft_targets(predict(p, train_states, chunk_size=chunk), TEMPERATURE).to(device)
+                            for p in (parent_a, parent_b))
         logits_a = predict(parent_a, eval_states_, chunk_size=chunk)
         logits_b = predict(parent_b, eval_states_, chunk_size=chunk)
         return cls(settings, dict(provenance or {}), split, a, b, arch, parent_a, parent_b, len(buffer.states),
-                   train_states, eval_states_, targets, train_states.to(device), targets.to(device), logits_a,
-                   logits_b, parent_baseline(logits_a, logits_b))
+                   train_states, eval_states_, probs_a, probs_b, train_states.to(device), logits_a, logits_b,
+                   parent_baseline(logits_a, logits_b))
+
+    def teacher(self, spec: ChildSpec) -> str:
+        """The teacher a child distils from: its own when the space searches teachers, else the session's."""
+        return spec.teacher or self.settings.teacher
+
+    def targets(self, teacher: str) -> torch.Tensor:
+        """A static teacher's soft targets on the fine-tune states (harness.teachers), on the device."""
+        return TEACHERS.get(teacher).mix(self.probs_a, self.probs_b)
+
+    @property
+    def targets_dev(self) -> torch.Tensor:
+        """The session teacher's soft targets (what a child without its own teacher trains toward)."""
+        return self.targets(self.settings.teacher)
 
     @property
     def n_train(self) -> int:
@@ -117,6 +131,21 @@ class Context:
     @property
     def latency_input(self) -> torch.Tensor:
         return torch.from_numpy(np.array(self.eval_states[:1], dtype=np.float32))
+
+    def aligned_b(self, align: str) -> Mapping[str, torch.Tensor]:
+        """Parent B with its hidden units permuted to match A's (``none``: B as it is)."""
+        if align == "none":
+            return self.sd_b
+        if align not in self._aligned:
+            from harness.align import align as align_b  # type: ignore[import-not-found,unused-ignore]
+
+            # Activation matching looks at the fine-tune states only, never the held-out ones.
+            self._aligned[align] = align_b(self.sd_a, self.sd_b, align, states=self.train_states)
+        return self._aligned[align]
+
+    def cross(self, recipe: Recipe) -> dict[str, torch.Tensor]:
+        """The recipe's crossover child of A and (aligned) B."""
+        return crossover(self.sd_a, self.aligned_b(recipe.align), recipe.operator, **recipe.kwargs)
 
     def new_child(self, state_dict: Mapping[str, torch.Tensor]) -> QNetwork:
         net = QNetwork.of(self.arch, dropout_rate=self.parent_a.dropout_rate)
@@ -182,7 +211,7 @@ def run_child(spec: ChildSpec, ctx: Context, *, finetuned: FinetuneResult | None
     timings: dict[str, float] = {}
     t = time.perf_counter()
     rec = spec.recipe
-    sd = crossover(ctx.sd_a, ctx.sd_b, rec.operator, **rec.kwargs)
+    sd = ctx.cross(rec)
     child = ctx.new_child(sd)
     t = _timed(timings, "crossover", t)
     before = ctx.evaluate(child)
@@ -219,6 +248,7 @@ def run_child(spec: ChildSpec, ctx: Context, *, finetuned: FinetuneResult | None
         "index": spec.index,
         "crossover": rec.to_dict(),
         "finetune_regime": spec.regime.to_dict(),
+        "teacher": ctx.teacher(spec),
         "status": child_status(primary, s.degenerate_threshold, ft.diverged),
         "primary": primary,
         "ranked_model": "int8" if int8 is not None else "float",
@@ -260,7 +290,7 @@ def run_config(spec: ChildSpec, ctx: Context) -> dict[str, Any]:
             "quantization_applied": reg.quantization_applied, "temperature": TEMPERATURE,
             "optimizer": "adam", "max_grad_norm": 1.0,
         },
-        "teacher": ctx.settings.teacher,
+        "teacher": ctx.teacher(spec),
         "holdout": ctx.settings.holdout,
         "settings": ctx.settings.to_dict(),
         "states": {"n_states": ctx.n_states, "n_finetune": ctx.n_train, "n_eval": ctx.n_eval},

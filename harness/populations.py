@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING
 
-from harness.crossover import crossover
 from harness.finetune import FinetuneResult, finetune_population
 from harness.space import ChildSpec
 
@@ -34,7 +33,8 @@ def plan_populations(specs: Sequence[ChildSpec], *, n_params: int,
     """
     groups: dict[Hashable, list[ChildSpec]] = {}
     for s in specs:
-        key = (s.regime.batches, unit_of(s)) if unit_of is not None else s.regime.batches
+        # Children of one population share their targets (one teacher) and their batches.
+        key = (s.teacher, s.regime.batches, unit_of(s)) if unit_of is not None else (s.teacher, s.regime.batches)
         groups.setdefault(key, []).append(s)
     plan: list[tuple[ChildSpec, ...]] = []
     for members in groups.values():
@@ -70,9 +70,12 @@ class Finetuner:
 
 def train(ctx: Context, members: Sequence[ChildSpec]) -> dict[str, FinetuneResult]:
     """Cross and fine-tune ``members`` as one population; each result carries its share of the time."""
-    models = [ctx.new_child(crossover(ctx.sd_a, ctx.sd_b, s.recipe.operator, **s.recipe.kwargs)) for s in members]
+    teachers = {ctx.teacher(s) for s in members}
+    assert len(teachers) == 1, "a population distils from one teacher"
+    models = [ctx.new_child(ctx.cross(s.recipe)) for s in members]
     start = time.perf_counter()
-    results = finetune_population(models, ctx.train_states_dev, ctx.targets_dev, [s.regime for s in members])
+    results = finetune_population(models, ctx.train_states_dev, ctx.targets(teachers.pop()),
+                                  [s.regime for s in members])
     elapsed, epochs = time.perf_counter() - start, sum(s.regime.epochs for s in members)
     for s, r in zip(members, results):  # a child's share of the population's time, by its (equal-sized) epochs
         r.seconds = round(elapsed * s.regime.epochs / epochs, 6)

@@ -16,8 +16,11 @@ from harness.errors import HarnessError, SpaceError
 from harness.operators import ID_SLOTS, OPERATORS, Operator
 from harness.regimes import REGIMES, Regime
 from harness.registry import Registry, check_name
+from harness.teachers import TEACHERS
 
 _SLOT_NAMES = tuple(p.name for p in ID_SLOTS)
+# Alignment methods and how each shows at the end of a child id (none shows nothing: the established ids).
+ALIGN_IDS = {"none": "", "weights": "awm", "activations": "aam"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +32,10 @@ class Recipe:
 
     operator: str
     params: tuple[tuple[str, Any], ...] = ()
+    align: str = "none"  # how B's hidden units are permuted to A's before crossing (harness.align)
 
     def __post_init__(self) -> None:
+        check_name("alignment", self.align, ALIGN_IDS, field="align")
         op = _operator(self.operator)
         try:
             resolved = op.resolve(dict(self.params))
@@ -40,8 +45,8 @@ class Recipe:
         object.__setattr__(self, "params", tuple(resolved.items()))
 
     @classmethod
-    def of(cls, operator: str, **params: Any) -> Recipe:
-        return cls(operator, tuple(params.items()))
+    def of(cls, operator: str, *, align: str = "none", **params: Any) -> Recipe:
+        return cls(operator, tuple(params.items()), align)
 
     @property
     def op(self) -> Operator:
@@ -65,13 +70,17 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """The established ``crossover`` record, ``{mode, alpha, seed}``, plus any other declared parameter."""
-        return {"mode": self.operator, **{p.name: self.slot(p.name) for p in ID_SLOTS},
-                **{k: v for k, v in self.params if k not in _SLOT_NAMES}}
+        out = {"mode": self.operator, **{p.name: self.slot(p.name) for p in ID_SLOTS},
+               **{k: v for k, v in self.params if k not in _SLOT_NAMES}}
+        if self.align != "none":  # the established record shape, unless the recipe aligns
+            out["align"] = self.align
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
         op = _operator(str(data["mode"]))
-        return cls(op.name, tuple((p.name, data[p.name]) for p in op.params if p.name in data))
+        return cls(op.name, tuple((p.name, data[p.name]) for p in op.params if p.name in data),
+                   str(data.get("align", "none")))
 
 
 def _operator(name: str) -> Operator:
@@ -92,20 +101,24 @@ def _failing_param(op: Operator, given: Mapping[str, Any]) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class ChildSpec:
-    """One point of the grid: run index (position in recipe-major order), recipe and regime."""
+    """One point of the grid: run index (position in recipe-major order), recipe, regime, and the teacher when
+    the space searches teachers (None: the session's ``--crossover-teacher``)."""
 
     index: int
     recipe: Recipe
     regime: Regime
+    teacher: str | None = None
 
     @property
     def child_id(self) -> str:
-        return child_id(self.index, self.recipe, self.regime.name)
+        return child_id(self.index, self.recipe, self.regime.name, self.teacher)
 
 
-def child_id(index: int, recipe: Recipe, regime_name: str) -> str:
-    """The established id, e.g. ``000_random_a0p50_s0_short`` (unused alpha shown, None seed as ``sNone``)."""
-    return f"{index:03d}_{recipe.id}_{regime_name}"
+def child_id(index: int, recipe: Recipe, regime_name: str, teacher: str | None = None) -> str:
+    """The established id, e.g. ``000_random_a0p50_s0_short`` (unused alpha shown, None seed as ``sNone``); an
+    aligned recipe adds its method (``…_short_aam``) and a searched teacher its name (``…_tboth``)."""
+    suffix = (f"_{ALIGN_IDS[recipe.align]}" if recipe.align != "none" else "") + (f"_t{teacher}" if teacher else "")
+    return f"{index:03d}_{recipe.id}_{regime_name}{suffix}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +129,7 @@ class Space:
     recipes: tuple[Recipe, ...]
     regimes: tuple[str, ...]
     description: str
+    teachers: tuple[str | None, ...] = (None,)
 
 
 SPACES: Registry[Space] = Registry("search space")
@@ -170,12 +184,15 @@ def build_space(
     modes: Sequence[str] | None = None,
     grids: Mapping[str, Sequence[Any]] | None = None,
     regimes: Sequence[str] | None = None,
+    aligns: Sequence[str] | None = None,
+    teachers: Sequence[str] | None = None,
     max_runs: int | None = None,
     extra_regimes: Mapping[str, Regime] | None = None,
 ) -> list[ChildSpec]:
     """Enumerate a space recipe-major (each recipe × every regime), then cut to ``max_runs``.
 
-    ``modes``, ``grids`` (parameter name -> values) and ``regimes`` apply to the custom space only. Raises
+    ``modes``, ``grids`` (parameter name -> values), ``regimes``, ``aligns`` (each recipe crossed after each
+    alignment) and ``teachers`` (each child distilled from each) apply to the custom space only. Raises
     :class:`SpaceError` (with ``field`` set) for an unknown name, a value outside its declared range, a value given
     twice, two values that give one child id, or a knob given to a preset space.
     """
@@ -186,21 +203,30 @@ def build_space(
         _check_unique("crossover mode", modes, "modes")
         for param, values in (grids or {}).items():
             _check_unique(param, values, param)
-        recipes: Sequence[Recipe] = custom_recipes(modes, grids)
+        align_names = tuple(aligns or ("none",))
+        _check_unique("alignment", align_names, "align")
+        recipes: Sequence[Recipe] = [Recipe(r.operator, r.params, a) for r in custom_recipes(modes, grids)
+                                     for a in align_names]
         regime_names: Sequence[str] = tuple(regimes or CUSTOM_REGIMES)
         _check_unique("fine-tune regime", regime_names, "regimes")
+        teacher_names: Sequence[str | None] = tuple(teachers) if teachers else (None,)
+        _check_unique("teacher", teacher_names, "teachers")
+        for t in teacher_names:
+            if t is not None:
+                check_name("teacher", t, TEACHERS.names(), field="teachers")
     else:
-        given = [k for k, v in (("modes", modes), ("regimes", regimes), *(grids or {}).items()) if v]
+        given = [k for k, v in (("modes", modes), ("regimes", regimes), ("align", aligns), ("teachers", teachers),
+                                *(grids or {}).items()) if v]
         if given:
             raise SpaceError(f"{', '.join(given)} only apply to the custom space, not {name!r}", field=given[0])
         space = SPACES.get(name)
-        recipes, regime_names = space.recipes, space.regimes
+        recipes, regime_names, teacher_names = space.recipes, space.regimes, space.teachers
     for r in regime_names:
         check_name("fine-tune regime", r, known, field="regimes")
     if max_runs is not None and (isinstance(max_runs, bool) or max_runs < 1):
         raise SpaceError(f"max_runs must be >= 1, got {max_runs}", field="max_runs")
-    pairs = [(rec, known[r]) for rec in recipes for r in regime_names]
-    specs = [ChildSpec(i, rec, reg) for i, (rec, reg) in enumerate(pairs)]
+    combos = [(rec, known[r], t) for rec in recipes for r in regime_names for t in teacher_names]
+    specs = [ChildSpec(i, rec, reg, t) for i, (rec, reg, t) in enumerate(combos)]
     _check_ids(specs)  # the whole space: a cut by max_runs must not hide a collision its full run would hit
     return specs[:max_runs]
 
