@@ -37,7 +37,8 @@ def columns() -> tuple[str, ...]:
     metrics = METRICS.values()
     intervals = [f"{m.column}_{end}" for m in metrics if m.interval for end in ("lo", "hi")]
     return (*_HEAD, *(m.column for m in metrics if m.established), *_ESTABLISHED_TAIL, "status", "ranked_model",
-            *(m.column for m in metrics if not m.established), *intervals, *STATS, *_param_columns(), "pareto")
+            "align", "teacher", *(m.column for m in metrics if not m.established), *intervals, *STATS,
+            *_param_columns(), "pareto")
 
 
 def child_row(rec: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,6 +59,7 @@ def child_row(rec: Mapping[str, Any]) -> dict[str, Any]:
         "latency_q3": dig(rec, "latency_ms", "q3"),
     })
     row.update({c: cross.get(c[len("crossover_"):]) for c in _param_columns()})
+    row["align"], row["teacher"] = cross.get("align", "none"), rec.get("teacher")
     return row
 
 

@@ -42,6 +42,7 @@ def recommend(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) ->
         "counts": {s: sum(r["status"] == s for r in children) for s in sorted({r["status"] for r in children})},
         "children": len(children), "recommended": None, "prefer_parent": None, "tied_with_recommended": [],
         "best_per_mode": _best_by(eligible, "crossover_mode"), "best_per_regime": _best_by(eligible, "finetune_regime"),
+        "best_per_align": _best_by(eligible, "align"), "best_per_teacher": _best_by(eligible, "teacher"),
         "subset": subset_statement(manifest), "parents": {"agree_ab": ab, "bound": parents.get("bound"),
                                                            "returns": _parent_returns(parents)},
         "advice": [],
@@ -123,12 +124,33 @@ def advice(finished: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any],
                              f"parent {other} ({mean_far:.3f}): {source} pulls toward {side}; "
                              "--crossover-teacher both distils from both parents")
     lines += _regime_advice(finished)
+    lines += levers(decision)
     rec = decision.get("recommended")
     tied = decision.get("tied_with_recommended") or []
     if rec and tied:
         lines.append(f"{len(tied)} other child(ren) are statistically tied with {rec['child_id']} on primary; within "
                      "that set, choose by return, fine-tune cost or model size")
     return lines
+
+
+def levers(decision: Mapping[str, Any]) -> list[str]:
+    """For each axis the session searched with more than one value (mode, regime, alignment, teacher): which
+    value's best child was best, and whether that lead is beyond the noise (its interval clear of every other
+    value's best)."""
+    out = []
+    for axis, key in (("alignment", "best_per_align"), ("teacher", "best_per_teacher"), ("regime", "best_per_regime"),
+                      ("crossover mode", "best_per_mode")):
+        best = decision.get(key) or {}
+        if len(best) < 2:
+            continue
+        ranked = sorted(best.items(), key=lambda kv: -(kv[1]["primary"]["value"] or 0.0))
+        (top, first), others = ranked[0], ranked[1:]
+        lo = first["primary"]["lo"]
+        clear = lo is not None and all((o["primary"]["hi"] or o["primary"]["value"]) < lo for _, o in others)
+        shown = ", ".join(f"{k} {_fmt(v['primary'], '.4f')}" for k, v in ranked)
+        verdict = "it mattered: the lead is beyond the noise" if clear else "within the noise of the others"
+        out.append(f"{axis}: the best child per value is {shown}; {top} leads, {verdict}")
+    return out
 
 
 def _regime_advice(finished: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -183,8 +205,9 @@ def recommendation_text(rec: Mapping[str, Any]) -> str:
                       f"{rec['parents']['bound']:.4f}"
                   + "".join(f"; {k} return {v:.1f}" for k, v in rec["parents"]["returns"].items())]
     for title, key in (("Best child per crossover mode", "best_per_mode"), ("Best child per regime",
-                                                                            "best_per_regime")):
-        if rec.get(key):
+                                                                            "best_per_regime"),
+                       ("Best child per alignment", "best_per_align"), ("Best child per teacher", "best_per_teacher")):
+        if rec.get(key) and (key in ("best_per_mode", "best_per_regime") or len(rec[key]) > 1):
             lines += ["", f"{title}:"]
             lines += [f"  {k:<12} {v['child_id']:<42} primary {_fmt(v['primary'], p.fmt)}" for k, v in rec[key].items()]
     if rec.get("advice"):

@@ -101,6 +101,7 @@ def child_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
         "ranked_model": row.get("ranked_model"), "pareto": bool(row.get("pareto")),
         "crossover_mode": row.get("crossover_mode"), "crossover_alpha": row.get("crossover_alpha"),
         "crossover_seed": row.get("crossover_seed"), "finetune_regime": row.get("finetune_regime"),
+        "align": row.get("align"), "teacher": row.get("teacher"),
     }
 
 
@@ -113,8 +114,8 @@ def fingerprints(provenance: Mapping[str, Any] | None) -> dict[str, str | None]:
 
 # The settings that change a session's numbers; -k, -n, --crossover-max-runs and the run directory do not (a
 # subset is marked as one instead).
-COMPARABLE_OPTIONS = ("modes", "grids", "regimes", "define_regime", "teacher", "holdout", "split_seed", "device",
-                      "threads")
+COMPARABLE_OPTIONS = ("modes", "grids", "regimes", "align", "teachers", "define_regime", "teacher", "holdout",
+                      "split_seed", "eval_states", "device", "threads")
 
 
 def comparable_on(space: Any, options: Mapping[str, Any] | None,

@@ -66,6 +66,12 @@ def option_table() -> tuple[Option, ...]:
                kind="lines", metavar="NAME=VALUES"),
         Option("regimes", f"Custom space only: fine-tune regimes, comma-separated ({_regime_help()}; or a defined "
                           "one)", kind="list", metavar="REGIMES"),
+        Option("align", "Custom space only: align B's hidden units to A's before crossover, comma-separated: none "
+               "(default), weights (weight matching), activations (activation matching on the fine-tune states)",
+               kind="list", metavar="METHODS"),
+        Option("teachers", "Custom space only: distillation teachers to search, comma-separated ("
+               + ", ".join(TEACHERS.names()) + "); each child id then ends _t<teacher>", kind="list",
+               metavar="TEACHERS"),
         Option("define-regime", "Custom space only: define a regime for --crossover-regimes, NAME:"
                + ",".join(f"{k}=…" for k in REGIME_FIELDS) + " (epochs and lr required); repeatable (ini: one per "
                "line)", kind="lines", metavar="SPEC"),
@@ -162,6 +168,8 @@ class CrossoverOptions:
     modes: tuple[str, ...] | None
     grids: Mapping[str, tuple[Any, ...]]  # operator parameter -> values (custom space)
     regimes: tuple[str, ...] | None
+    align: tuple[str, ...] | None
+    teachers: tuple[str, ...] | None
     define_regime: tuple[str, ...]  # the definitions as given
     max_runs: int | None
     parent_a: str | None
@@ -193,7 +201,8 @@ class CrossoverOptions:
 
     def space_specs(self, **overrides: Any) -> list[ChildSpec]:
         knobs: dict[str, Any] = {"modes": self.modes, "grids": self.grids, "regimes": self.regimes,
-                                 "max_runs": self.max_runs, **overrides}
+                                 "aligns": self.align, "teachers": self.teachers, "max_runs": self.max_runs,
+                                 **overrides}
         return build_space(self.space, extra_regimes=self.extra_regimes(), **knobs)
 
 
@@ -260,6 +269,7 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         grids.update(_param_grids(values["param"] or ()))
     opts = CrossoverOptions(
         space=values["space"], modes=values["modes"], grids=grids, regimes=values["regimes"],
+        align=values["align"], teachers=values["teachers"],
         define_regime=values["define-regime"] or (), max_runs=values["max-runs"], parent_a=values["parent-a"],
         parent_b=values["parent-b"], states=values["states"], eval_states=values["eval-states"],
         allow_unsafe_unpickle=bool(values["allow-unsafe-unpickle"]), split_seed=values["split-seed"],
@@ -300,7 +310,8 @@ def _check(opts: CrossoverOptions) -> None:
     src = opts.sources
     with naming(src):
         if opts.space != "custom":
-            given = [n for n in ("modes", "regimes", "define-regime", "param", *_knobs()) if n in opts.explicit]
+            given = [n for n in ("modes", "regimes", "define-regime", "param", "align", "teachers", *_knobs())
+                     if n in opts.explicit]
             if given:
                 raise HarnessError(f"only applies to --crossover-space custom (got --crossover-space {opts.space}); "
                                    f"add --crossover-space custom or drop it", field=given[0])
@@ -332,6 +343,9 @@ def _ignored(opts: CrossoverOptions) -> None:
     if "split-seed" in given and opts.holdout == 0.0:
         raise HarnessError("is ignored without a holdout (holdout 0, or a separate evaluation buffer): nothing is "
                            "split; drop it", field="split_seed")
+    if "teacher" in given and "teachers" in given:
+        raise HarnessError("is ignored with --crossover-teachers (each child has its searched teacher); drop one of "
+                           "them", field="teacher")
     if "allow-unsafe-unpickle" in given and not own_parents:
         raise HarnessError("is ignored with the embedded parents (they are plain state dicts); it applies to "
                            "--crossover-parent-a/-b", field="allow_unsafe_unpickle")
