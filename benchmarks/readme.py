@@ -1,0 +1,131 @@
+"""Regenerate the README's example output from real sessions, so no example is typed by hand.
+
+    python benchmarks/readme.py            # run the sessions, rewrite every generated block of README.md
+    python benchmarks/readme.py --check    # run them and fail (exit 1) when a block is out of date
+
+A block is the text between ``<!-- generated: NAME -->`` and ``<!-- /generated -->``. Each comes from one command
+run here (shown in the block's first line); latency is masked in ``--check`` (it is timed, so it varies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S)
+
+
+def session(args: list[str], run_dir: Path) -> Path:
+    cmd = [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "--crossover-no-save",
+           f"--crossover-run-dir={run_dir}", *args]
+    subprocess.run(cmd, cwd=ROOT, check=False, capture_output=True, text=True)
+    if not (run_dir / "leaderboard.md").is_file():
+        raise SystemExit(f"{' '.join(args)}: the session wrote no leaderboard")
+    return run_dir
+
+
+def leaderboard(args: list[str], keep: int | None = None) -> Callable[[Path], str]:
+    """The session's leaderboard table (its first ``keep`` children and the parents), as the terminal shows it."""
+    def make(tmp: Path) -> str:
+        lines = (session(args, tmp / "_".join(args).replace("-", "")) / "leaderboard.md").read_text().splitlines()
+        table = [ln for ln in lines if ln.startswith("|")]
+        head, rows = table[:2], table[2:]
+        children = [r for r in rows if not r.startswith("| —")]
+        parents = [r for r in rows if r.startswith("| —")]
+        shown = children[:keep] if keep else children
+        if keep and len(children) > keep:
+            shown.append("| …" + " " * (len(head[0]) - 4) + "|")
+        command = "pytest benchmarks " + " ".join(args)
+        return "```\n$ " + command + "\n" + "\n".join([*head, *shown, *parents]) + "\n```\n"
+    return make
+
+
+def legend(tmp: Path) -> str:
+    lines = (session(["--crossover-space=smoke", "--crossover-episodes=2"], tmp / "legend") /
+             "leaderboard.md").read_text().splitlines()
+    return "\n".join(ln for ln in lines if ln.startswith("- ")) + "\n"
+
+
+def recommendation(args: list[str]) -> Callable[[Path], str]:
+    def make(tmp: Path) -> str:
+        text = (session(args, tmp / ("rec_" + "_".join(args).replace("-", ""))) / "recommendation.txt").read_text()
+        command = "pytest benchmarks " + " ".join(args)
+        return f"```\n$ {command} && cat runs/crossover_search/recommendation.txt\n{text}```\n"
+    return make
+
+
+def regimes(_: Path) -> str:
+    from harness.regimes import REGIMES
+
+    rows = ["| regime | epochs | lr | batch | validation | seed | int8 QAT | patience |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in REGIMES.values():
+        rows.append(f"| `{r.name}` | {r.epochs} | {r.lr:g} | {r.batch_size} | {r.val_fraction:g} | {r.seed} | "
+                    f"{'yes' if r.qat else ''} | {getattr(r, 'patience', 0) or ''} |")
+    return "\n".join(rows) + "\n"
+
+
+BLOCKS: dict[str, Callable[[Path], str]] = {
+    "minimal": leaderboard(["--crossover-space=minimal"]),
+    "minimal-both": leaderboard(["--crossover-space=minimal", "--crossover-teacher=both"]),
+    "default-qat": leaderboard(["--crossover-space=default-qat"], keep=8),
+    "recommendation": recommendation(["--crossover-space=minimal", "--crossover-teacher=both"]),
+    "legend": legend,
+    "regimes": regimes,
+}
+
+
+def _masked(text: str) -> str:
+    """Latency is timed: blank its column, and the marks it can move, for --check."""
+    out, blank = [], set()
+    for line in text.splitlines():
+        cells = line.split("|")
+        if line.startswith("| rank"):
+            blank = {i for i, c in enumerate(cells) if c.strip() in ("latency_ms", "mark")}
+        if line.startswith("|"):
+            cells = ["" if i in blank else c for i, c in enumerate(cells)]
+        out.append("|".join(cells))
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail when a block differs from a fresh run")
+    parser.add_argument("--only", nargs="*", default=None, help="regenerate only these blocks")
+    args = parser.parse_args(argv)
+    text = README.read_text()
+    names = [m["name"] for m in BLOCK.finditer(text)]
+    unknown = sorted(set(names) - set(BLOCKS))
+    if unknown:
+        raise SystemExit(f"README has blocks no command makes: {', '.join(unknown)}")
+    fresh: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            if args.only is None or name in args.only:
+                fresh[name] = BLOCKS[name](Path(tmp))
+    new = BLOCK.sub(lambda m: m[1] + fresh.get(m["name"], m["body"]) + m[4], text)
+    if args.check:
+        stale = [n for n in fresh if _masked(fresh[n]) != _masked(block_body(text, n))]
+        for n in stale:
+            sys.stdout.writelines(difflib.unified_diff(block_body(text, n).splitlines(True), fresh[n].splitlines(True),
+                                                       f"README {n}", f"fresh {n}"))
+        return 1 if stale else 0
+    README.write_text(new)
+    print(f"regenerated: {', '.join(fresh)}")
+    return 0
+
+
+def block_body(text: str, name: str) -> str:
+    return str(next(m for m in BLOCK.finditer(text) if m["name"] == name)["body"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
