@@ -27,6 +27,7 @@ from harness.errors import HarnessError, StatesError
 from harness.quantize import convert_int8
 from harness.regimes import Regime
 from harness.stacked import StackedMLP
+from harness.teachers import Targets, Teacher
 
 TEMPERATURE = 3.0
 MAX_GRAD_NORM = 1.0
@@ -98,21 +99,65 @@ def _check_inputs(states: Any, target_probs: Any, net: StackedMLP) -> tuple[torc
     return x.contiguous(), p.contiguous()
 
 
-def _evaluate(net: StackedMLP, x: torch.Tensor, p: torch.Tensor, target_arg: torch.Tensor) -> tuple[list[float],
-                                                                                                      list[float]]:
-    """Per child: (T²·mean KL, top-1 agreement) on a whole split, in chunks, summed in float64."""
+def _evaluate(net: StackedMLP, x: torch.Tensor, p: torch.Tensor,
+              target_args: Sequence[torch.Tensor]) -> tuple[list[float], list[list[float]]]:
+    """Per child: T²·mean KL to ``p`` ((n, A) shared, or (K, n, A) one per child) and the top-1 agreement with each
+    of ``target_args`` (per-row actions) on a whole split, in chunks, summed in float64."""
     temp, k = net.temperature, net.k
     kl = torch.zeros(k, dtype=torch.float64, device=x.device)
-    agree = torch.zeros(k, dtype=torch.int64, device=x.device)
+    agree = [torch.zeros(k, dtype=torch.int64, device=x.device) for _ in target_args]
     for s in range(0, x.shape[0], _EVAL_CHUNK):
         z = net.logits(x[s:s + _EVAL_CHUNK])
         log_q = torch.log_softmax(z / temp, 2)
-        pc = p[s:s + _EVAL_CHUNK]
-        rows = torch.xlogy(pc, pc).unsqueeze(0).sub(pc.unsqueeze(0) * log_q).sum(2)  # KL per row, (K, n)
+        pc = p[..., s:s + _EVAL_CHUNK, :]
+        rows = torch.xlogy(pc, pc).sub(pc * log_q).sum(-1)  # KL per row, (K, n)
         kl += rows.double().sum(1)
-        agree += (z.argmax(2) == target_arg[s:s + _EVAL_CHUNK]).sum(1)
+        arg = z.argmax(2)
+        for total, target in zip(agree, target_args):
+            total += (arg == target[s:s + _EVAL_CHUNK]).sum(1)
     n = x.shape[0]
-    return [float(v) * temp * temp / n for v in kl.tolist()], [int(a) / n for a in agree.tolist()]
+    return ([float(v) * temp * temp / n for v in kl.tolist()],
+            [[int(c) / n for c in total.tolist()] for total in agree])
+
+
+class _Targets:
+    """What a population trains toward: one shared (N, A) target (a static teacher), or, for an adaptive teacher
+    (harness.teachers), one mix of the parents' soft targets per child, reweighed after every epoch."""
+
+    def __init__(self, target_probs: torch.Tensor | Targets, net: StackedMLP, x: torch.Tensor, tr: torch.Tensor,
+                 va: torch.Tensor) -> None:
+        self.teacher = target_probs.teacher if isinstance(target_probs, Targets) else None
+        self.adaptive = self.teacher is not None and self.teacher.adaptive
+        if isinstance(target_probs, Targets) and not self.adaptive:
+            assert self.teacher is not None
+            target_probs = self.teacher.mix(target_probs.probs_a, target_probs.probs_b)
+        parts = [target_probs.probs_a, target_probs.probs_b] if isinstance(target_probs, Targets) else [target_probs]
+        checked = [_check_inputs(x, q, net)[1] for q in parts]
+        self.train_parts, self.val_parts = [q[tr] for q in checked], [q[va] for q in checked]
+        # softmax is monotone: a teacher's argmax, up to exact float ties
+        self.val_args = [q.argmax(1) for q in self.val_parts]
+        self.weights = [self.teacher.weight_a] * net.k if self.adaptive and self.teacher else []
+        if not self.adaptive:
+            self.kl_const = torch.xlogy(self.train_parts[0], self.train_parts[0]).sum(1)  # Σ p log p per row
+
+    def _mix(self, parts: Sequence[torch.Tensor], active: int) -> torch.Tensor:
+        w = torch.tensor(self.weights[:active], dtype=torch.float32, device=parts[0].device).view(-1, 1, 1)
+        return parts[0].unsqueeze(0) * w + parts[1].unsqueeze(0) * (1 - w)
+
+    def epoch(self, perm: torch.Tensor, active: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This epoch's shuffled targets and their Σ p log p per row: shared, or (active, N, A) per child."""
+        if not self.adaptive:
+            return self.train_parts[0][perm], self.kl_const[perm]
+        p = self._mix(self.train_parts, active)[:, perm]
+        return p, torch.xlogy(p, p).sum(2)
+
+    def val(self, active: int) -> torch.Tensor:
+        return self.val_parts[0] if not self.adaptive else self._mix(self.val_parts, active)
+
+    def after_epoch(self, i: int, agrees: Sequence[float]) -> None:
+        """Reweigh child ``i`` by its validation agreements with A and B (adaptive teachers only)."""
+        if self.adaptive and self.teacher is not None:
+            self.weights[i] = self.teacher.update(self.weights[i], agrees[0], agrees[1])
 
 
 def dropout_mask(rows: int, width: int, rate: float, gen: torch.Generator) -> torch.Tensor | None:
@@ -124,11 +169,16 @@ def dropout_mask(rows: int, width: int, rate: float, gen: torch.Generator) -> to
     return (torch.rand(rows, width, generator=gen) >= rate).to(torch.float32).mul_(1.0 / (1.0 - rate))
 
 
-def _new_history(n_train: int, n_val: int, qat: bool) -> dict[str, Any]:
-    return {"train_losses": [], "val_losses": [], "val_agreements": [], "initial_val_loss": None,
-            "initial_val_agreement": None, "best_epoch": -1, "best_val_loss": None,
-            "selection": "val" if n_val else "train", "steps": 0, "diverged": False, "n_train": n_train,
-            "n_val": n_val, "temperature": TEMPERATURE, "qat": qat}
+def _new_history(n_train: int, n_val: int, qat: bool, teacher: Teacher | None) -> dict[str, Any]:
+    history: dict[str, Any] = {
+        "train_losses": [], "val_losses": [], "val_agreements": [], "initial_val_loss": None,
+        "initial_val_agreement": None, "best_epoch": -1, "best_val_loss": None,
+        "selection": "val" if n_val else "train", "steps": 0, "diverged": False, "early_stopped": False,
+        "n_train": n_train, "n_val": n_val, "temperature": TEMPERATURE, "qat": qat}
+    if teacher is not None and teacher.adaptive:
+        history.update({"teacher_weights": [], "val_agreements_a": [], "val_agreements_b": [],
+                        "selection": "val min(agree_a, agree_b)" if n_val else "train"})
+    return history
 
 
 @dataclass
@@ -137,13 +187,17 @@ class _Child:
 
     regime: Regime
     history: dict[str, Any]
-    best_loss: float = math.inf
+    by_agreement: bool = False  # select on validation min(agree_a, agree_b) (adaptive teachers), else on loss
+    best_score: tuple[float, ...] = (math.inf,)
     best_flat: torch.Tensor | None = None
-    alive: bool = True  # not diverged
+    alive: bool = True  # not diverged, not stopped early
+    since_best: int = 0
 
-    def end_epoch(self, epoch: int, train_loss: float, val: tuple[float, float] | None, steps: int,
+    def end_epoch(self, epoch: int, train_loss: float, val: tuple[float, list[float]] | None, steps: int,
                   flat: torch.Tensor) -> None:
-        """Record one epoch; keep the weights when the score (val loss, else train loss) is strictly the best."""
+        """Record one epoch; keep the weights when the score (val loss, else train loss; for an adaptive teacher
+        the lower of the val agreements with A and B, then the loss) is strictly the best; stop the child after
+        ``regime.patience`` epochs without a better score."""
         h = self.history
         if epoch == self.regime.epochs - 1:
             h["steps"] = steps
@@ -152,20 +206,32 @@ class _Child:
             h["diverged"], h["steps"], self.alive = True, steps, False
             return
         h["train_losses"].append(train_loss)
-        score = train_loss
+        loss = train_loss
+        score: tuple[float, ...] = (train_loss,)
         if val is not None:
-            score, agree = val
-            h["val_losses"].append(_finite(score))
-            h["val_agreements"].append(agree)
-            if not math.isfinite(score):
+            loss, agrees = val
+            h["val_losses"].append(_finite(loss))
+            if self.by_agreement:
+                h["val_agreements_a"].append(agrees[0])
+                h["val_agreements_b"].append(agrees[1])
+                h["val_agreements"].append(min(agrees))
+                score = (-min(agrees), loss)
+            else:
+                h["val_agreements"].append(agrees[0])
+                score = (loss,)
+            if not math.isfinite(loss):
                 h["diverged"], h["steps"], self.alive = True, steps, False
                 return
-        if score < self.best_loss:
-            self.best_loss, self.best_flat = score, flat.clone()
-            h["best_epoch"], h["best_val_loss"] = epoch, score
+        if score < self.best_score:
+            self.best_score, self.best_flat, self.since_best = score, flat.clone(), 0
+            h["best_epoch"], h["best_val_loss"] = epoch, loss
+        else:
+            self.since_best += 1
+            if self.regime.patience and self.since_best >= self.regime.patience:
+                h["early_stopped"], h["steps"], self.alive = True, steps, False
 
 
-def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, target_probs: torch.Tensor,
+def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, target_probs: torch.Tensor | Targets,
                         regime: Regime | Sequence[Regime]) -> list[FinetuneResult]:
     """Fine-tune every child of ``children`` together; one :class:`FinetuneResult` per child, in order.
 
@@ -176,7 +242,11 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
     Validation rows come from :func:`split_indices`; each epoch's batch order is a ``randperm`` of the training rows
     from a generator seeded with the regime's seed, and dropout masks come from a second one. The weights of the
     epoch with the strictly lowest validation loss are kept (training loss when there is no val set:
-    ``selection="train"``). A non-finite loss stops that child with ``diverged=True`` and its best weights so far
+    ``selection="train"``). ``target_probs`` is the teacher's soft targets, or a :class:`harness.teachers.Targets`
+    whose adaptive teacher gives each child its own mix of the parents' soft targets, reweighed after every epoch
+    by its validation agreements with A and B (then the best epoch is the one with the highest validation
+    min(agree_a, agree_b)). A regime with ``patience`` stops a child after that many epochs without a better score
+    (``early_stopped``). A non-finite loss stops that child with ``diverged=True`` and its best weights so far
     (its initial weights if no epoch finished) while the others go on. QAT regimes train, validate and select under
     int8 fake quant and return ``int8_model``. Works on CPU and CUDA (the device of ``states``). Children are not
     modified; each result's model is a CPU copy of its child with the best weights.
@@ -194,17 +264,19 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
     x_in = torch.as_tensor(states)
     device = x_in.device
     net = StackedMLP([children[i] for i in order], qat=ref.qat, temperature=TEMPERATURE, device=device)
-    x, p = _check_inputs(x_in, target_probs, net)
+    x, _ = _check_inputs(x_in, target_probs.probs_a if isinstance(target_probs, Targets) else target_probs, net)
     train_np, val_np = split_indices(x.shape[0], ref.val_fraction, ref.seed)
     tr, va = torch.from_numpy(train_np).to(device), torch.from_numpy(val_np).to(device)
-    x_tr, p_tr, x_val, p_val = x[tr], p[tr], x[va], p[va]
-    val_arg = p_val.argmax(1)  # softmax is monotone: the teacher's argmax, up to exact float ties
-    kl_const = torch.xlogy(p_tr, p_tr).sum(1)  # Σ p log p per row, for the once-per-epoch train loss
+    x_tr, x_val = x[tr], x[va]
+    targets = _Targets(target_probs, net, x, tr, va)
     n_train, n_val = x_tr.shape[0], x_val.shape[0]
-    rows = [_Child(regimes[i], _new_history(n_train, n_val, ref.qat)) for i in order]
+    rows = [_Child(regimes[i], _new_history(n_train, n_val, ref.qat, targets.teacher), targets.adaptive)
+            for i in order]
     if n_val:
-        for row, loss, agree in zip(rows, *_evaluate(net, x_val, p_val, val_arg)):
-            row.history["initial_val_loss"], row.history["initial_val_agreement"] = _finite(loss), agree
+        losses, agrees = _evaluate(net, x_val, targets.val(net.k), targets.val_args)
+        for i, (row, loss) in enumerate(zip(rows, losses)):
+            first = [a[i] for a in agrees]
+            row.history["initial_val_loss"], row.history["initial_val_agreement"] = _finite(loss), min(first)
     order_gen = torch.Generator().manual_seed(ref.seed)
     drop_gen = torch.Generator().manual_seed((ref.seed ^ _DROPOUT_STREAM) & 0xFFFF_FFFF_FFFF)
     adam = StackedAdam(net.full_flat, net.full_grad, [r.regime.lr for r in rows])
@@ -218,22 +290,30 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
             adam.narrow(active)
         # The generators stay on the CPU so the batch order and masks are the same on every device.
         perm = torch.randperm(n_train, generator=order_gen).to(device)
-        xe, pe, ce = x_tr[perm], p_tr[perm], kl_const[perm]
+        xe = x_tr[perm]
+        pe, ce = targets.epoch(perm, active)
         masks = [dropout_mask(n_train, w, q, drop_gen) for w, q in zip(net.widths, net.dropout)]
         masks = [None if m is None else m.to(device) for m in masks]
         log_q = log_q_buf[:active]
         for s in range(0, n_train, ref.batch_size):
             e = s + ref.batch_size
-            net.train_step(xe[s:e], pe[s:e], [None if m is None else m[s:e] for m in masks], log_q[:, s:e])
+            net.train_step(xe[s:e], pe[..., s:e, :], [None if m is None else m[s:e] for m in masks],
+                           log_q[:, s:e])
             adam.clip(MAX_GRAD_NORM)
             adam.step()
         train_losses = ((ce - (pe * log_q).sum(2)).double().mean(1) * (TEMPERATURE * TEMPERATURE)).tolist()
-        vals: list[tuple[float, float] | None] = [None] * active
+        vals: list[tuple[float, list[float]] | None] = [None] * active
         if n_val:
-            vals = list(zip(*_evaluate(net, x_val, p_val, val_arg)))
+            losses, agrees = _evaluate(net, x_val, targets.val(active), targets.val_args)
+            vals = [(loss, [a[i] for a in agrees]) for i, loss in enumerate(losses)]
         for i, row in enumerate(rows[:active]):
             if row.alive:
-                row.end_epoch(epoch, train_losses[i], vals[i], adam.steps, net.flat[i])
+                if targets.adaptive:
+                    row.history["teacher_weights"].append(targets.weights[i])
+                val = vals[i]
+                row.end_epoch(epoch, train_losses[i], val, adam.steps, net.flat[i])
+                if val is not None:
+                    targets.after_epoch(i, val[1])
     results: list[FinetuneResult | None] = [None] * len(rows)
     for row, i in zip(rows, order):
         model = copy.deepcopy(children[i]).cpu()

@@ -26,7 +26,7 @@ from harness.quantize import is_int8
 from harness.settings import Settings
 from harness.space import ChildSpec, Recipe
 from harness.states import Buffer, Split, split_buffer
-from harness.teachers import TEACHERS
+from harness.teachers import TEACHERS, Targets
 
 
 def _gather(states: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -103,14 +103,12 @@ class Context:
         """The teacher a child distils from: its own when the space searches teachers, else the session's."""
         return spec.teacher or self.settings.teacher
 
-    def targets(self, teacher: str) -> torch.Tensor:
-        """A static teacher's soft targets on the fine-tune states (harness.teachers), on the device."""
-        return TEACHERS.get(teacher).mix(self.probs_a, self.probs_b)
-
-    @property
-    def targets_dev(self) -> torch.Tensor:
-        """The session teacher's soft targets (what a child without its own teacher trains toward)."""
-        return self.targets(self.settings.teacher)
+    def targets(self, teacher: str) -> torch.Tensor | Targets:
+        """What a teacher trains toward on the fine-tune states, on the device: a static teacher's soft targets,
+        or both parents' for an adaptive one (harness.teachers)."""
+        chosen = TEACHERS.get(teacher)
+        return Targets(self.probs_a, self.probs_b, chosen) if chosen.adaptive else chosen.mix(self.probs_a,
+                                                                                              self.probs_b)
 
     @property
     def n_train(self) -> int:
@@ -137,7 +135,7 @@ class Context:
         if align == "none":
             return self.sd_b
         if align not in self._aligned:
-            from harness.align import align as align_b  # type: ignore[import-not-found,unused-ignore]
+            from harness.align import align as align_b
 
             # Activation matching looks at the fine-tune states only, never the held-out ones.
             self._aligned[align] = align_b(self.sd_a, self.sd_b, align, states=self.train_states)

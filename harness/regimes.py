@@ -23,6 +23,7 @@ REGIME_FIELDS: dict[str, tuple[type, str]] = {
     "val_fraction": (float, "share of the fine-tune states used to pick the best epoch, in [0, 1)"),
     "seed": (int, "seed of the validation split, batch order and dropout masks (>= 0)"),
     "quantization_applied": (str, "none, or int8 weight fake-quant fine-tuning: " + ", ".join(QUANTIZATION_MODES[1:])),
+    "patience": (int, "stop a child after this many epochs without a better validation score (0: never)"),
 }
 
 
@@ -37,6 +38,7 @@ class Regime:
     val_fraction: float = 0.1
     seed: int = 42
     quantization_applied: str = "none"
+    patience: int = 0  # epochs without a better validation score before a child stops; 0: never stops early
 
     def __post_init__(self) -> None:
         check_name("quantization_applied", self.quantization_applied, QUANTIZATION_MODES)
@@ -45,6 +47,7 @@ class Regime:
             ("epochs", self.epochs, _is_int(self.epochs) and self.epochs >= 1),
             ("batch_size", self.batch_size, _is_int(self.batch_size) and self.batch_size >= 1),
             ("seed", self.seed, _is_int(self.seed) and 0 <= self.seed < 2**63),
+            ("patience", self.patience, _is_int(self.patience) and 0 <= self.patience <= self.epochs),
             ("lr", self.lr, _is_real(self.lr) and 0 < self.lr <= FLOAT32_MAX),
             ("val_fraction", self.val_fraction, _is_real(self.val_fraction) and 0.0 <= self.val_fraction < 1.0),
         ):
@@ -53,7 +56,8 @@ class Regime:
         if problems:
             raise SpaceError(
                 f"regime {self.name!r} has {', '.join(problems)}; it needs epochs >= 1, batch_size >= 1, "
-                "0 < lr <= float32's largest, val_fraction in [0, 1) and 0 <= seed < 2**63", field="regime")
+                "0 < lr <= float32's largest, val_fraction in [0, 1), 0 <= seed < 2**63 and 0 <= patience <= epochs",
+                field="regime")
 
     @property
     def qat(self) -> bool:
@@ -67,7 +71,8 @@ class Regime:
 
     def describe(self) -> str:
         quant = "" if not self.qat else ", int8 QAT"
-        return f"{self.epochs} epochs, lr {self.lr:g}, batch {self.batch_size}{quant}"
+        stop = f", early stop after {self.patience}" if self.patience else ""
+        return f"{self.epochs} epochs, lr {self.lr:g}, batch {self.batch_size}{quant}{stop}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +100,9 @@ for _regime in (
     Regime("long", epochs=20, lr=1e-4),
     Regime("lr_high", epochs=5, lr=5e-3),
     Regime("short_qat", epochs=5, lr=1e-4, batch_size=16, quantization_applied="ptq_dynamic"),
+    # Regimes that converge: early stopping on the validation split keeps their cost bounded.
+    Regime("xlong", epochs=50, lr=1e-3, patience=5),
+    Regime("xlong_lo", epochs=50, lr=3e-4, patience=5),
 ):
     register_regime(_regime)
 

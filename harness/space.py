@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.align import ALIGNMENTS
 from harness.errors import HarnessError, SpaceError
 from harness.operators import ID_SLOTS, OPERATORS, Operator
 from harness.regimes import REGIMES, Regime
@@ -19,8 +20,7 @@ from harness.registry import Registry, check_name
 from harness.teachers import TEACHERS
 
 _SLOT_NAMES = tuple(p.name for p in ID_SLOTS)
-# Alignment methods and how each shows at the end of a child id (none shows nothing: the established ids).
-ALIGN_IDS = {"none": "", "weights": "awm", "activations": "aam"}
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,7 @@ class Recipe:
     align: str = "none"  # how B's hidden units are permuted to A's before crossing (harness.align)
 
     def __post_init__(self) -> None:
-        check_name("alignment", self.align, ALIGN_IDS, field="align")
+        check_name("alignment", self.align, ALIGNMENTS.names(), field="align")
         op = _operator(self.operator)
         try:
             resolved = op.resolve(dict(self.params))
@@ -117,7 +117,8 @@ class ChildSpec:
 def child_id(index: int, recipe: Recipe, regime_name: str, teacher: str | None = None) -> str:
     """The established id, e.g. ``000_random_a0p50_s0_short`` (unused alpha shown, None seed as ``sNone``); an
     aligned recipe adds its method (``…_short_aam``) and a searched teacher its name (``…_tboth``)."""
-    suffix = (f"_{ALIGN_IDS[recipe.align]}" if recipe.align != "none" else "") + (f"_t{teacher}" if teacher else "")
+    key = ALIGNMENTS.get(recipe.align).id_key
+    suffix = (f"_{key}" if key else "") + (f"_t{teacher}" if teacher else "")
     return f"{index:03d}_{recipe.id}_{regime_name}{suffix}"
 
 

@@ -1,7 +1,7 @@
 """Crossover operators: one module per operator, each registered in :data:`OPERATORS` when imported.
 
-The built-ins are imported here explicitly, in the established mode order (random, layer, weighted), which is
-the registry's order; a user's operator registers from their own code with :func:`register_operator` (a
+The built-ins are imported here explicitly, in the established mode order (random, layer, weighted), then ours
+(slerp): the registry's order. A user's operator registers from their own code with :func:`register_operator` (a
 conftest, their package) or through the entry-point group ``pytest_crossover.operators``, loaded on first lookup.
 """
 
@@ -9,6 +9,7 @@ conftest, their package) or through the entry-point group ``pytest_crossover.ope
 from harness.operators import random  # noqa: F401  (importing an operator module registers it)
 from harness.operators import layer  # noqa: F401
 from harness.operators import weighted  # noqa: F401
+from harness.operators import slerp  # noqa: F401
 
 # isort: on
 from harness.operators.base import ALPHA, ID_SLOTS, OPERATORS, SEED, Operator, Param, child_value, register_operator

@@ -66,7 +66,8 @@ def test_diverging_child_fails_is_ranked_last_and_every_output_stays_valid(pytes
     child = {c["child_id"]: c for c in manifest["children"]}["000_weighted_a0p50_sNone_boom"]
     assert child["status"] == "diverged" and child["primary"] is None
     assert child["finetune_regime"] == {"name": "boom", "epochs": 2, "lr": 1e12, "batch_size": 32,
-                                        "val_fraction": 0.1, "seed": 42, "quantization_applied": "none"}
+                                        "val_fraction": 0.1, "seed": 42, "quantization_applied": "none",
+                                        "patience": 0}
     assert child["finetune"]["diverged"] is True and None in child["finetune"]["train_losses"]
     rows = _strict_json(run_dir / "leaderboard.json")
     assert [(r["rank"], r["child_id"], r["status"]) for r in rows[:2]] == [
