@@ -80,7 +80,7 @@ def colour(i: int) -> str:
 LEGEND_X = 0.775
 
 
-def _figure(height: float, *, right: float = LEGEND_X - 0.015, bottom_in: float = 0.55, top_in: float = 0.35,
+def new_figure(height: float, *, right: float = LEGEND_X - 0.015, bottom_in: float = 0.55, top_in: float = 0.35,
             left: float = 0.075, wspace: float = 0.22, hspace: float = 0.3) -> Figure:
     from matplotlib.figure import Figure
 
@@ -105,7 +105,7 @@ def _lean(fig: Figure) -> None:
                 axis.set_major_locator(MaxNLocator(nbins=6))
 
 
-def _legend(fig: Figure, handles: Sequence[Any]) -> None:
+def side_legend(fig: Figure, handles: Sequence[Any]) -> None:
     """The legend right of the data, never over it."""
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(LEGEND_X, 1 - 0.3 / fig.get_figheight()),
                frameon=False)
@@ -127,7 +127,7 @@ def _err(rows: Sequence[Mapping[str, Any]], column: str) -> list[list[float]] | 
     return [below, above]
 
 
-def _handle(label: str, **kw: Any) -> Any:
+def handle(label: str, **kw: Any) -> Any:
     from matplotlib.lines import Line2D
 
     return Line2D([], [], label=label, linestyle=kw.pop("linestyle", "none"), **kw)
@@ -148,8 +148,8 @@ class _Keys:
         return MARKERS[self.regimes.index(row.get("finetune_regime")) % len(MARKERS)]
 
     def handles(self) -> list[Any]:
-        return ([_handle(f"mode {m}", marker="o", color=colour(i)) for i, m in enumerate(self.modes)]
-                + [_handle(f"regime {g}", marker=MARKERS[i % len(MARKERS)], color="grey")
+        return ([handle(f"mode {m}", marker="o", color=colour(i)) for i, m in enumerate(self.modes)]
+                + [handle(f"regime {g}", marker=MARKERS[i % len(MARKERS)], color="grey")
                    for i, g in enumerate(self.regimes)])
 
 
@@ -183,7 +183,7 @@ def agreement(rows: Sequence[Mapping[str, Any]], agree_ab: float | None) -> Figu
     """agree_a vs agree_b: the whole square with the parents and the blend bound, and a zoom on the children."""
     kids = measured(rows)
     keys = _Keys(kids)
-    fig = _figure(5.4)
+    fig = new_figure(5.4)
     whole, zoom = fig.subplots(1, 2)
     xa, yb = "child_vs_parent_a_agreement", "child_vs_parent_b_agreement"
     for ax in (whole, zoom):
@@ -213,12 +213,12 @@ def agreement(rows: Sequence[Mapping[str, Any]], agree_ab: float | None) -> Figu
     for r in sorted(kids, key=lambda r: r.get("rank") or math.inf)[:3]:
         zoom.annotate(f"#{r['rank']}", (r[xa], r[yb]), xytext=(7, -12), textcoords="offset points", fontsize=9)
     zoom.set_title("zoom on the children")
-    handles = [*keys.handles(), _handle("parent", marker="*", color="black", markersize=12),
-               _handle("bound a + b = 1 + agree_ab", color="black", linestyle="--"),
-               _handle("diagonal a = b", color="grey", linestyle=":"),
-               _handle(_best_label(kids), marker="o", markerfacecolor="none", markeredgecolor="black",
+    handles = [*keys.handles(), handle("parent", marker="*", color="black", markersize=12),
+               handle("bound a + b = 1 + agree_ab", color="black", linestyle="--"),
+               handle("diagonal a = b", color="grey", linestyle=":"),
+               handle(_best_label(kids), marker="o", markerfacecolor="none", markeredgecolor="black",
                        markersize=12)]
-    _legend(fig, handles)
+    side_legend(fig, handles)
     return fig
 
 
@@ -242,7 +242,7 @@ def tradeoffs(rows: Sequence[Mapping[str, Any]], parents: Mapping[str, Any] | No
     if not panels:
         return None
     keys = _Keys(kids)
-    fig = _figure(4.6)
+    fig = new_figure(4.6)
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     base = [r for r in rows if r.get("is_parent_baseline")]
     for ax, (col, label, better) in zip(axes, panels):
@@ -258,11 +258,11 @@ def tradeoffs(rows: Sequence[Mapping[str, Any]], parents: Mapping[str, Any] | No
                         textcoords="offset points", fontsize=9)
         ax.set_xlabel(label)
     axes[0].set_ylabel("primary = min(agree_a, agree_b) ↑")
-    handles = [*keys.handles(), _handle("parent A / B", marker="*", color="black", markersize=12),
-               _handle("Pareto front of the pair", color="black", linestyle="-"),
-               _handle(_best_label(kids), marker="o", markerfacecolor="none", markeredgecolor="black",
+    handles = [*keys.handles(), handle("parent A / B", marker="*", color="black", markersize=12),
+               handle("Pareto front of the pair", color="black", linestyle="-"),
+               handle(_best_label(kids), marker="o", markerfacecolor="none", markeredgecolor="black",
                        markersize=12)]
-    _legend(fig, handles)
+    side_legend(fig, handles)
     return fig
 
 
@@ -281,7 +281,7 @@ def heatmaps(rows: Sequence[Mapping[str, Any]]) -> Figure | None:
     kids.sort(key=lambda r: r.get("index") or 0)  # space order, as the space lists its modes and regimes
     cols = facets(rows)
     modes = _values(kids, "crossover_mode")
-    fig = _figure(0.9 + 0.5 * max(3, len(modes)), right=0.98, left=0.1)
+    fig = new_figure(0.9 + 0.5 * max(3, len(modes)), right=0.98, left=0.1)
     axes = fig.subplots(1, len(cols), squeeze=False)[0]
     vmin, vmax = min(r["primary_metric"] for r in kids), max(r["primary_metric"] for r in kids)
     for ax, col in zip(axes, cols):
@@ -316,7 +316,7 @@ def finetune(records: Sequence[Mapping[str, Any]]) -> Figure | None:
         return None
     regimes = list(dict.fromkeys((r.get("finetune_regime") or {}).get("name") for r in runs))
     modes = list(dict.fromkeys((r.get("crossover") or {}).get("mode") for r in runs))
-    fig = _figure(4.6, wspace=0.25)
+    fig = new_figure(4.6, wspace=0.25)
     loss_ax, agree_ax = fig.subplots(1, 2)
     for rec in runs:
         ft = rec["finetune"]
@@ -335,10 +335,10 @@ def finetune(records: Sequence[Mapping[str, Any]]) -> Figure | None:
     agree_ax.set_ylabel("validation agreement with the teacher")
     for ax in (loss_ax, agree_ax):
         ax.set_xlabel("epoch (0 = crossed, before fine-tuning)")
-    handles = [*(_handle(f"regime {g}", color=colour(i), linestyle="-") for i, g in enumerate(regimes)),
-               *(_handle(f"mode {m}", color="grey", linestyle=LINESTYLES[i % len(LINESTYLES)])
-                 for i, m in enumerate(modes)), _handle("kept epoch", marker="o", color="grey")]
-    _legend(fig, handles)
+    handles = [*(handle(f"regime {g}", color=colour(i), linestyle="-") for i, g in enumerate(regimes)),
+               *(handle(f"mode {m}", color="grey", linestyle=LINESTYLES[i % len(LINESTYLES)])
+                 for i, m in enumerate(modes)), handle("kept epoch", marker="o", color="grey")]
+    side_legend(fig, handles)
     return fig
 
 
@@ -350,7 +350,7 @@ def barrier(data: Mapping[str, Any]) -> Figure | None:
     if not alphas or not curves:
         return None
     with_return = any(any(v is not None for v in (c.get("return") or [])) for c in curves.values())
-    fig = _figure(4.6)
+    fig = new_figure(4.6)
     axes = fig.subplots(1, 2 if with_return else 1, squeeze=False)[0]
     handles = []
     for i, (method, curve) in enumerate(curves.items()):
@@ -360,7 +360,7 @@ def barrier(data: Mapping[str, Any]) -> Figure | None:
         for key, ls, lw in (("primary", "-", 2.0), ("agree_a", "--", 1.0), ("agree_b", ":", 1.0)):
             ys = curve.get(key) or []
             axes[0].plot(alphas[:len(ys)], [math.nan if y is None else y for y in ys], color=c, ls=ls, lw=lw)
-        handles.append(_handle(label, color=c, linestyle="-"))
+        handles.append(handle(label, color=c, linestyle="-"))
         if with_return:
             ys = curve.get("return") or []
             axes[1].plot(alphas[:len(ys)], [math.nan if y is None else y for y in ys], color=c, marker="o", ms=4)
@@ -369,9 +369,9 @@ def barrier(data: Mapping[str, Any]) -> Figure | None:
     if with_return:
         axes[1].set_xlabel("alpha (0 = parent A, 1 = parent B)")
         axes[1].set_ylabel("mean return")
-    handles += [_handle("primary", color="grey", linestyle="-"), _handle("agree_a", color="grey", linestyle="--"),
-                _handle("agree_b", color="grey", linestyle=":")]
-    _legend(fig, handles)
+    handles += [handle("primary", color="grey", linestyle="-"), handle("agree_a", color="grey", linestyle="--"),
+                handle("agree_b", color="grey", linestyle=":")]
+    side_legend(fig, handles)
     return fig
 
 
