@@ -156,6 +156,8 @@ crossover_child.run()
     assert (run_dir / "leaderboard.md").read_text().startswith(
         "# Crossover leaderboard (INCOMPLETE: 1 of 3 children)")
     assert _rows(run_dir)[SMOKE[0]]["primary_metric"] > 0
+    report = (run_dir / "report.html").read_text()
+    assert "<b>INCOMPLETE</b>: 1 of 3 children finished" in report and f"Missing: {', '.join(SMOKE[1:])}" in report
 
 
 def test_session_killed_mid_run_keeps_every_finished_child(pytester, search_files):
@@ -318,8 +320,8 @@ def test_outputs_hold_no_absolute_run_dir_and_nothing_is_written_outside_it(pyte
     after = _tree(pytester.path, {"__pycache__", ".crossover"})
     assert {k: v for k, v in after.items() if not k.startswith("out/abs_runs/")} == before
     assert _tree(search_files["dir"], set()) == inputs
-    written = [p for p in run_dir.rglob("*") if p.is_file() and p.suffix in (".json", ".csv", ".md", ".txt")]
-    assert len(written) == 5 + 2 * 2
+    written = [p for p in run_dir.rglob("*") if p.is_file() and p.suffix in (".json", ".csv", ".md", ".txt", ".html")]
+    assert len(written) == 6 + 2 * 2
     for path in written:
         text = path.read_text()
         assert str(run_dir) not in text and str(run_dir.resolve()) not in text, path
@@ -341,7 +343,8 @@ def test_all_writes_go_through_the_atomic_module():
     root = Path(__file__).resolve().parents[2]
     offenders = []
     for path in [*root.glob("pytest_crossover/*.py"), *(root / "harness" / f"{m}.py" for m in (
-            "pipeline", "leaderboard", "history", "rundir", "parents", "populations"))]:
+            "pipeline", "leaderboard", "history", "rundir", "parents", "populations", "report", "plots", "page",
+            "site", "trend"))]:
         for line in path.read_text().splitlines():
             code = line.split("#")[0]
             if any(s in code for s in ('.write_text(', '.write_bytes(', 'torch.save(', 'np.save(', 'open(')):
