@@ -1,10 +1,7 @@
-"""The pictures of one session, drawn by matplotlib with one fixed style (used by :mod:`harness.report`).
+"""The pictures of one session (used by :mod:`harness.report`; their look is :mod:`harness.figure`'s).
 
 Each picture is a :class:`Picture`: a name (its PNG is ``report_<name>.png``), a title, a caption and a ``draw``
-callable that returns a matplotlib ``Figure``. :func:`session_pictures` lists those that apply to a session
-(no returns, no barrier file: no picture for them). matplotlib is imported only inside the draw functions, so
-importing this module costs nothing; figures come from ``matplotlib.figure.Figure`` (no pyplot: no global state,
-no GUI backend).
+callable that returns a matplotlib ``Figure``, or None when the session has nothing to draw in it.
 
 Optional fields are drawn when present and never required: 95% intervals (``<column>_lo`` / ``<column>_hi`` on
 a leaderboard row) as error bars, ``tied_with_best`` as a ring, ``teacher`` / ``align`` as extra heatmaps.
@@ -12,29 +9,17 @@ a leaderboard row) as error bars, ``tied_with_best`` as a ring, ``teacher`` / ``
 
 from __future__ import annotations
 
-import io
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from harness.figure import LINESTYLES, MARKERS, colour, handle, new_figure, side_legend
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-# Sized for a 1200 px window: 11 in at 100 dpi is 1100 px, shown 1:1 in the report's 1140 px column.
-WIDTH_IN = 11.0
-DPI = 100
-STYLE: dict[str, Any] = {
-    "font.family": "DejaVu Sans", "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
-    "legend.fontsize": 9, "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.grid": True, "grid.alpha": 0.3,
-    "axes.spines.top": False, "axes.spines.right": False, "lines.linewidth": 1.5, "lines.markersize": 7,
-    "figure.facecolor": "white", "savefig.facecolor": "white", "figure.dpi": DPI, "savefig.dpi": DPI,
-}
-# Okabe-Ito (colour-blind safe), without its yellow (unreadable on white), then tab20 for long lists.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#8C564B", "#4D4D4D")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "<", ">")
 PARENT_STYLE = {"marker": "*", "s": 260, "color": "black", "zorder": 5}
 
 
@@ -44,71 +29,6 @@ class Picture:
     title: str
     caption: str
     draw: Callable[[], Figure | None]  # None: nothing to draw in this session (the report says so)
-
-
-@contextmanager
-def style() -> Iterator[None]:
-    """matplotlib with the Agg backend (no display needed) and the fixed style, for drawing and saving."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from cycler import cycler
-
-    rc: Any = {**STYLE, "axes.prop_cycle": cycler(color=PALETTE)}
-    with matplotlib.rc_context(rc):
-        yield
-
-
-def png(fig: Figure) -> bytes:
-    _lean(fig)
-    buf = io.BytesIO()
-    # compress_level 3: a third of the default's encode time, files ~10% larger.
-    fig.savefig(buf, format="png", pil_kwargs={"compress_level": 3})
-    return buf.getvalue()
-
-
-def colour(i: int) -> str:
-    if i < len(PALETTE):
-        return PALETTE[i]
-    import matplotlib
-
-    return str(matplotlib.colors.to_hex(matplotlib.colormaps["tab20"]((i - len(PALETTE)) % 20)))
-
-
-# Fixed margins, the legend in the right-hand strip: a constrained or tight layout costs a second layout pass
-# (~40% of a picture's time) and the pictures' contents are known.
-LEGEND_X = 0.775
-
-
-def new_figure(height: float, *, right: float = LEGEND_X - 0.015, bottom_in: float = 0.55, top_in: float = 0.35,
-            left: float = 0.075, wspace: float = 0.22, hspace: float = 0.3) -> Figure:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(WIDTH_IN, height))
-    fig.subplots_adjust(left=left, right=right, bottom=bottom_in / height, top=1 - top_in / height, wspace=wspace,
-                        hspace=hspace)
-    return fig
-
-
-def _lean(fig: Figure) -> None:
-    """At most ~6 ticks per axis, plain numbers on log axes: each tick is an object with its own text (~1 ms to
-    lay out), and a log axis's default labels are mathtext (~30 ms to parse) with unlabelled minor ticks."""
-    from matplotlib.ticker import FixedLocator, FormatStrFormatter, LogLocator, MaxNLocator, NullLocator
-
-    for ax in fig.axes:
-        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
-            if scale == "log":
-                axis.set_major_locator(LogLocator(numticks=6))
-                axis.set_major_formatter(FormatStrFormatter("%g"))
-                axis.set_minor_locator(NullLocator())
-            elif not isinstance(axis.get_major_locator(), FixedLocator):
-                axis.set_major_locator(MaxNLocator(nbins=6))
-
-
-def side_legend(fig: Figure, handles: Sequence[Any]) -> None:
-    """The legend right of the data, never over it."""
-    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(LEGEND_X, 1 - 0.3 / fig.get_figheight()),
-               frameon=False)
 
 
 def _values(rows: Sequence[Mapping[str, Any]], key: str) -> list[Any]:
@@ -125,12 +45,6 @@ def _err(rows: Sequence[Mapping[str, Any]], column: str) -> list[list[float]] | 
         below.append(max(0.0, v - lo) if v is not None and lo is not None else 0.0)
         above.append(max(0.0, hi - v) if v is not None and hi is not None else 0.0)
     return [below, above]
-
-
-def handle(label: str, **kw: Any) -> Any:
-    from matplotlib.lines import Line2D
-
-    return Line2D([], [], label=label, linestyle=kw.pop("linestyle", "none"), **kw)
 
 
 class _Keys:
@@ -304,7 +218,6 @@ def heatmaps(rows: Sequence[Mapping[str, Any]]) -> Figure | None:
 
 
 # -- fine-tune curves ----------------------------------------------------------------------------------------------
-LINESTYLES = ("-", "--", ":", "-.")
 
 
 def finetune(records: Sequence[Mapping[str, Any]]) -> Figure | None:

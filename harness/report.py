@@ -58,7 +58,7 @@ class Drawn:
 
 def draw(pictures: Sequence[Any]) -> list[Drawn]:
     """Draw each picture (a :class:`harness.plots.Picture`); one that raises is kept as its error."""
-    from harness import plots
+    from harness import figure
 
     try:
         import matplotlib  # noqa: F401  (the plots extra; without it every picture says so)
@@ -69,9 +69,9 @@ def draw(pictures: Sequence[Any]) -> list[Drawn]:
     for p in pictures:
         fig = None
         try:
-            with plots.style():
+            with figure.style():
                 fig = p.draw()
-                out.append(Drawn(p.name, p.title, p.caption, png=None if fig is None else plots.png(fig),
+                out.append(Drawn(p.name, p.title, p.caption, png=None if fig is None else figure.png(fig),
                                  empty=fig is None))
         except Exception as exc:  # a picture's bug must not cost the session its report, nor its other outputs
             out.append(Drawn(p.name, p.title, p.caption, error=f"{type(exc).__name__}: {first_line(exc)}"))

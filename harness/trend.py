@@ -177,7 +177,7 @@ def commit_label(record: Stored) -> str:
 def trend_figure(series: Series) -> Figure:
     """One row of panels for the best child, then one per regime with a line per recipe (the same colour for a
     recipe in every regime), primary and (when measured) return side by side; 95% intervals as bands."""
-    from harness import plots
+    from harness import figure as fg
 
     metrics = ["primary"] + (["return"] if any(value(c, "return") is not None for r in series.records
                                                for c in r.children().values()) else [])
@@ -185,7 +185,7 @@ def trend_figure(series: Series) -> Figure:
     regimes = list(dict.fromkeys(v["regime"] for v in by_recipe.values()))
     labels = list(dict.fromkeys(v["label"] for v in by_recipe.values()))
     n = len(series.records)
-    fig = plots.new_figure(1.2 + 2.3 * (1 + len(regimes)), bottom_in=0.85, top_in=0.75, hspace=0.6, wspace=0.18)
+    fig = fg.new_figure(1.2 + 2.3 * (1 + len(regimes)), bottom_in=0.85, top_in=0.75, hspace=0.6, wspace=0.18)
     axes = fig.subplots(1 + len(regimes), len(metrics), squeeze=False, sharex=True)
     xs = list(range(n))
     for j, metric in enumerate(metrics):
@@ -200,7 +200,7 @@ def trend_figure(series: Series) -> Figure:
                 kids = [next((c for c in r.children().values() if recipe_key(c["child_id"]) == key), None)
                         for r in series.records]
                 _line(axes[i][j], xs, recipe_values(series, key, metric), [interval(c, metric) for c in kids],
-                      plots.colour(k % 20), plots.LINESTYLES[(k // 20) % len(plots.LINESTYLES)], 1.3)
+                      fg.colour(k % 20), fg.LINESTYLES[(k // 20) % len(fg.LINESTYLES)], 1.3)
             axes[i][j].set_title(f"regime {regime}: {metric} per recipe")
     step = max(1, math.ceil(n * len(metrics) / 16))  # ~45 px per label: at most 16 across the figure
     for ax in axes[-1]:
@@ -209,9 +209,9 @@ def trend_figure(series: Series) -> Figure:
         ax.set_xlim(-0.3, max(n - 0.7, 0.3))
     commits = {r.commit() for r in series.records}
     fig.suptitle(f"{series.title}: {n} records of {len(commits)} commit{'s' * (len(commits) != 1)}", fontsize=11)
-    plots.side_legend(fig, [plots.handle("best child", color="black", linestyle="-", linewidth=2.2),
-                        *(plots.handle(lbl, color=plots.colour(k % 20),
-                                        linestyle=plots.LINESTYLES[(k // 20) % len(plots.LINESTYLES)])
+    fg.side_legend(fig, [fg.handle("best child", color="black", linestyle="-", linewidth=2.2),
+                        *(fg.handle(lbl, color=fg.colour(k % 20),
+                                        linestyle=fg.LINESTYLES[(k // 20) % len(fg.LINESTYLES)])
                           for k, lbl in enumerate(labels))])
     return fig
 
@@ -226,10 +226,10 @@ def _line(ax: Any, xs: list[int], ys: Sequence[float | None], bands: Sequence[tu
 
 
 def trend_png(series: Series) -> bytes:
-    from harness import plots
+    from harness import figure
 
-    with plots.style():
-        return plots.png(trend_figure(series))
+    with figure.style():
+        return figure.png(trend_figure(series))
 
 
 def plot_trend(records: Sequence[Stored], path: str | Path) -> list[Path]:

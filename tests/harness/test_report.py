@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from harness import plots, report
+from harness import figure, plots, report
 from harness.errors import HarnessError
 
 MODES, REGIMES = ("random", "layer", "weighted"), ("short", "long")
@@ -130,7 +130,7 @@ def test_teacher_and_align_get_their_own_heatmaps_when_the_space_varies_them():
     rows = report.build_rows(m["children"], m["parents"])
     report._enrich(rows, m["children"], None)
     assert plots.facets(rows) == ["finetune_regime", "teacher", "align"]
-    with plots.style():
+    with figure.style():
         fig = plots.heatmaps(rows)
     assert fig is not None and len(fig.axes) == 3
     assert plots.facets(report.build_rows(manifest()["children"], None)) == ["finetune_regime"]

@@ -344,7 +344,7 @@ def test_all_writes_go_through_the_atomic_module():
     offenders = []
     for path in [*root.glob("pytest_crossover/*.py"), *(root / "harness" / f"{m}.py" for m in (
             "pipeline", "leaderboard", "history", "rundir", "parents", "populations", "report", "plots", "page",
-            "site", "trend"))]:
+            "site", "trend", "figure"))]:
         for line in path.read_text().splitlines():
             code = line.split("#")[0]
             if any(s in code for s in ('.write_text(', '.write_bytes(', 'torch.save(', 'np.save(', 'open(')):
