@@ -176,7 +176,7 @@ def _details(manifest: Mapping[str, Any]) -> str:
 
     opts = manifest.get("options") or {}
     explicit = set(opts.get("explicit") or [])
-    opt_rows = [[k, "—" if v in (None, [], {}) else v if isinstance(v, str) else json.dumps(v),
+    opt_rows = [[k, "—" if v is None or v in ((), [], {}) else v if isinstance(v, str) else json.dumps(v),
                  "yes" if k.replace("_", "-") in explicit else ""] for k, v in opts.items() if k != "explicit"]
     prov = manifest.get("provenance") or {}
     inputs = []

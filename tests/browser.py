@@ -178,3 +178,22 @@ def _errors(events: list[dict[str, Any]], session: str) -> list[str]:
         elif ev.get("method") == "Log.entryAdded" and (p.get("entry") or {}).get("level") == "error":
             out.append(f"log: {p['entry'].get('text')} {p['entry'].get('url', '')}")
     return out
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.browser PAGE.html OUT.png``: a full-page screenshot at 1200 px, as the docs' one was made."""
+    binary = find_chromium()
+    if len(argv) != 2 or binary is None:
+        print("usage: python -m tests.browser PAGE.html OUT.png (needs chromium on PATH)")
+        return 2
+    with Chromium(binary) as browser:
+        page, _ = browser.load(Path(argv[0]))
+    Path(argv[1]).write_bytes(page.screenshot)
+    print("\n".join(page.errors) or f"{argv[1]}: {len(page.images)} images, no console errors")
+    return 1 if page.errors else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
