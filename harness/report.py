@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError, first_line
-from harness.leaderboard import build_rows, to_html
-from harness.page import document, esc, table
+from harness.leaderboard import build_rows
+from harness.metrics import METRICS, RANKABLE
+from harness.page import document, esc, legend, table
 
 REPORT = "report.html"
 PICTURE_PREFIX = "report_"
@@ -144,6 +145,56 @@ def report_outputs(manifest: Mapping[str, Any], run_dir: str | os.PathLike[str] 
 
 
 # -- the page -------------------------------------------------------------------------------------------------------
+# What a status means, for the legend of the HTML table (an unknown status is shown as it is).
+STATUSES = {
+    "ok": "fine-tuned and evaluated", "degenerate": "finished, but primary is under --crossover-degenerate-threshold",
+    "return-drop": "finished, but its return is significantly below the weaker parent's",
+    "diverged": "fine-tuning diverged; no metric describes it", "error": "the child's test failed",
+    "lost": "its xdist worker died while running it", "baseline": "a parent (primary = A-vs-B agreement)",
+}
+_INTERVAL_METRICS = ("primary", "agree_a", "agree_b", "return")  # the metrics with 95% intervals, where rows have them
+
+
+def leaderboard_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The leaderboard as an HTML table with its legend: every child, then the parents; a 95% interval under a
+    value where the row has ``<column>_lo`` / ``_hi``; the best child and those tied with it highlighted."""
+    shown = [m for m in METRICS.values() if m.shown]
+    extra = [c for c in ("teacher", "align") if any(r.get(c) is not None for r in rows)]
+    with_ci = any(r.get("primary_metric_lo") is not None for r in rows)
+    with_p = any(r.get("p_best") is not None for r in rows)
+    heads = ["rank", "child_id", "mode", "regime", *extra, *(m.label for m in shown), *(["p_best"] * with_p),
+             "status", "marks"]
+    body, classes = [], []
+    for r in rows:
+        cells = [esc(r["rank"]), esc(r["child_id"]), esc(r["crossover_mode"]), esc(r["finetune_regime"]),
+                 *(esc(r.get(c)) for c in extra)]
+        for m in shown:
+            cell = esc(m.format(r.get(m.column)))
+            lo, hi = r.get(f"{m.column}_lo"), r.get(f"{m.column}_hi")
+            if lo is not None and hi is not None:
+                cell += f"<br><span class=ci>[{esc(m.format(lo))}, {esc(m.format(hi))}]</span>"
+            cells.append(cell)
+        if with_p:
+            cells.append(esc(None if r.get("p_best") is None else f"{r['p_best']:.2f}"))
+        marks = [s for s, on in (("◆ Pareto", r.get("pareto")), ("≈ tied with #1", r.get("tied_with_best"))) if on]
+        cells += [esc(r["status"]), esc(" ".join(marks))]
+        body.append(cells)
+        classes.append("baseline" if r.get("is_parent_baseline") else "best" if r["rank"] == 1 or r.get(
+            "tied_with_best") else "" if r["status"] in RANKABLE else "bad")
+    numeric = [True, *[False] * (3 + len(extra)), *[True] * (len(shown) + with_p), False, False]
+    items = [(m.label, m.description) for m in shown if m.description]
+    if with_ci:
+        names = "/".join(METRICS.get(n).label for n in _INTERVAL_METRICS if n in METRICS)
+        items.append(("[lo, hi]", f"95% bootstrap interval of {names}, under the value"))
+    if with_p:
+        items.append(("p_best", "probability that the child is the best one (bootstrap share of rank 1)"))
+    items += [("◆ Pareto", "no other child is better on primary, fine-tune steps and latency at once"),
+              ("≈ tied with #1", "not distinguishable from the best child at 95% (highlighted, as #1)")][:1 + with_ci]
+    items += [(f"status {s}", d) for s, d in STATUSES.items() if any(r["status"] == s for r in rows)]
+    return table(heads, body, row_classes=classes, numeric=numeric, raw=True, table_id="leaderboard-table") + \
+        legend(items)
+
+
 def _png_size(data: bytes) -> tuple[int, int]:
     width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk, right after the 8-byte signature
     return width, height
@@ -152,7 +203,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 def _figure(d: Drawn) -> str:
     head = f'<h2 id="{d.name}">{esc(d.title)}</h2>'
     if d.png is None:
-        what = ("failed to draw: " + esc(d.error)) if d.error else "nothing to draw in this session"
+        what = ("failed to draw: " + esc(d.error)) if d.error else "has nothing to draw in this session"
         cls = "failed" if d.error else "note"
         return f'{head}<p class="{cls}">Picture <b>{esc(d.name)}</b> {what}.</p>'
     w, h = _png_size(d.png)
@@ -214,7 +265,7 @@ def page(manifest: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], drawn: 
                     f"{'—' if wall is None else f'{wall:.1f} s'}.</p>"
                     f'<nav><a href="#leaderboard">Leaderboard</a> · {nav} · '
                     f'<a href="#session">How this session ran</a></nav>'
-                    f'<h2 id="leaderboard">Leaderboard</h2>{to_html(rows)}'
+                    f'<h2 id="leaderboard">Leaderboard</h2>{leaderboard_table(rows)}'
                     + "".join(_figure(d) for d in drawn) + _details(manifest))
 
 

@@ -171,6 +171,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             finally:
                 cs.write_outputs()
     finally:
+        if cs.records:
+            cs.write_report()  # last, and on its own: a report that fails costs no other output
         cs.release_run_dir()
 
 

@@ -43,8 +43,8 @@ class CrossoverSession:
         self.parents: dict[str, Any] | None = None
         self.worker_parents: list[Mapping[str, Any]] = []  # shares of the parent baselines sent by xdist workers
         self.lost: set[str] = set()  # children whose worker died while running them
-        self.written: list[Path] = []
         self.report_failures: list[str] = []  # "picture: why" for each picture the report could not draw
+        self.written: list[Path] = []
         self.complete = False
         self.started = time.time()
 
@@ -96,6 +96,26 @@ class CrossoverSession:
                                                                     agreement=agreement)])
         self.parents = merged or None
 
+    def write_report(self) -> None:
+        """``report.html`` and its pictures, at the end of the session, after every other file (``--crossover-report
+        on``); with ``off``, an earlier session's report in the folder is removed rather than left beside this
+        session's files. Whatever goes wrong in the report (each picture already reports its own failure) is a line
+        of the summary, never a lost session."""
+        from harness.report import PICTURE_PREFIX, REPORT
+
+        written: list[Path] = []
+        if self.options.report == "on":
+            from harness.report import report_outputs
+
+            try:
+                files, self.report_failures = report_outputs(self.manifest(), self.run_dir.path)
+                written = self.run_dir.write_outputs(files, final=True)
+            except Exception as exc:  # the other outputs are written; the report must not take the session down
+                self.report_failures = [f"{REPORT}: {type(exc).__name__}: {exc}"]
+            self.written += written
+        self.run_dir.remove_outputs(REPORT, keep=written)
+        self.run_dir.remove_outputs(f"{PICTURE_PREFIX}*.png", keep=written)
+
     # -- outputs ----------------------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
         from harness import __version__
@@ -131,34 +151,10 @@ class CrossoverSession:
         return "harness.timing in the test (3 warm-up, 20 timed, median)"
 
     def write_outputs(self, *, final: bool = True) -> list[Path]:
-        """The session's files; at the end (``final``) also the report, after every other file is written."""
         from harness.leaderboard import outputs
 
-        manifest = self.manifest()
-        self.written = self.run_dir.write_outputs(outputs(manifest), final=final)
-        if final:
-            self.write_report(manifest)
+        self.written = self.run_dir.write_outputs(outputs(self.manifest()), final=final)
         return self.written
-
-    def write_report(self, manifest: Mapping[str, Any]) -> None:
-        """``report.html`` and its pictures (``--crossover-report on``); with ``off``, an earlier session's report
-        in the folder is removed rather than left beside this session's files. Whatever goes wrong in the report
-        (each picture already reports its own failure) is a line of the summary, never a lost session."""
-        from harness.report import PICTURE_PREFIX, REPORT
-
-        self.report_failures = []
-        written: list[Path] = []
-        if self.options.report == "on":
-            from harness.report import report_outputs
-
-            try:
-                files, self.report_failures = report_outputs(manifest, self.run_dir.path)
-                written = self.run_dir.write_outputs(files, final=True)
-            except Exception as exc:  # the other outputs are written; the report must not take the session down
-                self.report_failures = [f"{REPORT}: {type(exc).__name__}: {exc}"]
-            self.written += written
-        self.run_dir.remove_outputs(REPORT, keep=written)
-        self.run_dir.remove_outputs(f"{PICTURE_PREFIX}*.png", keep=written)
 
 
 def _uses_xdist(config: pytest.Config) -> bool:
