@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-# Sized for a 1200 px window: 11 in at 100 dpi is 1100 px, shown 1:1 in the report's 1140 px column.
+# Sized for a 1200 px window: 11 in at 100 dpi is 1100 px, shown 1:1 in the report's 1160 px column.
 WIDTH_IN = 11.0
 DPI = 100
 STYLE: dict[str, Any] = {

@@ -7,16 +7,16 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-# Laid out for a 1200 px window: a 1140 px column, the 1100 px pictures shown 1:1.
+# Laid out for a 1200 px window: a 1160 px column (room for a scrollbar), the 1100 px pictures shown 1:1.
 STYLE = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#1a1a1a;
- max-width:1140px;margin:0 auto;padding:16px 24px 48px}
+ max-width:1160px;margin:0 auto;padding:16px 12px 48px}
 h1{font-size:24px;margin:8px 0}h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 h3{font-size:15px;margin:14px 0 4px}
 nav{font-size:13px;margin:8px 0 4px}a{color:#0b62a4}
-table{border-collapse:collapse;font-size:13px;margin:6px 0}
-th,td{padding:3px 8px;border-bottom:1px solid #e3e3e3;text-align:left;vertical-align:top}
-th{background:#f3f4f6;position:sticky;top:0}
+table{border-collapse:collapse;font-size:12.5px;margin:6px 0}
+th,td{padding:3px 6px;border-bottom:1px solid #e3e3e3;text-align:left;vertical-align:top}
+th{background:#f3f4f6;position:sticky;top:0;white-space:nowrap}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .ci{color:#666;font-size:11px}
 tr.best td{background:#fff4d6}tr.baseline td{background:#eef3f8;font-style:italic}

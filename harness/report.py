@@ -152,16 +152,27 @@ STATUSES = {
     "diverged": "fine-tuning diverged; no metric describes it", "error": "the child's test failed",
     "lost": "its xdist worker died while running it", "baseline": "a parent (primary = A-vs-B agreement)",
 }
-_INTERVAL_METRICS = ("primary", "agree_a", "agree_b", "return")  # the metrics with 95% intervals, where rows have them
+
+
+def _interval(m: Any, lo: float, hi: float) -> str:
+    """``[lo, hi]`` one digit shorter than the value: the interval is read, not copied."""
+    spec = m.fmt
+    if spec.startswith(".") and spec.endswith("f") and spec[1:-1].isdigit():
+        spec = f".{max(0, int(spec[1:-1]) - 1)}f"
+    return f"[{lo:{spec}}, {hi:{spec}}]"
 
 
 def leaderboard_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The leaderboard as an HTML table with its legend: every child, then the parents; a 95% interval under a
-    value where the row has ``<column>_lo`` / ``_hi``; the best child and those tied with it highlighted."""
-    shown = [m for m in METRICS.values() if m.shown]
-    extra = [c for c in ("teacher", "align") if any(r.get(c) is not None for r in rows)]
-    with_ci = any(r.get("primary_metric_lo") is not None for r in rows)
+    value where the row has ``<column>_lo`` / ``_hi``; the best child and those tied with it highlighted.
+
+    Laid out for the 1160 px column: a metric no child has (return without episodes) and a teacher or alignment
+    every child shares get no column (the header line of the page and the heatmap say them)."""
+    kids = [r for r in rows if not r.get("is_parent_baseline")]
+    shown = [m for m in METRICS.values() if m.shown and any(r.get(m.column) is not None for r in kids)]
+    extra = [c for c in ("teacher", "align") if len({r.get(c) for r in kids} - {None}) > 1]
     with_p = any(r.get("p_best") is not None for r in rows)
+    with_tie = any("tied_with_best" in r for r in rows)
     heads = ["rank", "child_id", "mode", "regime", *extra, *(m.label for m in shown), *(["p_best"] * with_p),
              "status", "marks"]
     body, classes = [], []
@@ -172,24 +183,26 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]]) -> str:
             cell = esc(m.format(r.get(m.column)))
             lo, hi = r.get(f"{m.column}_lo"), r.get(f"{m.column}_hi")
             if lo is not None and hi is not None:
-                cell += f"<br><span class=ci>[{esc(m.format(lo))}, {esc(m.format(hi))}]</span>"
+                cell += f"<br><span class=ci>{esc(_interval(m, lo, hi))}</span>"
             cells.append(cell)
         if with_p:
             cells.append(esc(None if r.get("p_best") is None else f"{r['p_best']:.2f}"))
-        marks = [s for s, on in (("◆ Pareto", r.get("pareto")), ("≈ tied with #1", r.get("tied_with_best"))) if on]
-        cells += [esc(r["status"]), esc(" ".join(marks))]
+        marks = [f'<span title="{t}">{s}</span>' for s, t, on in (
+            ("◆", "Pareto front", r.get("pareto")), ("≈", "tied with #1", r.get("tied_with_best"))) if on]
+        cells += [esc(r["status"]), " ".join(marks)]
         body.append(cells)
         classes.append("baseline" if r.get("is_parent_baseline") else "best" if r["rank"] == 1 or r.get(
             "tied_with_best") else "" if r["status"] in RANKABLE else "bad")
     numeric = [True, *[False] * (3 + len(extra)), *[True] * (len(shown) + with_p), False, False]
     items = [(m.label, m.description) for m in shown if m.description]
-    if with_ci:
-        names = "/".join(METRICS.get(n).label for n in _INTERVAL_METRICS if n in METRICS)
+    if any(r.get(f"{m.column}_lo") is not None for r in rows for m in shown):
+        names = "/".join(m.label for m in shown if any(r.get(f"{m.column}_lo") is not None for r in rows))
         items.append(("[lo, hi]", f"95% bootstrap interval of {names}, under the value"))
     if with_p:
         items.append(("p_best", "probability that the child is the best one (bootstrap share of rank 1)"))
-    items += [("◆ Pareto", "no other child is better on primary, fine-tune steps and latency at once"),
-              ("≈ tied with #1", "not distinguishable from the best child at 95% (highlighted, as #1)")][:1 + with_ci]
+    items.append(("◆", "on the Pareto front: no other child is better on primary, fine-tune steps and latency at once"))
+    if with_tie:
+        items.append(("≈", "tied with #1: not distinguishable from the best child at 95% (highlighted, as #1)"))
     items += [(f"status {s}", d) for s, d in STATUSES.items() if any(r["status"] == s for r in rows)]
     return table(heads, body, row_classes=classes, numeric=numeric, raw=True, table_id="leaderboard-table") + \
         legend(items)

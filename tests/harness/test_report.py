@@ -98,9 +98,11 @@ def test_intervals_ties_and_p_best_are_shown_when_rows_have_them(monkeypatch):
     files, failures = report.report_outputs(manifest())
     html = files["report.html"]
     assert failures == []
-    assert "[0.4400, 0.4600]" in html  # the best child's primary 0.45 with its interval
-    assert html.count('<tr class="best">') == 2 and "≈ tied with #1" in html and "<th>p_best</th>" in html
-    assert "95% bootstrap interval" in html
+    assert "0.4500<br><span class=ci>[0.440, 0.460]</span>" in html  # the best child's primary with its interval
+    assert "285.0<br><span class=ci>[285, 285]</span>" in html  # return 150 + 300 * 0.45, ± 0.01: one digit less
+    assert html.count('<tr class="best">') == 2 and html.count('title="tied with #1"') == 2
+    assert "<th>p_best</th>" in html and "<td class=num>0.60</td>" in html
+    assert "95% bootstrap interval of primary/agree_a/agree_b/return" in html and "<dt>≈</dt>" in html
 
 
 def test_plain_rows_draw_without_intervals():
@@ -168,6 +170,7 @@ def test_an_incomplete_session_and_a_child_without_metrics():
     assert "INCOMPLETE</b>: 4 of 5 children" in html and "004_weighted_a0p50_sNone_short" in html
     assert "(INCOMPLETE)</title>" in html
     assert '<tr class="bad">' in html and "status diverged" in html
+    assert "<dt>≈</dt>" not in html and "<th>p_best</th>" not in html  # rows without the trust fields
 
 
 def test_the_switch_takes_on_or_off():

@@ -54,8 +54,10 @@ def test_the_report_as_a_browser_shows_it(smoke_run, chromium, tmp_path):
     shown = chromium.evaluate(tab, LEADERBOARD_IDS)
     assert sorted(shown) == sorted([*expected, "parent_a", "parent_b"])
     assert chromium.evaluate(tab, "document.title") == "Crossover report: space smoke"
-    # Laid out for a 1200 px window: nothing wider than the window (no sideways scrolling).
+    # Laid out for a 1200 px window: nothing wider than the window, the table not wider than its column.
     assert chromium.evaluate(tab, "document.documentElement.scrollWidth") <= 1200
+    assert chromium.evaluate(tab, "document.querySelector('#leaderboard-table').offsetWidth") <= \
+        chromium.evaluate(tab, "document.querySelector('#leaderboard-table').parentElement.clientWidth")
     assert page.screenshot[:8] == b"\x89PNG\r\n\x1a\n" and len(page.screenshot) > 50_000
     (tmp_path / "report.png").write_bytes(page.screenshot)
 
