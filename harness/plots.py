@@ -83,7 +83,7 @@ def _scatter(ax: Axes, rows: Sequence[Mapping[str, Any]], keys: _Keys, x: str, y
 
 
 def _best_label(rows: Sequence[Mapping[str, Any]]) -> str:
-    return "tied with #1 (95% interval)" if any("tied_with_best" in r for r in rows) else "#1"
+    return "tied with #1 (95% interval)" if any(r.get("tied_with_best") is not None for r in rows) else "#1"
 
 
 def measured(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -107,6 +107,11 @@ def load_barrier(manifest: Mapping[str, Any], run_dir: Path | None) -> dict[str,
     return data if isinstance(data, dict) else None
 
 
+def session_rows(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The leaderboard rows the report shows, built in this one place from the manifest, as the leaderboard's."""
+    return build_rows(manifest.get("children") or [], manifest.get("parents"))
+
+
 @contextmanager
 def _gc_paused() -> Iterator[None]:
     """No garbage collection while drawing: matplotlib allocates many small objects, which start full collections
@@ -129,7 +134,7 @@ def report_outputs(manifest: Mapping[str, Any], run_dir: str | os.PathLike[str] 
 
     folder = None if run_dir is None else Path(run_dir)
     records = manifest.get("children") or []
-    rows = build_rows(records, manifest.get("parents"))
+    rows = session_rows(manifest)
     _enrich(rows, records, folder)
     failures: list[str] = []
     try:
@@ -172,7 +177,7 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]]) -> str:
     shown = [m for m in METRICS.values() if m.shown and any(r.get(m.column) is not None for r in kids)]
     extra = [c for c in ("teacher", "align") if len({r.get(c) for r in kids} - {None}) > 1]
     with_p = any(r.get("p_best") is not None for r in rows)
-    with_tie = any("tied_with_best" in r for r in rows)
+    with_tie = any(r.get("tied_with_best") is not None for r in rows)
     heads = ["rank", "child_id", "mode", "regime", *extra, *(m.label for m in shown), *(["p_best"] * with_p),
              "status", "marks"]
     body, classes = [], []

@@ -92,12 +92,13 @@ def series_page(s: Series, picture: str) -> str:
 
 def regression_rows(series: Sequence[Series], checks: Sequence[FailCheck]) -> list[list[str]]:
     """``[series, from, to, breach]`` for each breach between consecutive records of a series."""
-    out = []
-    for s in series:
-        for old, new in zip(s.records, s.records[1:]):
-            for line in regressions(compare(old, new.data), checks):
-                out.append([s.slug, old.name, new.name, line])
-    return out
+    return [[s.slug, old.name, new.name, line] for s in series for old, new in zip(s.records, s.records[1:])
+            for line in breaches(old, new, checks)]
+
+
+def breaches(old: Stored, new: Stored, checks: Sequence[FailCheck]) -> list[str]:
+    """What ``--crossover-compare-fail`` flags comparing ``new`` with ``old`` (harness.compare decides)."""
+    return regressions(compare(old, new.data), checks)
 
 
 def step_rows(series: Sequence[Series], checks: Sequence[FailCheck]) -> list[list[str]]:

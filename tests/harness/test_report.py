@@ -80,10 +80,10 @@ def test_report_holds_every_child_and_four_pictures():
 def test_intervals_ties_and_p_best_are_shown_when_rows_have_them(monkeypatch):
     import harness.report as rep
 
-    real = rep.build_rows
+    real = rep.session_rows
 
-    def with_intervals(records, parents):
-        rows = real(records, parents)
+    def with_intervals(manifest):
+        rows = real(manifest)
         for r in rows:
             if r["is_parent_baseline"]:
                 continue
@@ -94,7 +94,7 @@ def test_intervals_ties_and_p_best_are_shown_when_rows_have_them(monkeypatch):
             r["p_best"] = 0.6 if r["rank"] == 1 else 0.4 if r["rank"] == 2 else 0.0
         return rows
 
-    monkeypatch.setattr(rep, "build_rows", with_intervals)
+    monkeypatch.setattr(rep, "session_rows", with_intervals)
     files, failures = report.report_outputs(manifest())
     html = files["report.html"]
     assert failures == []
@@ -106,7 +106,7 @@ def test_intervals_ties_and_p_best_are_shown_when_rows_have_them(monkeypatch):
 
 
 def test_plain_rows_draw_without_intervals():
-    rows = report.build_rows(manifest()["children"], manifest()["parents"])
+    rows = report.session_rows(manifest())
     assert plots._err(plots.measured(rows), "primary_metric") is None
     assert plots._best_label(rows) == "#1"
 
@@ -129,13 +129,13 @@ def test_teacher_and_align_get_their_own_heatmaps_when_the_space_varies_them():
     for i, k in enumerate(m["children"]):
         k["crossover"]["align"] = ("none", "weights")[i % 2]
         k["teacher"] = ("a", "both")[i // 3]
-    rows = report.build_rows(m["children"], m["parents"])
+    rows = report.session_rows(m)
     report._enrich(rows, m["children"], None)
     assert plots.facets(rows) == ["finetune_regime", "teacher", "align"]
     with figure.style():
         fig = plots.heatmaps(rows)
     assert fig is not None and len(fig.axes) == 3
-    assert plots.facets(report.build_rows(manifest()["children"], None)) == ["finetune_regime"]
+    assert plots.facets(report.session_rows(manifest())) == ["finetune_regime"]
 
 
 def test_a_failing_picture_is_reported_in_its_place_and_the_others_are_drawn(monkeypatch):
