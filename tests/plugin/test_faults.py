@@ -146,7 +146,7 @@ if cid.startswith("001_"):
     time.sleep(5)  # the signal arrives before this ends
 crossover_child.run()
 """)
-    result = run_search(pytester, search_files, "--crossover-space=smoke", client=client)
+    result = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-report=on", client=client)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     run_dir = pytester.path / "runs"
     manifest = _strict_json(run_dir / "manifest.json")

@@ -25,7 +25,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, search_files: dict[str, 
     (root / "test_search.py").write_text(CLIENT)
     run_dir = root / "runs"
     out = subprocess.run([sys.executable, "-m", "pytest", "test_search.py", *base_args(search_files, run_dir),
-                          "--crossover-space=smoke", "--crossover-no-save"],
+                          "--crossover-space=smoke", "--crossover-no-save", "--crossover-report=on"],
                          cwd=root, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     return {"run_dir": run_dir, "stdout": out.stdout, "manifest": read_json(run_dir / "manifest.json")}
@@ -62,6 +62,11 @@ def test_the_report_as_a_browser_shows_it(smoke_run, chromium, tmp_path):
     (tmp_path / "report.png").write_bytes(page.screenshot)
 
 
+def _without_report(files: dict[str, Path]) -> list[str]:
+    """The test sessions' arguments without their ``--crossover-report=off``: the ini file decides."""
+    return [a for a in base_args(files) if not a.startswith("--crossover-report")]
+
+
 FAILING_PICTURE = """
 import harness.plots
 
@@ -74,7 +79,8 @@ harness.plots.heatmaps = _broken
 
 def test_a_failing_picture_costs_only_itself_and_off_removes_the_report(pytester, search_files):
     pytester.makeconftest(FAILING_PICTURE)
-    result = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-max-runs=1")
+    result = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-max-runs=1",
+                        "--crossover-report=on")
     result.assert_outcomes(passed=1)
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*report: picture heatmap: ZeroDivisionError: division by zero*"])
@@ -86,7 +92,8 @@ def test_a_failing_picture_costs_only_itself_and_off_removes_the_report(pytester
 
     # The ini key turns it off; the earlier session's report is removed, not left beside this session's files.
     pytester.makeini("[pytest]\ncrossover_report = off\n")
-    off = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-max-runs=1")
+    off = pytester.runpytest_subprocess(*_without_report(search_files), "--crossover-space=smoke",
+                                        "--crossover-max-runs=1")
     off.assert_outcomes(passed=1)
     assert not (run_dir / "report.html").exists() and not list(run_dir.glob("report_*.png"))
     assert "report.html" not in off.stdout.str() and "report: picture" not in off.stdout.str()
@@ -96,6 +103,6 @@ def test_a_failing_picture_costs_only_itself_and_off_removes_the_report(pytester
 def test_a_bad_ini_value_names_the_ini_key(pytester, search_files):
     pytester.makeini("[pytest]\ncrossover_report = yes\n")
     pytester.makepyfile(test_search=CLIENT)
-    result = pytester.runpytest_inprocess(*base_args(search_files))
+    result = pytester.runpytest_inprocess(*_without_report(search_files))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: crossover_report (ini): 'yes' is neither on nor off; *"])
