@@ -187,3 +187,18 @@ def test_cli_redraws_a_run_directory(tmp_path, capsys):
     assert f"written: {tmp_path / 'report.html'}" in capsys.readouterr().out
     assert report.main([str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_report_and_the_site_write_only_through_the_atomic_module():
+    """Their files go to a temporary name and are renamed (harness.atomic), as every output of a session."""
+    from pathlib import Path
+
+    root = Path(report.__file__).parent
+    offenders = []
+    for name in ("report", "plots", "figure", "page", "site", "trend"):
+        for line in (root / f"{name}.py").read_text().splitlines():
+            code = line.split("#")[0]
+            direct = any(s in code for s in (".write_text(", ".write_bytes(", "open(", "torch.save("))
+            if direct or (".savefig(" in code and ".savefig(buf" not in code):  # a figure goes to memory first
+                offenders.append(f"{name}: {line.strip()}")
+    assert offenders == []
