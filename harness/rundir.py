@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -147,18 +147,27 @@ class RunDir:
         return time.monotonic() - self._last_rewrite >= REWRITE_INTERVAL_S
 
     def write_outputs(self, outputs: Mapping[str, Any], *, final: bool) -> list[Path]:
-        """Write every output file: ``.json`` names take an object, the others text. Mid-session writes are
-        compact and not fsynced (they guard against a dead process, not a dead machine: an fsync per child cost as
-        much as evaluating it); the final ones are indented and fsynced."""
+        """Write every output file: ``.json`` names take an object, bytes are written as they are, the others
+        are text. Mid-session writes are compact and not fsynced (they guard against a dead process, not a dead
+        machine: an fsync per child cost as much as evaluating it); the final ones are indented and fsynced."""
         self._last_rewrite = time.monotonic()
         written = []
         for name, content in outputs.items():
             path = self.path / name
-            if name.endswith(".json"):
+            if isinstance(content, bytes):
+                written.append(write_bytes(path, content, durable=final))
+            elif name.endswith(".json"):
                 written.append(write_json(path, content, durable=final, compact=not final))
             else:
                 written.append(write_text(path, content, durable=final))
         return written
+
+    def remove_outputs(self, pattern: str, keep: Collection[Path] = ()) -> None:
+        """Remove outputs of an earlier session matching ``pattern`` that this one did not write (a report's
+        pictures that no longer apply), so the folder never mixes two sessions' files."""
+        for path in self.path.glob(pattern):
+            if path not in keep and path.is_file():
+                path.unlink(missing_ok=True)
 
 
 def load_journal(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.operators import OPERATORS
 from harness.regimes import REGIME_FIELDS, REGIMES, Regime, parse_regime
+from harness.report import check_switch
 from harness.settings import DEVICES, parse
 from harness.space import ChildSpec, build_space, space_names
 from harness.teachers import TEACHERS
@@ -104,6 +105,8 @@ def option_table() -> tuple[Option, ...]:
         Option("threads", "Torch intra-op threads per process (default 1: xdist workers must not fight over cores)",
                "1", kind="int", metavar="N"),
         Option("device", f"{' or '.join(DEVICES)} (default cpu)", "cpu", metavar="|".join(DEVICES)),
+        Option("report", "Write report.html (leaderboard and pictures; needs matplotlib) in the run directory at "
+               "the end of the session: on or off (default on)", "on", metavar="on|off"),
     )
 
 
@@ -186,6 +189,7 @@ class CrossoverOptions:
     episodes: int | None
     threads: int
     device: str
+    report: str  # "on" or "off"
     explicit: tuple[str, ...]  # the settings given on the command line or in the ini file
     sources: Sources = field(default_factory=Sources, compare=False)
 
@@ -276,7 +280,8 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         holdout=_holdout(values, origin), teacher=values["teacher"],
         degenerate_threshold=values["degenerate-threshold"],
         run_dir=values["run-dir"], env=values["env"], episodes=values["episodes"], threads=values["threads"],
-        device=values["device"], explicit=tuple(n for n in origin if origin[n] != "default"), sources=sources,
+        device=values["device"], report=values["report"],
+        explicit=tuple(n for n in origin if origin[n] != "default"), sources=sources,
     )
     _check(opts)
     return opts
@@ -329,6 +334,7 @@ def _check(opts: CrossoverOptions) -> None:
                  env_id=opts.env, episodes=opts.episodes or 0, threads=opts.threads, device=opts.device,
                  split_seed=opts.split_seed)
         opts.space_specs()
+        check_switch(opts.report)
 
 
 def _ignored(opts: CrossoverOptions) -> None:

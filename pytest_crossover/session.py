@@ -43,6 +43,7 @@ class CrossoverSession:
         self.parents: dict[str, Any] | None = None
         self.worker_parents: list[Mapping[str, Any]] = []  # shares of the parent baselines sent by xdist workers
         self.lost: set[str] = set()  # children whose worker died while running them
+        self.report_failures: list[str] = []  # "picture: why" for each picture the report could not draw
         self.written: list[Path] = []
         self.complete = False
         self.started = time.time()
@@ -102,6 +103,26 @@ class CrossoverSession:
             merged = merge([*self.worker_parents, parent_baselines(self.runtime.context(), names,
                                                                     agreement=agreement)])
         self.parents = merged or None
+
+    def write_report(self) -> None:
+        """``report.html`` and its pictures, at the end of the session, after every other file (``--crossover-report
+        on``); with ``off``, an earlier session's report in the folder is removed rather than left beside this
+        session's files. Whatever goes wrong in the report (each picture already reports its own failure) is a line
+        of the summary, never a lost session."""
+        from harness.report import PICTURE_PREFIX, REPORT
+
+        written: list[Path] = []
+        if self.options.report == "on":
+            from harness.report import report_outputs
+
+            try:
+                files, self.report_failures = report_outputs(self.manifest(), self.run_dir.path)
+                written = self.run_dir.write_outputs(files, final=True)
+            except Exception as exc:  # the other outputs are written; the report must not take the session down
+                self.report_failures = [f"{REPORT}: {type(exc).__name__}: {exc}"]
+            self.written += written
+        self.run_dir.remove_outputs(REPORT, keep=written)
+        self.run_dir.remove_outputs(f"{PICTURE_PREFIX}*.png", keep=written)
 
     # -- outputs ----------------------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

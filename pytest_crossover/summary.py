@@ -48,5 +48,12 @@ def terminal_summary(cs: CrossoverSession, tr: Any) -> None:
     tr.write_line(f"latency: {cs.latency_mode()}")
     if not cs.complete:
         tr.write_line("session incomplete: the files hold the children that finished", red=True)
+    from harness.report import PICTURE_PREFIX, REPORT
+
+    pictures = [p for p in cs.written if p.name.startswith(PICTURE_PREFIX) and p.suffix == ".png"]
     for p in cs.written:
-        tr.write_line(f"written: {p}")
+        if p not in pictures:
+            extra = f" (open it in a browser; {len(pictures)} pictures as PNG beside it)" if p.name == REPORT else ""
+            tr.write_line(f"written: {p}{extra}")
+    for failure in cs.report_failures:
+        tr.write_line(f"report: picture {failure}", yellow=True)

@@ -59,11 +59,12 @@ def _assert_usage_error(result: pytest.RunResult, *fragments: str) -> None:
         (["--crossover-space=custom", "--crossover-define-regime=short:epochs=1,lr=1"], ["'short' is a built-in"]),
         (["--crossover-space=custom", "--crossover-define-regime=fast:epochs=1,lr=1", "--crossover-regimes=fsat"],
          ["'fsat'", "did you mean 'fast'"]),
+        (["--crossover-report=maybe"], ["--crossover-report", "'maybe' is neither on nor off"]),
     ],
     ids=["space", "mode", "regime", "alpha", "max-runs-0", "max-runs-nan", "knob-without-custom", "holdout",
          "teacher", "alpha-negative", "alphas-without-custom", "seeds-without-custom", "regimes-without-custom",
          "define-without-custom", "define-no-name", "define-unknown-field", "define-no-lr", "define-bad-lr",
-         "define-bad-int", "define-builtin", "defined-regime-typo"],
+         "define-bad-int", "define-builtin", "defined-regime-typo", "report"],
 )
 def test_bad_option(pytester, search_files, args, fragments):
     _assert_usage_error(_run(pytester, search_files, *args), *fragments)

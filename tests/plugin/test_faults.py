@@ -149,7 +149,7 @@ if cid.startswith("001_"):
     time.sleep(5)  # the signal arrives before this ends
 crossover_child.run()
 """)
-    result = run_search(pytester, search_files, "--crossover-space=smoke", client=client)
+    result = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-report=on", client=client)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     run_dir = pytester.path / "runs"
     manifest = _strict_json(run_dir / "manifest.json")
@@ -159,6 +159,8 @@ crossover_child.run()
     assert (run_dir / "leaderboard.md").read_text().startswith(
         "# Crossover leaderboard (INCOMPLETE: 1 of 3 children)")
     assert _rows(run_dir)[SMOKE[0]]["primary_metric"] > 0
+    report = (run_dir / "report.html").read_text()
+    assert "<b>INCOMPLETE</b>: 1 of 3 children finished" in report and f"Missing: {', '.join(SMOKE[1:])}" in report
 
 
 def test_session_killed_mid_run_keeps_every_finished_child(pytester, search_files):
