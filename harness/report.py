@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError, first_line
-from harness.leaderboard import build_rows
+from harness.leaderboard import manifest_rows
 from harness.metrics import METRICS, RANKABLE
 from harness.page import document, esc, legend, table
 
@@ -109,7 +109,7 @@ def load_barrier(manifest: Mapping[str, Any], run_dir: Path | None) -> dict[str,
 
 def session_rows(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The leaderboard rows the report shows, built in this one place from the manifest, as the leaderboard's."""
-    return build_rows(manifest.get("children") or [], manifest.get("parents"))
+    return manifest_rows(manifest)
 
 
 @contextmanager

@@ -196,7 +196,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if cs.write_error is not None and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.INTERRUPTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the session did not deliver its files
     finally:
-        if cs.records:
+        if cs.records and cs.write_error is None:
             cs.write_report()  # last, and on its own: a report that fails costs no other output
         cs.release_run_dir()
 
