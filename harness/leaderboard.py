@@ -277,4 +277,5 @@ def outputs(manifest: Mapping[str, Any]) -> dict[str, Any]:
         "leaderboard.md": markdown(rows, manifest),
         "recommendation.json": rec,
         "recommendation.txt": recommendation_text(rec) + "\n",
+        **({"barrier.json": manifest["barrier"]} if manifest.get("barrier") else {}),
     }

@@ -125,6 +125,10 @@ def advice(finished: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any],
                              "--crossover-teacher both distils from both parents")
     lines += _regime_advice(finished)
     lines += levers(decision)
+    if manifest.get("barrier"):
+        from harness.barrier import summary
+
+        lines += summary(manifest["barrier"])
     rec = decision.get("recommended")
     tied = decision.get("tied_with_recommended") or []
     if rec and tied:

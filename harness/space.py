@@ -150,6 +150,11 @@ for _space in (
     Space("minimal-qat", _MINIMAL, ("short", "short_qat", "long"), "one recipe per mode x short, short_qat, long"),
     Space("default-qat", _DEFAULT, ("short", "long", "short_qat"), "seven recipes x short, long, short_qat"),
     Space("extended", _DEFAULT, ("short", "medium", "long", "lr_high"), "seven recipes x four float regimes"),
+    # The levers that make blends beat their parents: alignment, a teacher of both parents, regimes that converge.
+    Space("frontier", tuple(Recipe(r.operator, r.params, align) for r in (*_DEFAULT, Recipe.of("slerp", alpha=0.5))
+                            for align in ("none", "activations")),
+          ("short", "xlong"), "the seven default recipes and slerp 0.5, x align none/activations x regimes short, "
+          "xlong x teachers both, balanced", teachers=("both", "balanced")),
 ):
     SPACES.register(_space.name, _space)
 

@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
+from harness.barrier import MODES as BARRIER_MODES
 from harness.errors import HarnessError
 from harness.operators import OPERATORS
 from harness.regimes import REGIME_FIELDS, REGIMES, Regime, parse_regime
+from harness.registry import check_name
 from harness.report import check_switch
 from harness.settings import DEVICES, parse
 from harness.space import ChildSpec, build_space, space_names
@@ -102,6 +104,10 @@ def option_table() -> tuple[Option, ...]:
                metavar="ID"),
         Option("episodes", "Greedy episodes per child for returns; 0 disables (default 10 with an environment)",
                kind="int", metavar="N"),
+        Option("barrier", "Interpolation barrier between the parents before fine-tuning (barrier.json): on (agreement "
+               "curves of the weighted child at alpha 0, 0.1, ..., 1 with each alignment of the space), returns (also "
+               "greedy returns at every alpha: 11 x episodes per alignment), off (default on)", "on",
+               metavar="on|returns|off"),
         Option("threads", "Torch intra-op threads per process (default 1: xdist workers must not fight over cores)",
                "1", kind="int", metavar="N"),
         Option("device", f"{' or '.join(DEVICES)} (default cpu)", "cpu", metavar="|".join(DEVICES)),
@@ -190,6 +196,7 @@ class CrossoverOptions:
     threads: int
     device: str
     report: str  # "on" or "off"
+    barrier: str  # "on", "returns" or "off"
     explicit: tuple[str, ...]  # the settings given on the command line or in the ini file
     sources: Sources = field(default_factory=Sources, compare=False)
 
@@ -280,7 +287,7 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         holdout=_holdout(values, origin), teacher=values["teacher"],
         degenerate_threshold=values["degenerate-threshold"],
         run_dir=values["run-dir"], env=values["env"], episodes=values["episodes"], threads=values["threads"],
-        device=values["device"], report=values["report"],
+        device=values["device"], report=values["report"], barrier=values["barrier"],
         explicit=tuple(n for n in origin if origin[n] != "default"), sources=sources,
     )
     _check(opts)
@@ -330,6 +337,7 @@ def _check(opts: CrossoverOptions) -> None:
             raise HarnessError("is ignored with --crossover-eval-states (every state fine-tunes, the evaluation buffer "
                                "scores); drop one of them", field="holdout")
         _ignored(opts)
+        check_name("barrier mode", opts.barrier, BARRIER_MODES, field="barrier")
         Settings(holdout=opts.holdout, teacher=opts.teacher, degenerate_threshold=opts.degenerate_threshold,
                  env_id=opts.env, episodes=opts.episodes or 0, threads=opts.threads, device=opts.device,
                  split_seed=opts.split_seed)

@@ -210,7 +210,7 @@ def _worker_share(cs: CrossoverSession) -> dict[str, Any] | None:
     if share is None:
         return None
     names, agreement = share
-    return parent_baselines(cs.runtime.context(), names, agreement=agreement)
+    return parent_baselines(cs.runtime.context(), names, agreement=agreement, barrier=cs.barrier_request())
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

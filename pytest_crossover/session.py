@@ -41,6 +41,7 @@ class CrossoverSession:
         self.records: dict[str, dict[str, Any]] = {}
         self.expected: list[str] | None = None
         self.parents: dict[str, Any] | None = None
+        self.barrier: dict[str, Any] | None = None  # the interpolation barrier between the parents
         self.worker_parents: list[Mapping[str, Any]] = []  # shares of the parent baselines sent by xdist workers
         self.lost: set[str] = set()  # children whose worker died while running them
         self.report_failures: list[str] = []  # "picture: why" for each picture the report could not draw
@@ -94,15 +95,25 @@ class CrossoverSession:
         from harness.parents import merge, missing, parent_baselines
 
         if not self.distributed:
-            self.parents = parent_baselines(self.runtime.context())
-            return
-        merged = merge(self.worker_parents)
-        prov = self.runtime.provenance or {}
-        names, agreement = missing(merged, bool(prov.get("env_id") and prov.get("episodes")))
-        if (names or agreement) and self.complete:
-            merged = merge([*self.worker_parents, parent_baselines(self.runtime.context(), names,
-                                                                    agreement=agreement)])
-        self.parents = merged or None
+            self.parents = parent_baselines(self.runtime.context(), barrier=self.barrier_request())
+        else:
+            merged = merge(self.worker_parents)
+            prov = self.runtime.provenance or {}
+            names, agreement = missing(merged, bool(prov.get("env_id") and prov.get("episodes")))
+            if (names or agreement) and self.complete:
+                merged = merge([*self.worker_parents, parent_baselines(
+                    self.runtime.context(), names, agreement=agreement, barrier=self.barrier_request())])
+            self.parents = merged or None
+        if self.parents is not None:
+            self.barrier = self.parents.pop("barrier", None)
+
+    def barrier_request(self) -> tuple[tuple[str, ...], bool] | None:
+        """(the space's alignments, with returns) for the interpolation barrier, or None (``--crossover-barrier
+        off``)."""
+        mode = self.options.barrier
+        if mode == "off":
+            return None
+        return tuple(dict.fromkeys(s.recipe.align for s in self.specs)), mode == "returns"
 
     def write_report(self) -> None:
         """``report.html`` and its pictures, at the end of the session, after every other file (``--crossover-report
@@ -141,6 +152,7 @@ class CrossoverSession:
             "missing_children": missing,
             "latency_mode": self.latency_mode(),
             "parents": self.parents,
+            "barrier": self.barrier,
             "provenance": self.runtime.provenance,
             "split": self._split(),
             "selection": self.selection(expected),
