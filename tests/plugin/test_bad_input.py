@@ -60,11 +60,21 @@ def _assert_usage_error(result: pytest.RunResult, *fragments: str) -> None:
         (["--crossover-space=custom", "--crossover-define-regime=fast:epochs=1,lr=1", "--crossover-regimes=fsat"],
          ["'fsat'", "did you mean 'fast'"]),
         (["--crossover-report=maybe"], ["--crossover-report", "'maybe' is neither on nor off"]),
+        (["--crossover-space=custom", "--crossover-align=activatons"], ["--crossover-align", "'activatons'",
+                                                                       "did you mean 'activations'"]),
+        (["--crossover-align=weights"], ["--crossover-align", "--crossover-space custom"]),
+        (["--crossover-space=custom", "--crossover-align=none,none"], ["--crossover-align", "'none' is given twice"]),
+        (["--crossover-space=custom", "--crossover-teachers=both,balnced"], ["--crossover-teachers", "'balnced'",
+                                                                            "did you mean 'balanced'"]),
+        (["--crossover-space=custom", "--crossover-teachers=both", "--crossover-teacher=a"],
+         ["--crossover-teacher:", "ignored with --crossover-teachers"]),
+        (["--crossover-barrier=maybe"], ["--crossover-barrier", "'maybe'", "on, returns, off"]),
     ],
     ids=["space", "mode", "regime", "alpha", "max-runs-0", "max-runs-nan", "knob-without-custom", "holdout",
          "teacher", "alpha-negative", "alphas-without-custom", "seeds-without-custom", "regimes-without-custom",
          "define-without-custom", "define-no-name", "define-unknown-field", "define-no-lr", "define-bad-lr",
-         "define-bad-int", "define-builtin", "defined-regime-typo", "report"],
+         "define-bad-int", "define-builtin", "defined-regime-typo", "report", "align", "align-without-custom",
+         "align-twice", "teachers", "teacher-and-teachers", "barrier"],
 )
 def test_bad_option(pytester, search_files, args, fragments):
     _assert_usage_error(_run(pytester, search_files, *args), *fragments)

@@ -180,3 +180,41 @@ def test_one_regime_is_split_over_two_workers_with_the_serial_results(pytester, 
     out = parallel.stdout.str()
     assert "[gw0] " in out and "[gw1] " in out
     assert _metrics(pytester.path / "serial") == _metrics(pytester.path / "par")
+
+
+def test_levers_as_axes_of_a_custom_space(pytester, search_files):
+    """Alignment and teachers searched in one session: ids, columns, the barrier and the levers' verdicts."""
+    result = run_search(pytester, search_files, "--crossover-space=custom", "--crossover-modes=weighted,slerp",
+                        "--crossover-alphas=0.5", "--crossover-regimes=short", "--crossover-align=none,activations",
+                        "--crossover-teachers=both,balanced")
+    result.assert_outcomes(passed=8)
+    run_dir = pytester.path / "runs"
+    manifest = read_json(run_dir / "manifest.json")
+    ids = [c["child_id"] for c in manifest["children"]]
+    assert ids == ["000_weighted_a0p50_sNone_short_tboth", "001_weighted_a0p50_sNone_short_tbalanced",
+                   "002_weighted_a0p50_sNone_short_aam_tboth", "003_weighted_a0p50_sNone_short_aam_tbalanced",
+                   "004_slerp_a0p50_sNone_short_tboth", "005_slerp_a0p50_sNone_short_tbalanced",
+                   "006_slerp_a0p50_sNone_short_aam_tboth", "007_slerp_a0p50_sNone_short_aam_tbalanced"]
+    rows = {r["child_id"]: r for r in read_json(run_dir / "leaderboard.json")}
+    assert rows[ids[3]]["align"] == "activations" and rows[ids[3]]["teacher"] == "balanced"
+    assert rows[ids[0]]["align"] == "none" and rows[ids[0]]["teacher"] == "both"
+    for cid in ids:
+        cfg = read_json(run_dir / cid / "run_config.json")
+        assert cfg["teacher"] == cid.rsplit("_t", 1)[1]
+        history = read_json(run_dir / cid / "eval.json")["finetune"]
+        assert ("teacher_weights" in history) == cid.endswith("balanced")
+    barrier = read_json(run_dir / "barrier.json")
+    assert set(barrier["curves"]) == {"none", "activations"} and len(barrier["alphas"]) == 11
+    assert barrier == manifest["barrier"]
+    # B aligned to A is still B: the curve's B end is B's own actions
+    assert barrier["curves"]["activations"]["agree_b"][0] == 1.0
+    rec = (run_dir / "recommendation.txt").read_text()
+    assert "alignment: the best child per value is" in rec and "teacher: the best child per value is" in rec
+    assert "interpolation barrier with alignment activations" in rec
+
+
+def test_barrier_off_writes_no_barrier(pytester, search_files):
+    result = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-barrier=off")
+    result.assert_outcomes(passed=3)
+    assert not (pytester.path / "runs" / "barrier.json").exists()
+    assert read_json(pytester.path / "runs" / "manifest.json")["barrier"] is None
