@@ -9,8 +9,15 @@ import pytest
 
 from pytest_crossover.child import CrossoverChild
 from pytest_crossover.collect import FIXTURE, child_id_of
-from pytest_crossover.options import add_options, naming, resolve
-from pytest_crossover.session import FILES_KEY, PARENTS_KEY, RESULT_KEY, CrossoverSession
+from pytest_crossover.options import CrossoverOptions, add_options, resolve
+from pytest_crossover.session import (
+    FILES_KEY,
+    GATEWAY_KEY,
+    OPTIONS_KEY,
+    PARENTS_KEY,
+    RESULT_KEY,
+    CrossoverSession,
+)
 
 SESSION_KEY = pytest.StashKey[CrossoverSession]()
 
@@ -24,7 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    session = CrossoverSession(config, resolve(config))
+    session = CrossoverSession(config, _options(config))
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(_ReportHooks(session), "crossover-reports")
     if config.pluginmanager.hasplugin("xdist"):
@@ -37,19 +44,26 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "crossover: a child of the crossover search (added by pytest-crossover)")
     # Explicit settings are checked on the controller before any child runs: here in a serial session; under
     # xdist in pytest_sessionstart, once the workers are booting, so their torch import overlaps the check's.
+    # A worker's inputs are checked before xdist starts it (pytest_configure_node), see pytest_crossover.transfer.
     if session.options.explicit and not session.is_worker and not session.distributed and not config.option.help:
-        _check_inputs(session)
+        session.check_inputs()
 
 
-def _check_inputs(cs: CrossoverSession) -> None:
-    from harness.settings import Settings
-    from harness.states import holdout_split
+def _options(config: pytest.Config) -> CrossoverOptions:
+    """A worker uses the controller's options (a remote worker may have no copy of the ini file), with its own
+    threads and device from its gateway spec; the controller reads and checks them."""
+    workerinput = getattr(config, "workerinput", None) or {}
+    if OPTIONS_KEY in workerinput:
+        return CrossoverOptions.from_wire(workerinput[OPTIONS_KEY], workerinput.get(GATEWAY_KEY))
+    return resolve(config)
 
-    with naming(cs.options.sources):
-        if cs.options.device != "cpu":
-            Settings(device=cs.options.device).check_device()
-        provenance = cs.runtime.check_inputs(load=not cs.distributed)
-        holdout_split(provenance["states_file"]["shape"][0], cs.options.holdout, 0)
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        from pytest_crossover.transfer import remove_cache
+
+        remove_cache(workerinput)  # a remote worker leaves nothing behind on its host
 
 
 def _session(config: pytest.Config) -> CrossoverSession | None:
@@ -87,7 +101,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     cs = _session(session.config)
     if cs is not None and not cs.is_worker and cs.options.explicit:
         if cs.distributed:
-            _check_inputs(cs)
+            cs.check_inputs()
         cs.acquire_run_dir()
 
 

@@ -39,6 +39,9 @@ def terminal_summary(cs: CrossoverSession, tr: Any) -> None:
     tr.write_sep("=", f"crossover leaderboard ({len(cs.records)} children, space {cs.options.space})")
     tr.write_line(table(rows, limit=None if tr.config.get_verbosity() > 0 else 20))
     tr.write_line(f"latency: {cs.latency_mode()}")
+    sent = cs.transfer.summary() if cs.transfer is not None else None
+    if sent:
+        tr.write_line(sent)
     if not cs.complete:
         tr.write_line("session incomplete: the files hold the children that finished", red=True)
     for p in cs.written:
