@@ -132,7 +132,7 @@ class Sources:
         if origin == "ini":
             return f"crossover_{name.replace('-', '_')} (ini)"
         if origin.startswith("--tx "):  # set for one worker in its gateway spec (xdist_hooks.gateway_settings)
-            return f"{origin}//crossover_{name.replace('-', '_')}"
+            return f"{origin} (crossover_{name.replace('-', '_')})"
         return f"--crossover-{name}"
 
 

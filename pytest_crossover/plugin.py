@@ -95,9 +95,12 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     return result
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    # trylast: after xdist's own sessionstart has started the workers (they receive no test before this returns).
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionstart(session: pytest.Session) -> Generator[None, None, None]:
+    # A wrapper, so this runs after xdist's own sessionstart has started the workers (they receive no test before
+    # it returns): each worker's start-up (pytest_configure_node) has checked the inputs and its versions by then,
+    # and a session refused there leaves the run directory as it was.
+    yield
     cs = _session(session.config)
     if cs is not None and not cs.is_worker and cs.options.explicit:
         if cs.distributed:

@@ -100,7 +100,7 @@ class InputTransfer:
         self.files = manifest(options, provenance)
         self.here = host_side.describe([f["package"] for f in self.files.values() if f["embedded"]])
         self._payload: dict[str, bytes] | None = None
-        self.sent: dict[str, tuple[int, float]] = {}  # remote worker id -> (bytes sent, seconds of its exchange)
+        self.sent: dict[str, tuple[int, float]] = {}  # worker id -> (bytes sent, seconds of its exchange)
 
     def _sent(self) -> list[dict[str, Any]]:
         """The files a remote worker receives: the non-embedded ones, once each by sha256."""
@@ -127,6 +127,10 @@ class InputTransfer:
     def configure(self, node: Any) -> dict[str, Any]:
         """Check the worker's versions, send a remote worker the files; its ``node.workerinput`` entry."""
         spec, gateway = node.gateway.spec, node.gateway
+        if is_local(spec) and not spec.python and not spec.env:
+            # The controller's own interpreter and environment on its host: the same versions by construction, and
+            # the files are read where they are (verified at load); no exchange, so ``-n N`` starts as before.
+            return {"files": self.files, "cache": None, "host": self.here["host"]}
         where = f"--tx {gateway_text(spec)} (worker {gateway.id})"
         sent = [] if is_local(spec) else self._sent()
         started = time.perf_counter()
@@ -153,16 +157,15 @@ class InputTransfer:
         except (execnet.RemoteError, execnet.TimeoutError, OSError, EOFError) as exc:
             raise pytest.UsageError(f"{where}: the start-up exchange with the worker failed: {_remote_line(exc)}; "
                                     "is pytest-crossover installed there (see docs/machines.md)?") from None
-        if sent:
-            self.sent[gateway.id] = (sum(f["size"] for f in sent), time.perf_counter() - started)
+        self.sent[gateway.id] = (sum(f["size"] for f in sent), time.perf_counter() - started)
         return {"files": self.files, "cache": cache, "host": host["host"]}
 
     def summary(self) -> str | None:
-        """One line for the terminal: what was sent to which remote worker, and how long it took."""
+        """One line for the terminal: each worker's start-up exchange, what it was sent and how long it took."""
         if not self.sent:
-            return None
-        each = ", ".join(f"{gw} {n / 1e6:.1f} MB in {t:.2f} s" for gw, (n, t) in sorted(self.sent.items()))
-        return f"inputs sent to remote workers (versions checked, bytes cached by sha256): {each}"
+            return None  # plain popen workers only
+        each = ", ".join(f"{gw} {_size(n)} in {t:.2f} s" for gw, (n, t) in sorted(self.sent.items()))
+        return f"worker start-up (versions checked, input files sent to remote workers): {each}"
 
     def compare(self, host: Mapping[str, Any]) -> str | None:
         """What differs between the worker's host and the controller: ``None`` when nothing does."""
@@ -177,6 +180,10 @@ class InputTransfer:
                         f"(sha256 {str(theirs['embedded'].get(f['package']))[:12]}, {f['sha256'][:12]}); reinstall "
                         "the same pytest-crossover on every host")
         return None
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 def _release(version: str | None) -> str | None:
