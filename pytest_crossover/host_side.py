@@ -28,6 +28,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 CACHE_PREFIX = "pytest-crossover-inputs-"
@@ -41,14 +42,10 @@ def _version(dist: str) -> str | None:
 
 
 def _file_sha256(path: str) -> str | None:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()  # the embedded files: a few hundred kB
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def describe(embedded: list[str]) -> dict[str, Any]:

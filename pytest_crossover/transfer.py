@@ -38,6 +38,7 @@ import pytest
 
 from harness.errors import HarnessError
 from pytest_crossover import host_side
+from pytest_crossover.options import usage_error
 
 KEY = "crossover_inputs"  # node.workerinput key of the manifest
 CHUNK = 1 << 20  # bytes per channel message
@@ -116,8 +117,6 @@ class InputTransfer:
                     continue
                 data = Path(f["local"]).read_bytes()
                 if hashlib.sha256(data).hexdigest() != f["sha256"]:
-                    from pytest_crossover.options import usage_error
-
                     raise usage_error(HarnessError(_changed(f, hashlib.sha256(data).hexdigest()),
                                                    field=option.replace("-", "_")), self.sources)
                 payload[f["sha256"]] = data
