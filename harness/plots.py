@@ -277,10 +277,10 @@ def barrier(data: Mapping[str, Any]) -> Figure | None:
         if with_return:
             ys = curve.get("return") or []
             axes[1].plot(alphas[:len(ys)], [math.nan if y is None else y for y in ys], color=c, marker="o", ms=4)
-    axes[0].set_xlabel("alpha (0 = parent A, 1 = parent B)")
+    axes[0].set_xlabel("alpha, the weight of A (0 = parent B, 1 = parent A)")
     axes[0].set_ylabel("agreement")
     if with_return:
-        axes[1].set_xlabel("alpha (0 = parent A, 1 = parent B)")
+        axes[1].set_xlabel("alpha, the weight of A (0 = parent B, 1 = parent A)")
         axes[1].set_ylabel("mean return")
     handles += [handle("primary", color="grey", linestyle="-"), handle("agree_a", color="grey", linestyle="--"),
                 handle("agree_b", color="grey", linestyle=":")]

@@ -148,8 +148,11 @@ class Sources:
         params = [p for op in OPERATORS.values() for p in op.params if p.name == name]
         if params:  # an operator parameter: its knob, or --crossover-param for one without
             name = next((p.knob for p in params if p.knob), "param")
-        if self.origin.get(name) == "ini":
+        origin = self.origin.get(name, "")
+        if origin == "ini":
             return f"crossover_{name.replace('-', '_')} (ini)"
+        if origin.startswith("--tx "):  # set for one worker in its gateway spec (xdist_hooks.gateway_settings)
+            return f"{origin} (crossover_{name.replace('-', '_')})"
         return f"--crossover-{name}"
 
 
@@ -206,6 +209,28 @@ class CrossoverOptions:
         # The established option names, as earlier records hold them.
         out.update({"alphas": self.grids.get("alpha"), "seeds": self.grids.get("seed")})
         return out
+
+    def to_wire(self) -> dict[str, Any]:
+        """Builtins for ``node.workerinput``: every worker uses the controller's options, not its own reading of
+        an ini file it may not have (a remote worker's rootdir is its own folder)."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("sources", "grids")}
+        out["grids"] = dict(self.grids)
+        src = self.sources
+        out["sources"] = {"origin": dict(src.origin), "ini_dir": str(src.ini_dir) if src.ini_dir else None}
+        return out
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> CrossoverOptions:
+        """The controller's options on a worker, with the worker's own settings from its gateway spec
+        (``overrides``: ``{name: (value, origin)}``)."""
+        values = {k: v for k, v in wire.items() if k != "sources"}
+        values["grids"] = {k: tuple(v) for k, v in wire["grids"].items()}
+        origin = dict(wire["sources"]["origin"])
+        for name, (value, where) in (overrides or {}).items():
+            values[name] = value
+            origin[name] = where
+        ini_dir = wire["sources"]["ini_dir"]
+        return cls(**values, sources=Sources(origin, Path(ini_dir) if ini_dir else None))
 
     def extra_regimes(self) -> dict[str, Regime]:
         return {r.name: r for r in (parse_regime(d) for d in self.define_regime)}

@@ -9,8 +9,15 @@ import pytest
 
 from pytest_crossover.child import CrossoverChild
 from pytest_crossover.collect import FIXTURE, child_id_of
-from pytest_crossover.options import add_options, naming, resolve
-from pytest_crossover.session import FILES_KEY, PARENTS_KEY, RESULT_KEY, CrossoverSession
+from pytest_crossover.options import CrossoverOptions, add_options, resolve
+from pytest_crossover.session import (
+    FILES_KEY,
+    GATEWAY_KEY,
+    OPTIONS_KEY,
+    PARENTS_KEY,
+    RESULT_KEY,
+    CrossoverSession,
+)
 
 SESSION_KEY = pytest.StashKey[CrossoverSession]()
 
@@ -24,7 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    session = CrossoverSession(config, resolve(config))
+    session = CrossoverSession(config, _options(config))
     config.stash[SESSION_KEY] = session
     if session.is_worker:
         from pytest_crossover.workers import exit_with_controller
@@ -43,17 +50,26 @@ def pytest_configure(config: pytest.Config) -> None:
         _refuse_benchmark_only(config)
     # Explicit settings are checked on the controller before any child runs: here in a serial session; under
     # xdist in pytest_sessionstart, once the workers are booting, so their torch import overlaps the check's.
+    # A worker's inputs are checked before xdist starts it (pytest_configure_node), see pytest_crossover.transfer.
     if session.options.explicit and not session.is_worker and not session.distributed and not config.option.help:
-        _check_inputs(session)
+        session.check_inputs()
 
 
-def _check_inputs(cs: CrossoverSession) -> None:
-    from harness.settings import Settings
+def _options(config: pytest.Config) -> CrossoverOptions:
+    """A worker uses the controller's options (a remote worker may have no copy of the ini file), with its own
+    threads and device from its gateway spec; the controller reads and checks them."""
+    workerinput = getattr(config, "workerinput", None) or {}
+    if OPTIONS_KEY in workerinput:
+        return CrossoverOptions.from_wire(workerinput[OPTIONS_KEY], workerinput.get(GATEWAY_KEY))
+    return resolve(config)
 
-    with naming(cs.options.sources):
-        if cs.options.device != "cpu":
-            Settings(device=cs.options.device).check_device()
-    cs.runtime.check_inputs(load=not cs.distributed)
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        from pytest_crossover.transfer import remove_cache
+
+        remove_cache(workerinput)  # a remote worker leaves nothing behind on its host
 
 
 def _refuse_benchmark_only(config: pytest.Config) -> None:
@@ -99,15 +115,18 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     return result
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    # trylast: after xdist's own sessionstart has started the workers (they receive no test before this returns).
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionstart(session: pytest.Session) -> Generator[None, None, None]:
+    # A wrapper, so this runs after xdist's own sessionstart has started the workers (they receive no test before
+    # it returns): each worker's start-up (pytest_configure_node) has checked the inputs and its versions by then,
+    # and a session refused there leaves the run directory as it was.
+    yield
     cs = _session(session.config)
     if cs is not None:
         cs.pytest_session = session
     if cs is not None and not cs.is_worker and cs.options.explicit:
         if cs.distributed:
-            _check_inputs(cs)
+            cs.check_inputs()
         cs.acquire_run_dir()
 
 

@@ -38,12 +38,17 @@ class Runtime:
     def inputs(self) -> SearchInputs:
         if self._inputs is None:
             from harness.inputs import load_inputs
+            from pytest_crossover import transfer
 
             o = self.options
-            with naming(o.sources):
-                self._inputs = load_inputs(o.parent_a, o.parent_b, o.states, eval_states=o.eval_states,
-                                           allow_unsafe_unpickle=o.allow_unsafe_unpickle, env_id=o.env,
-                                           episodes=o.episodes, check_environment=self.workerinput is None)
+            # A worker reads where the controller's manifest says (its own cache on a remote host) and checks the
+            # files are the ones the controller checked (pytest_crossover.transfer).
+            with naming(o.sources), transfer.controller_names(self.workerinput):
+                inputs = load_inputs(**transfer.load_paths(o, self.workerinput),
+                                     allow_unsafe_unpickle=o.allow_unsafe_unpickle, env_id=o.env,
+                                     episodes=o.episodes, check_environment=self.workerinput is None)
+                transfer.verify(inputs.provenance, self.workerinput)
+            self._inputs = inputs
             _freeze_long_lived()
         return self._inputs
 

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -19,9 +19,15 @@ from harness.rundir import RunDir
 from pytest_crossover.options import CrossoverOptions, naming
 from pytest_crossover.runtime import Runtime
 
+if TYPE_CHECKING:
+    from harness.inputs import SearchInputs
+    from pytest_crossover.transfer import InputTransfer
+
 RESULT_KEY = "crossover_result"
 FILES_KEY = "crossover_files"  # a child's files, {name: bytes}; taken off the report before anyone else sees it
 PARENTS_KEY = "crossover_parents"  # a worker's share of the parent baselines, in its workeroutput
+OPTIONS_KEY = "crossover_options"  # the controller's options, in each worker's workerinput
+GATEWAY_KEY = "crossover_gateway"  # one worker's own settings from its gateway spec, in its workerinput
 SCHEMA_VERSION = "1.1"
 
 
@@ -50,6 +56,25 @@ class CrossoverSession:
         self.started = time.time()
         self.write_error: str | None = None  # set when the run directory could not be written (a full disk)
         self.pytest_session: pytest.Session | None = None
+        self.transfer: InputTransfer | None = None  # built at the first xdist worker's start-up
+
+    # -- inputs ---------------------------------------------------------------------------------------------------
+    def check_inputs(self) -> SearchInputs:
+        """Check the explicit settings' device and inputs once, before any child runs (harness.inputs)."""
+        from harness.settings import Settings
+
+        with naming(self.options.sources):
+            if self.options.device != "cpu":
+                Settings(device=self.options.device).check_device()
+        return self.runtime.check_inputs(load=not self.distributed)
+
+    def input_transfer(self) -> InputTransfer:
+        """The inputs as every xdist worker gets them (checked first): built at the first worker's start-up."""
+        if self.transfer is None:
+            from pytest_crossover.transfer import InputTransfer
+
+            self.transfer = InputTransfer(self.options, self.check_inputs().provenance)
+        return self.transfer
 
     # -- run directory ------------------------------------------------------------------------------------
     def acquire_run_dir(self) -> None:
@@ -222,4 +247,5 @@ class CrossoverSession:
 
 
 def _uses_xdist(config: pytest.Config) -> bool:
-    return bool(getattr(config.option, "numprocesses", None)) and getattr(config.option, "dist", "no") != "no"
+    """As xdist decides (``-n N`` sets ``--tx`` N times ``popen``; ``-d --tx ...`` names the gateways itself)."""
+    return getattr(config.option, "dist", "no") != "no" and bool(getattr(config.option, "tx", None))

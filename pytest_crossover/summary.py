@@ -46,6 +46,9 @@ def terminal_summary(cs: CrossoverSession, tr: Any) -> None:
     for line in legend(rows):
         tr.write_line(f"  {line}")
     tr.write_line(f"latency: {cs.latency_mode()}")
+    sent = cs.transfer.summary() if cs.transfer is not None else None
+    if sent:
+        tr.write_line(sent)
     if not cs.complete:
         tr.write_line("session incomplete: the files hold the children that finished", red=True)
     from harness.report import PICTURE_PREFIX, REPORT

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from pytest_crossover.collect import child_id_of
-from pytest_crossover.session import PARENTS_KEY, CrossoverSession
+from pytest_crossover.options import Sources, naming
+from pytest_crossover.session import GATEWAY_KEY, OPTIONS_KEY, PARENTS_KEY, CrossoverSession
 
 
 class XdistHooks:
@@ -36,8 +37,17 @@ class XdistHooks:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
-        if self.session.options.explicit:  # a search is configured: ask git once here, not in every worker
-            node.workerinput["crossover_git"] = self.session.runtime.git()
+        """What a worker needs before it starts, local or remote: git info (asked once, here), the options, its
+        gateway's own settings, and the inputs (versions checked, files sent to a remote worker: transfer)."""
+        cs = self.session
+        if not cs.options.explicit:
+            return  # no search configured: the plugin changes nothing
+        node.workerinput["crossover_git"] = cs.runtime.git()
+        node.workerinput[OPTIONS_KEY] = cs.options.to_wire()
+        node.workerinput[GATEWAY_KEY] = gateway_settings(node.gateway.spec)
+        from pytest_crossover.transfer import KEY
+
+        node.workerinput[KEY] = cs.input_transfer().configure(node)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
@@ -60,3 +70,23 @@ class XdistHooks:
         if children:
             cs.expected = children
             cs.acquire_run_dir()
+
+
+def gateway_settings(spec: Any) -> dict[str, tuple[Any, str]]:
+    """One worker's threads and device from its gateway spec, ``--tx socket=gpu1:8888//crossover_device=cuda
+    //crossover_threads=8``: ``{name: (value, origin)}``, checked as the options are (the device's availability
+    only on the worker, which imports torch)."""
+    from harness.settings import Settings, parse
+    from pytest_crossover.transfer import gateway_text
+
+    where = f"--tx {gateway_text(spec)}"
+    out: dict[str, tuple[Any, str]] = {}
+    for name, kind in (("threads", int), ("device", str)):
+        text = getattr(spec, f"crossover_{name}")
+        if text is None:
+            continue
+        with naming(Sources({name: where})):
+            value = parse(name, str(text), kind)
+            Settings(**{name: value})
+        out[name] = (value, where)
+    return out

@@ -60,7 +60,8 @@ def test_slerp_operator_keeps_integer_entries_from_a() -> None:
     b = {**{k: v - 1 for k, v in sd.items()}, "steps": torch.tensor(5)}
     child = crossover(a, b, "slerp", alpha=0.5)
     assert int(child["steps"]) == 3
-    torch.testing.assert_close(child["network.0.weight"], slerp_tensor(a["network.0.weight"], b["network.0.weight"], .5))
+    expected = slerp_tensor(a["network.0.weight"], b["network.0.weight"], 0.5)
+    torch.testing.assert_close(child["network.0.weight"], expected)
 
 
 # --- the balanced teacher ----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from harness.report import PICTURE_PREFIX
 from tests.plugin.conftest import CLIENT, base_args, read_json, run_search
 
-PICTURES = ["report_agreement.png", "report_finetune.png", "report_heatmap.png", "report_tradeoffs.png"]
+PICTURES = ["report_agreement.png", "report_barrier.png", "report_finetune.png", "report_heatmap.png", "report_tradeoffs.png"]
 LEADERBOARD_IDS = ("Array.from(document.querySelectorAll('#leaderboard-table tbody tr td:nth-child(2)'))"
                    ".map(td => td.textContent)")
 
@@ -38,7 +38,7 @@ def test_the_session_writes_the_report_and_names_it_in_the_summary(smoke_run):
     for cid in (c["child_id"] for c in smoke_run["manifest"]["children"]):
         assert f"<td>{cid}</td>" in html
     assert "Complete: 3 children." in html
-    assert f"written: {run_dir / 'report.html'} (open it in a browser; 4 pictures as PNG beside it)" in \
+    assert f"written: {run_dir / 'report.html'} (open it in a browser; 5 pictures as PNG beside it)" in \
         smoke_run["stdout"]
     assert "report_heatmap.png" not in smoke_run["stdout"]  # the pictures are named once, not one line each
     assert "report: picture" not in smoke_run["stdout"]
@@ -47,7 +47,7 @@ def test_the_session_writes_the_report_and_names_it_in_the_summary(smoke_run):
 def test_the_report_as_a_browser_shows_it(smoke_run, chromium, tmp_path):
     page, tab = chromium.load(smoke_run["run_dir"] / "report.html")
     assert page.errors == []
-    assert len(page.images) == 4
+    assert len(page.images) == 5
     for img in page.images:
         assert img["ok"] and img["width"] == 1100 and img["height"] > 200, img
     expected = [c["child_id"] for c in smoke_run["manifest"]["children"]]
