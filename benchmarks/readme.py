@@ -12,24 +12,16 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import levers
+from sessions import ROOT, session
+
 README = ROOT / "README.md"
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S)
-
-
-def session(args: list[str], run_dir: Path) -> Path:
-    cmd = [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "--crossover-no-save",
-           f"--crossover-run-dir={run_dir}", *args]
-    subprocess.run(cmd, cwd=ROOT, check=False, capture_output=True, text=True)
-    if not (run_dir / "leaderboard.md").is_file():
-        raise SystemExit(f"{' '.join(args)}: the session wrote no leaderboard")
-    return run_dir
 
 
 def leaderboard(args: list[str], keep: int | None = None) -> Callable[[Path], str]:
@@ -80,6 +72,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "recommendation": recommendation(["--crossover-space=minimal", "--crossover-teacher=both"]),
     "legend": legend,
     "regimes": regimes,
+    "levers": levers.table,
 }
 
 

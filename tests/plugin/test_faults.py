@@ -295,8 +295,9 @@ def test_malicious_states_file_is_never_unpickled(pytester, search_files):
     evil = pytester.path / "evil.npy"
     np.save(evil, np.array([_Evil(marker)], dtype=object), allow_pickle=True)
     for extra in ([], ["--crossover-allow-unsafe-unpickle"]):  # the checkpoint opt-in never covers states
-        result = pytester.runpytest_subprocess(*[a for a in base_args(search_files) if "states" not in a],
-                                               f"--crossover-states={evil}", *extra)
+        # In this process: the check refuses the file before any child, so nothing of the session outlives it.
+        result = pytester.runpytest_inprocess(*[a for a in base_args(search_files) if "states" not in a],
+                                              f"--crossover-states={evil}", *extra)
         assert result.ret == pytest.ExitCode.USAGE_ERROR
         assert "holds Python objects (pickled data), which are never loaded" in result.stderr.str()
         assert not marker.exists()

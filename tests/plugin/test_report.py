@@ -13,7 +13,8 @@ import pytest
 from harness.report import PICTURE_PREFIX
 from tests.plugin.conftest import CLIENT, base_args, read_json, run_search
 
-PICTURES = ["report_agreement.png", "report_barrier.png", "report_finetune.png", "report_heatmap.png", "report_tradeoffs.png"]
+PICTURES = ["report_agreement.png", "report_barrier.png", "report_finetune.png", "report_heatmap.png",
+            "report_tradeoffs.png"]
 LEADERBOARD_IDS = ("Array.from(document.querySelectorAll('#leaderboard-table tbody tr td:nth-child(2)'))"
                    ".map(td => td.textContent)")
 
