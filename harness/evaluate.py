@@ -1,4 +1,4 @@
-"""Child-vs-parent metrics with the exact definitions of reference §4.2, streamed in chunks.
+"""Child-vs-parent metrics with the established tool's exact definitions, streamed in chunks.
 
 Every metric is accumulated as a sum over rows (counts as ints, continuous terms in float64) and divided once at
 the end, so chunked evaluation equals single-batch evaluation and memory does not grow with the buffer beyond
@@ -74,7 +74,7 @@ def predict(model: nn.Module, states: np.ndarray | torch.Tensor, *, chunk_size: 
 
 
 class PairSums:
-    """Running sums of the §4.2 pair metrics of a reference ``r`` and a query ``q`` (ref → query)."""
+    """Running sums of the pair metrics of a reference ``r`` and a query ``q`` (ref → query)."""
 
     def __init__(self, ks: Sequence[int] = DEFAULT_KS) -> None:
         if not ks or any(int(k) < 1 for k in ks):
@@ -134,7 +134,7 @@ def _logits(values: Any, name: str) -> torch.Tensor:
 
 def pair_metrics(ref_logits: torch.Tensor, query_logits: torch.Tensor,
                  ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
-    """§4.2 metrics of ``query`` against ``ref``: top-1, top-k, KL(ref ‖ query) at T=1, MSE, MAE, cosine."""
+    """The metrics of ``query`` against ``ref``: top-1, top-k, KL(ref ‖ query) at T=1, MSE, MAE, cosine."""
     ref, query = _logits(ref_logits, "ref_logits"), _logits(query_logits, "query_logits")
     sums = PairSums(ks)
     if ref.shape != query.shape:

@@ -1,8 +1,7 @@
 """Blend quality across stored sessions: the comparable series, each recipe's values across commits, sustained
 shifts (steps), and the table and picture of ``python -m harness.history``.
 
-A *series* is the records that can be compared with each other (:func:`series_key`: same space, teacher and
-input fingerprints). Within one, a *recipe* is a child id without its run index (``001_layer_a0p50_sNone_short``
+A *series* is the records that can be compared with each other (:func:`series_key`: the same fingerprint). Within one, a *recipe* is a child id without its run index (``001_layer_a0p50_sNone_short``
 and ``003_layer_a0p50_sNone_short`` are the same recipe, ``layer_a0p50_sNone_short``, in two spaces' numbering).
 """
 
@@ -32,10 +31,12 @@ STEP_WINDOW = 3
 
 # -- series and recipes ---------------------------------------------------------------------------------------------
 def series_key(record: Mapping[str, Any]) -> str:
-    """What makes records comparable: the space, the teacher and the inputs' sha256 fingerprints. The one place
-    that decides it (every page, plot and step of the history site groups by it)."""
+    """What makes records comparable: their ``fingerprint`` (harness.store.comparable_on: the space and every
+    setting and input that changes numbers); the space, teacher and inputs' sha256 ride along for the titles. The
+    one place that decides it (every page, plot and step of the history site groups by it)."""
     return json.dumps({"space": record.get("space"), "teacher": (record.get("options") or {}).get("teacher"),
-                       "fingerprints": record.get("fingerprints") or {}}, sort_keys=True)
+                       "fingerprints": record.get("fingerprints") or {}, "fingerprint": record.get("fingerprint")},
+                      sort_keys=True)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""§4.2 metric definitions on hand-made Q-tables, chunked == single-batch, evaluate_model, latency."""
+"""The established metric definitions on hand-made Q-tables, chunked == single-batch, evaluate_model, latency."""
 
 from __future__ import annotations
 
