@@ -22,15 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
 from harness.registry import Registry
 
+if TYPE_CHECKING:  # numpy and scipy load when an alignment is computed, not with the registry (the plugin's load)
+    import numpy as np
+
+    Perms = list[np.ndarray]  # one permutation of B's units per hidden layer: aligned unit i is B's unit perm[i]
+
 MAX_SWEEPS = 50
-Perms = list[np.ndarray]  # one permutation of B's units per hidden layer: aligned unit i is B's unit perm[i]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,7 @@ def _depth(sd: Mapping[str, Any]) -> int:
 
 
 def _arrays(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
+
     out = {}
     for k, v in sd.items():
         t = v.detach().cpu()
@@ -69,6 +72,7 @@ def _norm(k: int) -> str:
 def weight_matching(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], depth: int,
                     states: np.ndarray | None = None) -> Perms:
     """Permutations maximising the summed inner products of A's and permuted B's weights (see module doc)."""
+    import numpy as np
     from scipy.optimize import linear_sum_assignment
 
     perms = [np.arange(a[f"{_lin(k)}.weight"].shape[0]) for k in range(depth)]
@@ -93,6 +97,8 @@ def weight_matching(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], de
 
 def pre_activations(sd: Mapping[str, np.ndarray], depth: int, x: np.ndarray) -> list[np.ndarray]:
     """Each hidden layer's Linear output (before LayerNorm; eval mode) for the rows of ``x``, in float64."""
+    import numpy as np
+
     from harness.finite import LAYER_NORM_EPS
 
     h, out = np.asarray(x, dtype=np.float64), []
@@ -107,6 +113,7 @@ def pre_activations(sd: Mapping[str, np.ndarray], depth: int, x: np.ndarray) -> 
 def activation_matching(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], depth: int,
                         states: np.ndarray | None = None) -> Perms:
     """Per layer, the assignment maximising the summed products of A's and B's pre-activations on ``states``."""
+
     from scipy.optimize import linear_sum_assignment
 
     if states is None or len(states) < 2:
@@ -135,6 +142,8 @@ def align(sd_a: Mapping[str, Any], sd_b: Mapping[str, Any], method: str, *,
     ``states`` (the fine-tune states, array or tensor) are needed by activation matching. The result computes
     exactly B's function. Deterministic: the same inputs give the same permutation.
     """
+    import numpy as np
+
     entry = ALIGNMENTS.get(method)
     if entry.solve is None:
         return {k: v.detach().clone() for k, v in sd_b.items()}

@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from harness.crossover import crossover
-
 if TYPE_CHECKING:
     from harness.pipeline import Context
 
@@ -34,6 +32,7 @@ def barrier(values: Sequence[float | None]) -> float | None:
 def interpolation(ctx: Context, aligns: Iterable[str] = ("none",), *, returns: bool = False) -> dict[str, Any]:
     """The curves and barriers (JSON-safe): ``{"alphas", "curves": {align: {primary, agree_a, agree_b, return}},
     "barrier": {align: {primary, return}}}``; returns only with ``returns`` and an environment."""
+    from harness.crossover import crossover  # numpy: not at the plugin's load, which reads MODES only
     from harness.rollout import episode_returns
 
     s = ctx.settings

@@ -1,8 +1,9 @@
 """Blend quality across stored sessions: the comparable series, each recipe's values across commits, sustained
 shifts (steps), and the table and picture of ``python -m harness.history``.
 
-A *series* is the records that can be compared with each other (:func:`series_key`: the same fingerprint). Within one, a *recipe* is a child id without its run index (``001_layer_a0p50_sNone_short``
-and ``003_layer_a0p50_sNone_short`` are the same recipe, ``layer_a0p50_sNone_short``, in two spaces' numbering).
+A *series* is the records that can be compared with each other (:func:`series_key`: the same fingerprint).
+Within one, a *recipe* is a child id without its run index (``001_layer_a0p50_sNone_short`` and
+``003_layer_a0p50_sNone_short`` are the same recipe, ``layer_a0p50_sNone_short``, in two spaces' numbering).
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from harness.errors import HarnessError
 from harness.operators import OPERATORS
 from harness.regimes import REGIME_FIELDS, REGIMES, Regime, parse_regime
 from harness.registry import check_name
-from harness.report import check_switch
 from harness.settings import DEVICES, parse
 from harness.space import ChildSpec, build_space, space_names
 from harness.teachers import TEACHERS
@@ -367,6 +366,8 @@ def _check(opts: CrossoverOptions) -> None:
                  env_id=opts.env, episodes=opts.episodes or 0, threads=opts.threads, device=opts.device,
                  split_seed=opts.split_seed)
         opts.space_specs()
+        from harness.report import check_switch  # numpy (via the leaderboard): not at the plugin's load
+
         check_switch(opts.report)
 
 

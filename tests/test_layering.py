@@ -41,6 +41,14 @@ def test_the_plugin_and_the_options_import_no_torch_at_load() -> None:
     assert out.stdout.strip() == "[]", out.stderr
 
 
+def test_loading_the_plugin_imports_not_even_numpy() -> None:
+    """What every pytest run in an environment with the plugin pays: ~10 ms, not numpy's ~100-200 ms."""
+    code = ("import sys, pytest_crossover.plugin; "
+            "print(sorted(m for m in ('numpy', 'torch', 'scipy', 'execnet') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
 def test_modules_stay_small() -> None:
     sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
              for d in ("harness", "pytest_crossover") for p in (ROOT / d).rglob("*.py")}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import CrossoverError
 from harness.operators.base import ALPHA, SEED, StateDict, child_value, register_operator
+
+if TYPE_CHECKING:
+    import numpy as np  # imported when a child is crossed, not when the plugin loads the registry
 
 
 @register_operator("random", params=(SEED, ALPHA),
@@ -18,6 +19,8 @@ def random(sd_a: Mapping[str, Any], sd_b: Mapping[str, Any], *, alpha: float, se
            rng: np.random.Generator | None = None) -> StateDict:
     """One ``u = (rng or default_rng(seed)).random(n)`` draw over the lexicographically sorted keys (non-tensor
     keys included); key i comes from A when ``u[i] < alpha``. ``seed=None`` without ``rng`` draws OS entropy."""
+    import numpy as np
+
     if rng is not None and not isinstance(rng, np.random.Generator):
         raise CrossoverError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}; "
                              "pass rng=numpy.random.default_rng(seed) or use seed=")
