@@ -276,7 +276,7 @@ def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 def run_config(spec: ChildSpec, ctx: Context) -> dict[str, Any]:
     """The established reproducibility fields plus what makes the child reproducible here (teacher, holdout,
     hashes, versions)."""
-    from harness import __version__
+    from harness.version import __version__
 
     reg = spec.regime
     return {

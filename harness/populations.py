@@ -9,13 +9,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.finetune import FinetuneResult, finetune_population
-from harness.space import ChildSpec
+from harness.space import ChildSpec, Recipe
 
 if TYPE_CHECKING:
-    from harness.pipeline import Context
+    import torch
+
+    from harness.teachers import Targets
+
+
+class TrainingContext(Protocol):
+    """What training needs of the per-process context (harness.pipeline.Context), which imports this module."""
+
+    @property
+    def train_states_dev(self) -> torch.Tensor: ...
+
+    def teacher(self, spec: ChildSpec) -> str: ...
+    def targets(self, teacher: str) -> torch.Tensor | Targets: ...
+    def cross(self, recipe: Recipe) -> dict[str, torch.Tensor]: ...
+    def new_child(self, state_dict: Any) -> torch.nn.Module: ...
 
 MERGE_LIMIT_FLOATS = 1 << 20  # parameters of a population that trains regimes together (4 MiB of float32)
 
@@ -54,7 +68,7 @@ class Finetuner:
     ``result(spec)`` hands each child its result exactly once; a child outside the plan trains alone.
     """
 
-    def __init__(self, ctx: Context, plan: Plan) -> None:
+    def __init__(self, ctx: TrainingContext, plan: Plan) -> None:
         self.ctx = ctx
         self._population = {s.child_id: members for members in plan for s in members}
         self._results: dict[str, FinetuneResult] = {}
@@ -68,7 +82,7 @@ class Finetuner:
         return self._results.pop(spec.child_id)
 
 
-def train(ctx: Context, members: Sequence[ChildSpec]) -> dict[str, FinetuneResult]:
+def train(ctx: TrainingContext, members: Sequence[ChildSpec]) -> dict[str, FinetuneResult]:
     """Cross and fine-tune ``members`` as one population; each result carries its share of the time."""
     teachers = {ctx.teacher(s) for s in members}
     assert len(teachers) == 1, "a population distils from one teacher"

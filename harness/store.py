@@ -61,7 +61,7 @@ def versions() -> dict[str, str | None]:
     """Versions that change results; read from package metadata so torch is not imported here."""
     from importlib import metadata  # here: the plugin imports this module in every pytest run
 
-    from harness import __version__
+    from harness.version import __version__
 
     out: dict[str, str | None] = {"python": platform.python_version(), "harness": __version__}
     for dist in ("torch", "numpy", "gymnasium", "pytest", "pytest-crossover"):

@@ -162,8 +162,8 @@ class CrossoverSession:
 
     # -- outputs ----------------------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
-        from harness import __version__
         from harness.rundir import JOURNAL
+        from harness.version import __version__
 
         expected = self.expected if self.expected is not None else list(self.ids)
         missing = [c for c in expected if c not in self.records]

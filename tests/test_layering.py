@@ -53,3 +53,11 @@ def test_modules_stay_small() -> None:
     sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
              for d in ("harness", "pytest_crossover") for p in (ROOT / d).rglob("*.py")}
     assert {k: n for k, n in sizes.items() if n > 400 and k not in LONG_MODULES} == {}
+
+
+def test_the_release_is_the_same_in_pyproject_and_the_package() -> None:
+    import tomllib
+
+    from harness.version import __version__
+
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == __version__

@@ -6,15 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness import embedded
 from harness.align import ALIGNMENTS, align, permute
-from harness.checkpoints import load_parent
 from harness.errors import HarnessError
 from harness.networks import QNetwork, network_from_state_dict
 from harness.pipeline import Context
-from harness.settings import Settings
 from harness.space import Recipe
-from harness.states import load_buffer
 
 DEPTHS = [(16,), (16, 16), (8, 12, 16)]
 
@@ -97,12 +93,6 @@ def test_registry_and_id_keys() -> None:
     assert [ALIGNMENTS.get(n).id_key for n in ("none", "weights", "activations")] == ["", "awm", "aam"]
     with pytest.raises(HarnessError, match="unknown alignment 'wieghts'"):
         ALIGNMENTS.get("wieghts")
-
-
-@pytest.fixture(scope="module")
-def embedded_ctx() -> Context:
-    a, b = (load_parent(p) for p in embedded.parent_paths())
-    return Context.build(a, b, load_buffer(embedded.states_path()), Settings(holdout=0.2, teacher="both"))
 
 
 def test_alignment_lifts_the_unfinetuned_midpoint_of_the_embedded_parents(embedded_ctx: Context) -> None:

@@ -9,18 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from harness import embedded
 from harness.barrier import ALPHAS, barrier, interpolation, summary
-from harness.checkpoints import load_parent
 from harness.crossover import crossover
 from harness.finetune import finetune_population, soft_targets
 from harness.networks import QNetwork
 from harness.operators.slerp import slerp_tensor
 from harness.pipeline import Context
 from harness.regimes import REGIMES, Regime
-from harness.settings import Settings
 from harness.space import SPACES, build_space
-from harness.states import load_buffer
 from harness.teachers import ADAPTIVE_STEP, TEACHERS, Targets
 
 torch.set_num_threads(1)
@@ -146,12 +142,6 @@ def test_barrier_is_the_largest_drop_below_the_line() -> None:
     assert barrier([1.0, 0.2, 0.6]) == pytest.approx(0.6)  # the line is at 0.8 in the middle
     assert barrier([0.0, 1.0, 0.0]) == 0.0  # above the line: no barrier
     assert barrier([0.5, None, 0.5]) is None and barrier([]) is None
-
-
-@pytest.fixture(scope="module")
-def embedded_ctx() -> Context:
-    a, b = (load_parent(p) for p in embedded.parent_paths())
-    return Context.build(a, b, load_buffer(embedded.states_path()), Settings(holdout=0.2, teacher="both"))
 
 
 def test_interpolation_curves_of_the_embedded_parents(embedded_ctx: Context) -> None:
