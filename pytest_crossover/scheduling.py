@@ -65,8 +65,8 @@ class UnitScheduling:
     that dies while running a child reports that child once (lost); the rest of its unit is sent to another worker.
     """
 
-    def __init__(self, numnodes: int, log: Any, specs: Mapping[str, ChildSpec]) -> None:
-        self.numnodes, self.log, self.specs = numnodes, log, specs
+    def __init__(self, numnodes: int, log: Any, specs: Mapping[str, ChildSpec], config: Any = None) -> None:
+        self.numnodes, self.log, self.specs, self.config = numnodes, log, specs, config
         self.collection: list[str] | None = None
         self.registered: dict[Any, list[str]] = {}
         self.assigned: dict[Any, dict[str, Unit]] = {}
@@ -100,7 +100,8 @@ class UnitScheduling:
             from xdist.report import report_collection_diff
 
             other = next(iter(self.registered))
-            self.log(report_collection_diff(self.collection, list(collection), other.gateway.id, node.gateway.id))
+            self._collection_error(report_collection_diff(self.collection, list(collection), other.gateway.id,
+                                                          node.gateway.id), node)
             return
         self.registered[node] = list(collection)
 
@@ -136,6 +137,18 @@ class UnitScheduling:
             self._reschedule(other)
         return crashitem
 
+    def _collection_error(self, message: str | None, node: Any) -> None:
+        """As xdist's own schedulers: the difference is logged and reported as a failed collection (an error the
+        session shows and exits on), never a session that silently runs nothing."""
+        if message is None:
+            return
+        self.log(message)
+        if self.config is not None:
+            import pytest
+
+            report = pytest.CollectReport(nodeid=node.gateway.id, outcome="failed", longrepr=message, result=[])
+            self.config.hook.pytest_collectreport(report=report)
+
     def schedule(self) -> None:
         if self.collection is not None:
             for node in self.nodes:
@@ -143,6 +156,11 @@ class UnitScheduling:
             return
         collections = list(self.registered.values())
         if any(c != collections[0] for c in collections[1:]):
+            from xdist.report import report_collection_diff
+
+            (first, col), *rest = self.registered.items()
+            for node, other in rest:
+                self._collection_error(report_collection_diff(col, other, first.gateway.id, node.gateway.id), node)
             self.log("**Different tests collected, aborting run**")
             return
         self.collection = list(collections[0])

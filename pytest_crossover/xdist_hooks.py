@@ -33,7 +33,7 @@ class XdistHooks:
 
         from pytest_crossover.scheduling import UnitScheduling
 
-        return UnitScheduling(len(parse_tx_spec_config(config)), log, self.session.ids)
+        return UnitScheduling(len(parse_tx_spec_config(config)), log, self.session.ids, config)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:

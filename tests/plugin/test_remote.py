@@ -231,7 +231,9 @@ def test_mixed_workers_a_killed_remote_worker_is_lost_and_the_session_goes_on(
     assert len(lost) == 1 and re.search(r"worker 'gw1' crashed", children[lost[0]]["message"])
     remote_threads = {c: json.loads((pytester.path / "mixed" / c / "run_config.json").read_text())["settings"]
                       ["threads"] for c in children if c not in lost}
-    assert 2 in remote_threads.values() and 1 in remote_threads.values()  # both kinds of worker ran children
+    # Whether the replacement gets children before the popen worker takes them all is xdist's scheduling (a CI run
+    # saw both ways); that the gateway's threads reach its worker is tested in test_transfer.py.
+    assert 1 in remote_threads.values() and set(remote_threads.values()) <= {1, 2}
     for child, rec in children.items():
         if child not in lost:
             assert {k: rec.get(k) for k in METRICS} == {k: _children(serial_run)[child].get(k) for k in METRICS}

@@ -108,3 +108,20 @@ def test_mark_test_pending_sends_a_test_again() -> None:
     sched.mark_test_pending(IDS[0])
     assert sched.has_pending and any(IDS.index(IDS[0]) in w.sent[-1:] for w in workers)
 
+
+
+def test_workers_that_collected_different_tests_fail_the_collection_instead_of_running_nothing() -> None:
+    """As xdist's own schedulers: e.g. a remote worker whose rootdir differs names every test otherwise."""
+    reports = []
+    config = type("Config", (), {"hook": type("Hook", (), {"pytest_collectreport": staticmethod(
+        lambda report: reports.append(report))})()})()
+    sched = UnitScheduling(2, lambda *a: None, SPECS, config)
+    workers = [FakeWorker("gw0"), FakeWorker("gw1")]
+    for w, ids in zip(workers, (IDS, [f"pyexecnetcache/{i}" for i in IDS])):
+        sched.add_node(w)
+        sched.add_node_collection(w, ids)
+    sched.schedule()
+    assert [w.sent for w in workers] == [[], []]
+    assert len(reports) == 1 and reports[0].failed and reports[0].nodeid == "gw1"
+    assert "Different tests were collected between gw0 and gw1" in str(reports[0].longrepr)
+    assert "+pyexecnetcache/test_search.py::test_child[" in str(reports[0].longrepr)
