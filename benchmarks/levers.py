@@ -58,8 +58,8 @@ def table(tmp: Path) -> str:
         lines.append(f"| {label} | `{best['child_id']}` | **{_share(best['primary_metric'], bound)}** ({interval}) | "
                      f"{ret} ({'—' if weaker is None else f'{weaker:.1f}'}) |")
         frontier_dir = run_dir
-    barrier = read(session(ALIGN_ARGS, tmp / "align"), "barrier.json")
-    bound = best_row(tmp / "align")[1]["bound"]
+    align_dir = session(ALIGN_ARGS, tmp / "align")
+    barrier, bound = read(align_dir, "barrier.json"), read(align_dir, "manifest.json")["parents"]["bound"]
     mid = barrier["alphas"].index(0.5)
     shares = ", ".join(f"{a} **{_share(c['primary'][mid], bound)}**" for a, c in barrier["curves"].items())
     lines += ["", f"Before any fine-tuning, the weighted 0.5 child reaches {shares} of the bound by alignment; "

@@ -24,19 +24,13 @@ README = ROOT / "README.md"
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S)
 
 
-def leaderboard(args: list[str], keep: int | None = None) -> Callable[[Path], str]:
-    """The session's leaderboard table (its first ``keep`` children and the parents), as the terminal shows it."""
+def leaderboard(args: list[str]) -> Callable[[Path], str]:
+    """The session's leaderboard table (its children and the parents), as the terminal shows it."""
     def make(tmp: Path) -> str:
         lines = (session(args, tmp / "_".join(args).replace("-", "")) / "leaderboard.md").read_text().splitlines()
         table = [ln for ln in lines if ln.startswith("|")]
-        head, rows = table[:2], table[2:]
-        children = [r for r in rows if not r.startswith("| —")]
-        parents = [r for r in rows if r.startswith("| —")]
-        shown = children[:keep] if keep else children
-        if keep and len(children) > keep:
-            shown.append("| …" + " " * (len(head[0]) - 4) + "|")
         command = "pytest benchmarks " + " ".join(args)
-        return "```\n$ " + command + "\n" + "\n".join([*head, *shown, *parents]) + "\n```\n"
+        return "```\n$ " + command + "\n" + "\n".join(table) + "\n```\n"
     return make
 
 
@@ -68,7 +62,6 @@ def regimes(_: Path) -> str:
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "minimal": leaderboard(["--crossover-space=minimal"]),
     "minimal-both": leaderboard(["--crossover-space=minimal", "--crossover-teacher=both"]),
-    "default-qat": leaderboard(["--crossover-space=default-qat"], keep=8),
     "recommendation": recommendation(["--crossover-space=minimal", "--crossover-teacher=both"]),
     "legend": legend,
     "regimes": regimes,

@@ -32,18 +32,17 @@ def barrier(values: Sequence[float | None]) -> float | None:
 def interpolation(ctx: Context, aligns: Iterable[str] = ("none",), *, returns: bool = False) -> dict[str, Any]:
     """The curves and barriers (JSON-safe): ``{"alphas", "curves": {align: {primary, agree_a, agree_b, return}},
     "barrier": {align: {primary, return}}}``; returns only with ``returns`` and an environment."""
-    from harness.crossover import crossover  # numpy: not at the plugin's load, which reads MODES only
     from harness.rollout import episode_returns
+    from harness.space import Recipe
 
     s = ctx.settings
     with_returns = returns and s.returns
     out: dict[str, Any] = {"alphas": list(ALPHAS), "curves": {}, "barrier": {}}
     for align in dict.fromkeys(aligns):
-        sd_b = ctx.aligned_b(align)
         curve: dict[str, list[float | None]] = {k: [] for k in CURVES}
         curve_return: list[float | None] = []
         for alpha in ALPHAS:
-            child = ctx.new_child(crossover(ctx.sd_a, sd_b, "weighted", alpha=alpha))
+            child = ctx.new_child(ctx.cross(Recipe.of("weighted", alpha=alpha, align=align)))
             m = ctx.evaluate(child)
             for key, value in (("primary", m["primary"]), ("agree_a", m["vs_parent_a"]["top1"]),
                                ("agree_b", m["vs_parent_b"]["top1"])):

@@ -96,12 +96,8 @@ class UnitScheduling:
         self.assigned[node] = {}
 
     def add_node_collection(self, node: Any, collection: Sequence[str]) -> None:
-        if self.collection_is_completed and self.collection is not None and list(collection) != self.collection:
-            from xdist.report import report_collection_diff
-
-            other = next(iter(self.registered))
-            self._collection_error(report_collection_diff(self.collection, list(collection), other.gateway.id,
-                                                          node.gateway.id), node)
+        if self.collection_is_completed and self.collection is not None and \
+                self._differs(next(iter(self.registered)), self.collection, node, collection):
             return
         self.registered[node] = list(collection)
 
@@ -137,33 +133,33 @@ class UnitScheduling:
             self._reschedule(other)
         return crashitem
 
-    def _collection_error(self, message: str | None, node: Any) -> None:
-        """As xdist's own schedulers: the difference is logged and reported as a failed collection (an error the
-        session shows and exits on), never a session that silently runs nothing."""
+    def _differs(self, first: Any, first_collection: Sequence[str], node: Any, collection: Sequence[str]) -> bool:
+        """Whether ``node`` collected other tests than ``first``; as xdist's own schedulers, a difference is logged
+        and reported as a failed collection (an error the session shows and exits on), never a session that
+        silently runs nothing."""
+        from xdist.report import report_collection_diff
+
+        message = report_collection_diff(list(first_collection), list(collection), first.gateway.id, node.gateway.id)
         if message is None:
-            return
+            return False
         self.log(message)
         if self.config is not None:
             import pytest
 
             report = pytest.CollectReport(nodeid=node.gateway.id, outcome="failed", longrepr=message, result=[])
             self.config.hook.pytest_collectreport(report=report)
+        return True
 
     def schedule(self) -> None:
         if self.collection is not None:
             for node in self.nodes:
                 self._reschedule(node)
             return
-        collections = list(self.registered.values())
-        if any(c != collections[0] for c in collections[1:]):
-            from xdist.report import report_collection_diff
-
-            (first, col), *rest = self.registered.items()
-            for node, other in rest:
-                self._collection_error(report_collection_diff(col, other, first.gateway.id, node.gateway.id), node)
+        (first, collection), *rest = self.registered.items()
+        if any([self._differs(first, collection, node, other) for node, other in rest]):  # report every one
             self.log("**Different tests collected, aborting run**")
             return
-        self.collection = list(collections[0])
+        self.collection = list(collection)
         if not self.collection:
             return
         self.queue = self._units(self.collection)
