@@ -84,7 +84,7 @@ NOTES = """## Notes: where the time goes and why some costs are not linear
   views are rewritten at most once a second. Mid-session writes are atomic renames; the finished session's files
   are also fsynced (an fsync per child cost ~5 ms, as much as evaluating it).
 - **Workers** (`-n N`): the controller never imports torch. It checks the inputs from the checkpoints' pickled
-  index (`harness/checkpoint_meta.py`: names, shapes, dtypes and CRCs, nothing executed), the workers time their
+  index (`harness/inputs/checkpoint_meta.py`: names, shapes, dtypes and CRCs, nothing executed), the workers time their
   children and the parents (parent j on worker j mod N, sent back in xdist's `workeroutput`), and the controller
   only merges records and writes files. Each worker uses one torch thread, and the plugin's scheduler
   (`pytest_crossover/scheduling.py`: xdist's loadscope with a work unit as the scope) sends a regime's children to
@@ -117,7 +117,7 @@ def make_inputs(d: Path, *, hidden: int = 64, n_states: int = 1000, inputs: int 
     import numpy as np
     import torch
 
-    from harness.networks import QNetwork
+    from harness.networks.qnetwork import QNetwork
 
     d.mkdir(parents=True, exist_ok=True)
     pa, pb, st = d / f"parent_a_h{hidden}.pt", d / f"parent_b_h{hidden}.pt", d / f"states_{n_states}.npy"
@@ -250,9 +250,9 @@ EVAL_MEMORY = """
 import resource, sys, time
 import numpy as np, torch
 torch.set_num_threads(1)
-from harness.checkpoints import load_parent, load_states
-from harness.evaluate import evaluate_model, parent_baseline, predict
-from harness.networks import network_from_state_dict
+from harness.inputs.checkpoints import load_parent, load_states
+from harness.evaluate.vs_parents import evaluate_model, parent_baseline, predict
+from harness.networks.qnetwork import network_from_state_dict
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 a, b = network_from_state_dict(load_parent(sys.argv[1])), network_from_state_dict(load_parent(sys.argv[2]))
 child = network_from_state_dict(load_parent(sys.argv[1]))

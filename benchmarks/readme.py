@@ -49,7 +49,7 @@ def recommendation(args: list[str]) -> Callable[[Path], str]:
 
 
 def regimes(_: Path) -> str:
-    from harness.regimes import REGIMES
+    from harness.train.regimes import REGIMES
 
     rows = ["| regime | epochs | lr | batch | validation | seed | int8 QAT | patience |",
             "|---|---|---|---|---|---|---|---|"]

@@ -1,7 +1,7 @@
 """``python -m harness.history``: list the stored sessions per commit; optionally plot them or build the site.
 
-The store, comparisons, the trend and the site live in harness.store, harness.compare, harness.trend and
-harness.site.
+The store, comparisons, the trend and the site live in harness.records.store, harness.records.compare,
+harness.pictures.trend and harness.pictures.site.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from harness.errors import HarnessError
-from harness.store import DEFAULT_STORAGE, HistoryStore
-from harness.trend import plot_trend, trend_rows, trend_table
+from harness.core.errors import HarnessError
+from harness.pictures.trend import plot_trend, trend_rows, trend_table
+from harness.records.store import DEFAULT_STORAGE, HistoryStore
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from harness.site import DEFAULT_FAIL
+    from harness.pictures.site import DEFAULT_FAIL
 
     ap = argparse.ArgumentParser(prog="python -m harness.history",
                                  description="List stored crossover records per commit; optionally plot them or "
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="the site's regression checks, as --crossover-compare-fail takes them "
                          f"(default {DEFAULT_FAIL})".replace("%", "%%"))
     args = ap.parse_args(argv)
-    from harness.compare import parse_fail
+    from harness.records.compare import parse_fail
 
     try:
         checks = parse_fail(args.fail)
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in plot_trend(records, args.plot):
             print(f"plot: {path}")
     if args.site:
-        from harness.site import build_site
+        from harness.pictures.site import build_site
 
         pages = build_site(records, args.site, checks, warnings)
         print(f"site: {pages[0]} ({len(pages)} files)")

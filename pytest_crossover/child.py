@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from harness.atomic import json_safe
+from harness.core.atomic import json_safe
 from pytest_crossover.collect import child_id_of
 from pytest_crossover.session import FILES_KEY, RESULT_KEY, CrossoverSession
 
@@ -29,8 +29,8 @@ class CrossoverChild:
 
     def run(self) -> dict[str, Any]:
         if self.record is None:
-            from harness.pipeline import run_child
-            from harness.rundir import child_files
+            from harness.search.child import run_child
+            from harness.search.rundir import child_files
 
             runtime = self.session.runtime
             ctx = runtime.context()
@@ -79,7 +79,7 @@ class CrossoverChild:
         """The median of 20 timed batch-1 calls after 3 warm-ups, and its quartiles, in ms."""
         import torch
 
-        from harness.timing import measure_latency
+        from harness.evaluate.timing import measure_latency
 
         bench = self._benchmark
         if bench is not None and not getattr(bench, "disabled", True):

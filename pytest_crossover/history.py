@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from harness.compare import FailCheck, parse_fail
-from harness.errors import HarnessError
-from harness.store import DEFAULT_STORAGE
+from harness.core.errors import HarnessError
+from harness.records.compare import FailCheck, parse_fail
+from harness.records.store import DEFAULT_STORAGE
 
 _HELP = {
     "storage": f"History folder: one record per session, per commit (default {DEFAULT_STORAGE})",
@@ -100,8 +100,8 @@ def register_history(config: pytest.Config, session: Any) -> None:
     if opts.save and session.options.explicit:
         _probe(opts.storage, _name(config, "crossover_storage"))
     if opts.compare not in (None, "latest"):
-        from harness.compare import find_record
-        from harness.store import HistoryStore
+        from harness.records.compare import find_record
+        from harness.records.store import HistoryStore
 
         try:
             find_record(HistoryStore(opts.storage).load()[0], opts.compare)
@@ -114,7 +114,7 @@ def register_history(config: pytest.Config, session: Any) -> None:
 
 def _probe(storage: Path, name: str) -> None:
     """An unwritable store is found now, not after every child has run."""
-    from harness.store import HistoryStore
+    from harness.records.store import HistoryStore
 
     try:
         HistoryStore(storage).check_writable()
@@ -145,8 +145,8 @@ class HistoryHooks:
         return result
 
     def _check_named(self) -> None:
-        from harness.compare import select_baseline
-        from harness.store import HistoryStore, comparable_on, fingerprint
+        from harness.records.compare import select_baseline
+        from harness.records.store import HistoryStore, comparable_on, fingerprint
 
         cs = self.cs
         provenance = cs.runtime.provenance or cs.runtime.check_inputs(load=not cs.distributed).provenance
@@ -166,8 +166,8 @@ class HistoryHooks:
         return result
 
     def _run(self, session: pytest.Session) -> None:
-        from harness.compare import compare, comparison_table, regressions, select_baseline
-        from harness.store import HistoryStore, build_record, git_info
+        from harness.records.compare import compare, comparison_table, regressions, select_baseline
+        from harness.records.store import HistoryStore, build_record, git_info
 
         manifest = self.cs.manifest()
         record = build_record(manifest, git=git_info(session.config.invocation_params.dir))

@@ -1,9 +1,10 @@
 """The ``crossover`` option group: every flag ``--crossover-*``, each also an ini key ``crossover_*``.
 
 Resolution happens once, in :func:`resolve`: the command line wins over the ini file, which wins over the
-default. Values are checked by the library (harness.space, harness.settings, harness.regimes), once each; its
-errors name the setting (``HarnessError.field``), and :func:`usage_error` turns one into a ``pytest.UsageError``
-that names the option as the user wrote it: the flag, or the ini key. Nothing here imports torch.
+default. Values are checked by the library (harness.search.space, harness.search.settings,
+harness.train.regimes), once each; its errors name the setting (``HarnessError.field``), and
+:func:`usage_error` turns one into a ``pytest.UsageError`` that names the option as the user wrote it: the flag, or
+the ini key. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from harness.barrier import MODES as BARRIER_MODES
-from harness.errors import HarnessError
-from harness.operators import OPERATORS
-from harness.regimes import REGIME_FIELDS, REGIMES, Regime, parse_regime
-from harness.registry import check_name
-from harness.settings import DEVICES, parse
-from harness.space import ChildSpec, build_space, space_names
-from harness.teachers import TEACHERS
+from harness.core.errors import HarnessError
+from harness.core.registry import check_name
+from harness.crossing.operators import OPERATORS
+from harness.search.barrier import MODES as BARRIER_MODES
+from harness.search.settings import DEVICES, parse
+from harness.search.space import ChildSpec, build_space, space_names
+from harness.train.regimes import REGIME_FIELDS, REGIMES, Regime, parse_regime
+from harness.train.teachers import TEACHERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +342,7 @@ def _param_grids(lines: tuple[str, ...]) -> dict[str, tuple[Any, ...]]:
 
 def _check(opts: CrossoverOptions) -> None:
     """The cross-option checks and the library's checks of every value, before any work."""
-    from harness.settings import Settings
+    from harness.search.settings import Settings
 
     src = opts.sources
     with naming(src):
@@ -366,7 +367,7 @@ def _check(opts: CrossoverOptions) -> None:
                  env_id=opts.env, episodes=opts.episodes or 0, threads=opts.threads, device=opts.device,
                  split_seed=opts.split_seed)
         opts.space_specs()
-        from harness.report import check_switch  # numpy (via the leaderboard): not at the plugin's load
+        from harness.pictures.report import check_switch  # numpy (via the leaderboard): not at the plugin's load
 
         check_switch(opts.report)
 

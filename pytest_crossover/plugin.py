@@ -221,7 +221,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _worker_share(cs: CrossoverSession) -> dict[str, Any] | None:
-    from harness.parents import parent_baselines, share_of
+    from harness.search.parents import parent_baselines, share_of
 
     info = cs.config.workerinput  # type: ignore[attr-defined]
     index = int("".join(c for c in str(info.get("workerid", "gw0")) if c.isdigit()) or 0)

@@ -1,7 +1,7 @@
 """What one process of a session builds once: the inputs, the shared context, and who fine-tunes with whom.
 
 Everything is built lazily, so a pytest run that collects no child never imports torch; the xdist controller
-only checks the inputs (torch-free, :func:`harness.inputs.check_inputs`) and never builds a context.
+only checks the inputs (torch-free, :func:`harness.inputs.load.check_inputs`) and never builds a context.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 from pytest_crossover.options import CrossoverOptions, naming
 
 if TYPE_CHECKING:
-    from harness.inputs import SearchInputs
-    from harness.pipeline import Context
-    from harness.populations import Finetuner
-    from harness.space import ChildSpec
-    from harness.states import Split
+    from harness.inputs.load import SearchInputs
+    from harness.inputs.states import Split
+    from harness.search.child import Context
+    from harness.search.populations import Finetuner
+    from harness.search.space import ChildSpec
 
 
 class Runtime:
@@ -37,7 +37,7 @@ class Runtime:
 
     def inputs(self) -> SearchInputs:
         if self._inputs is None:
-            from harness.inputs import load_inputs
+            from harness.inputs.load import load_inputs
             from pytest_crossover import transfer
 
             o = self.options
@@ -61,7 +61,7 @@ class Runtime:
         """
         if self._checked is None:
             if not load and self._inputs is None:
-                from harness.inputs import check_inputs
+                from harness.inputs.load import check_inputs
 
                 o = self.options
                 with naming(o.sources):
@@ -80,7 +80,7 @@ class Runtime:
     def split(self) -> Split:
         """Which rows fine-tune and which evaluate: numpy only, so the controller computes it as the workers do."""
         if self._split is None:
-            from harness.states import split_buffer
+            from harness.inputs.states import split_buffer
 
             inputs = self._inputs or self._checked or self.check_inputs(load=False)
             o = self.options
@@ -92,8 +92,8 @@ class Runtime:
         if self._ctx is None:
             import torch
 
-            from harness.pipeline import Context
-            from harness.settings import Settings
+            from harness.search.child import Context
+            from harness.search.settings import Settings
 
             o = self.options
             torch.set_num_threads(o.threads)
@@ -111,7 +111,7 @@ class Runtime:
                   unit_of: Callable[[ChildSpec], Hashable] | None) -> Finetuner:
         """Who fine-tunes with whom in this process, planned once from the children it collected."""
         if self._finetuner is None:
-            from harness.populations import Finetuner, plan_populations
+            from harness.search.populations import Finetuner, plan_populations
 
             ctx = self.context()
             self._finetuner = Finetuner(ctx, plan_populations(selected, n_params=ctx.n_params, unit_of=unit_of))
@@ -123,7 +123,7 @@ class Runtime:
         if self.workerinput is not None and "crossover_git" in self.workerinput:
             return dict(self.workerinput["crossover_git"])
         if self._git is None:
-            from harness.store import git_info
+            from harness.records.store import git_info
 
             self._git = git_info(self.rootpath)
         return self._git

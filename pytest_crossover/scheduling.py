@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_crossover.collect import child_id_of
 
 if TYPE_CHECKING:
-    from harness.space import ChildSpec
+    from harness.search.space import ChildSpec
 
 
 def regime_costs(specs: Sequence[ChildSpec]) -> dict[str, float]:

@@ -1,8 +1,8 @@
 """The controller's state of one search session: the expected children, the records as they arrive, the outputs.
 
 Workers send each child's record (and its files' bytes) on ``report.user_properties``; only the controller (no
-``workerinput``) owns the run directory and writes to it (harness.rundir), after every child, so an interrupted or
-crashed session keeps what finished.
+``workerinput``) owns the run directory and writes to it (harness.search.rundir), after every child, so an
+interrupted or crashed session keeps what finished.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from harness.rundir import RunDir
+from harness.search.rundir import RunDir
 from pytest_crossover.options import CrossoverOptions, naming
 from pytest_crossover.runtime import Runtime
 
 if TYPE_CHECKING:
-    from harness.inputs import SearchInputs
+    from harness.inputs.load import SearchInputs
     from pytest_crossover.transfer import InputTransfer
 
 RESULT_KEY = "crossover_result"
@@ -60,8 +60,8 @@ class CrossoverSession:
 
     # -- inputs ---------------------------------------------------------------------------------------------------
     def check_inputs(self) -> SearchInputs:
-        """Check the explicit settings' device and inputs once, before any child runs (harness.inputs)."""
-        from harness.settings import Settings
+        """Check the explicit settings' device and inputs once, before any child runs (harness.inputs.load)."""
+        from harness.search.settings import Settings
 
         with naming(self.options.sources):
             if self.options.device != "cpu":
@@ -117,7 +117,7 @@ class CrossoverSession:
     def finalize_parents(self) -> None:
         """The parent baselines: computed here in a serial session; under xdist, merged from the workers' shares,
         and only a share a worker could not deliver (it crashed) is computed here, which imports torch."""
-        from harness.parents import merge, missing, parent_baselines
+        from harness.search.parents import merge, missing, parent_baselines
 
         if not self.distributed:
             self.parents = parent_baselines(self.runtime.context(), barrier=self.barrier_request())
@@ -145,11 +145,11 @@ class CrossoverSession:
         on``); with ``off``, an earlier session's report in the folder is removed rather than left beside this
         session's files. Whatever goes wrong in the report (each picture already reports its own failure) is a line
         of the summary, never a lost session."""
-        from harness.report import PICTURE_PREFIX, REPORT
+        from harness.pictures.report import PICTURE_PREFIX, REPORT
 
         written: list[Path] = []
         if self.options.report == "on":
-            from harness.report import report_outputs
+            from harness.pictures.report import report_outputs
 
             try:
                 files, self.report_failures = report_outputs(self.manifest(), self.run_dir.path)
@@ -162,8 +162,8 @@ class CrossoverSession:
 
     # -- outputs ----------------------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
-        from harness.rundir import JOURNAL
-        from harness.version import __version__
+        from harness.core.version import __version__
+        from harness.search.rundir import JOURNAL
 
         expected = self.expected if self.expected is not None else list(self.ids)
         missing = [c for c in expected if c not in self.records]
@@ -187,7 +187,7 @@ class CrossoverSession:
         }
 
     def _split(self) -> dict[str, Any] | None:
-        from harness.errors import HarnessError
+        from harness.core.errors import HarnessError
 
         try:
             return self.runtime.split().describe()
@@ -223,13 +223,13 @@ class CrossoverSession:
 
     def latency_mode(self) -> str:
         if self.distributed:
-            return "harness.timing in the xdist worker right after each child (3 warm-up, 20 timed, median)"
+            return "harness.evaluate.timing in the xdist worker right after each child (3 warm-up, 20 timed, median)"
         if self.uses_benchmark():
             return "pytest-benchmark pedantic in the test (3 warm-up, 20 rounds, median)"
-        return "harness.timing in the test (3 warm-up, 20 timed, median)"
+        return "harness.evaluate.timing in the test (3 warm-up, 20 timed, median)"
 
     def write_outputs(self, *, final: bool = True) -> list[Path]:
-        from harness.leaderboard import outputs
+        from harness.answer.leaderboard import outputs
 
         try:
             self.written = self.run_dir.write_outputs(outputs(self.manifest()), final=final)

@@ -33,8 +33,8 @@ def teststatus(report: pytest.TestReport) -> Any:
 
 
 def terminal_summary(cs: CrossoverSession, tr: Any) -> None:
-    from harness.leaderboard import legend, manifest_rows, table
-    from harness.recommend import subset_statement
+    from harness.answer.leaderboard import legend, manifest_rows, table
+    from harness.answer.recommend import subset_statement
 
     manifest = cs.manifest()
     rows = manifest_rows(manifest)
@@ -51,7 +51,7 @@ def terminal_summary(cs: CrossoverSession, tr: Any) -> None:
         tr.write_line(sent)
     if not cs.complete:
         tr.write_line("session incomplete: the files hold the children that finished", red=True)
-    from harness.report import PICTURE_PREFIX, REPORT
+    from harness.pictures.report import PICTURE_PREFIX, REPORT
 
     pictures = [p for p in cs.written if p.name.startswith(PICTURE_PREFIX) and p.suffix == ".png"]
     for p in cs.written:

@@ -13,7 +13,7 @@ exchange on a channel of the worker's own execnet gateway runs :mod:`pytest_cros
   where it reads it: the cache (remote), the controller's path (popen: the same host), or its own installed
   embedded default (never sent).
 
-On the worker, :func:`load_paths` gives ``harness.inputs.load_inputs`` the paths to read (a remote worker never
+On the worker, :func:`load_paths` gives ``harness.inputs.load.load_inputs`` the paths to read (a remote worker never
 opens a path of the controller), :func:`verify` checks the loaded files' sha256 against the manifest (a file
 changed since the controller checked it is a one-line error) and records the controller's paths in the
 provenance, so a child's files are the same bytes whichever worker ran it; :func:`remove_cache` removes the
@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from pytest_crossover import host_side
 from pytest_crossover.options import usage_error
 
@@ -47,14 +47,14 @@ ANSWER_S = 120.0  # the longest wait for one answer from a worker's host (connec
 
 @dataclass(frozen=True, slots=True)
 class Input:
-    """One input file of a session: its option, and its entry in the inputs' provenance (harness.inputs)."""
+    """One input file of a session: its option, and its entry in the inputs' provenance (harness.inputs.load)."""
 
     option: str  # --crossover-<option>
     provenance: str
 
     @property
     def field(self) -> str:
-        """Its CrossoverOptions attribute and harness.inputs.load_inputs keyword."""
+        """Its CrossoverOptions attribute and harness.inputs.load.load_inputs keyword."""
         return self.option.replace("-", "_")
 
 

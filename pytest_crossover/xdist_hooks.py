@@ -21,7 +21,7 @@ class XdistHooks:
         """Under plain ``-n N`` (``--dist load``), send each work unit to one worker: a regime's children, or a
         part of them when there are more workers than regimes (``work_units``).
 
-        A unit's children train together as one population (harness.populations), so the worker that gets a unit
+        A unit's children train together as one population (harness.search.populations), so the worker that gets a unit
         must get all of it. xdist's own ``loadgroup`` cannot do this under pytest 9 (its ``@group`` suffix is
         written to ``item._nodeid``, which pytest 9 no longer reads). Other ``--dist`` modes are left to xdist
         (results are the same; only the speed differs), and so is a session with no crossover setting, so the plugin
@@ -76,7 +76,7 @@ def gateway_settings(spec: Any) -> dict[str, tuple[Any, str]]:
     """One worker's threads and device from its gateway spec, ``--tx socket=gpu1:8888//crossover_device=cuda
     //crossover_threads=8``: ``{name: (value, origin)}``, checked as the options are (the device's availability
     only on the worker, which imports torch)."""
-    from harness.settings import Settings, parse
+    from harness.search.settings import Settings, parse
     from pytest_crossover.transfer import gateway_text
 
     where = f"--tx {gateway_text(spec)}"

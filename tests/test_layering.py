@@ -34,7 +34,7 @@ def test_the_library_imports_no_pytest_and_no_plugin_module() -> None:
 def test_the_plugin_and_the_options_import_no_torch_at_load() -> None:
     code = ("import sys, pytest_crossover.plugin, pytest_crossover.options, pytest_crossover.history, "
             "pytest_crossover.scheduling, pytest_crossover.xdist_hooks, pytest_crossover.transfer, "
-            "pytest_crossover.gateway_server, harness.space, harness.inputs; "
+            "pytest_crossover.gateway_server, harness.search.space, harness.inputs.load; "
             "heavy = sorted(m for m in ('torch', 'gymnasium', 'matplotlib', 'scipy') if m in sys.modules); "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -58,6 +58,6 @@ def test_modules_stay_small() -> None:
 def test_the_release_is_the_same_in_pyproject_and_the_package() -> None:
     import tomllib
 
-    from harness.version import __version__
+    from harness.core.version import __version__
 
     assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == __version__

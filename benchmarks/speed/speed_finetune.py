@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.adam import StackedAdam
-from harness.evaluate import evaluate_model, parent_baseline, predict
-from harness.finetune import MAX_GRAD_NORM, TEMPERATURE, dropout_mask, finetune, finetune_population, soft_targets
-from harness.networks import QNetwork
-from harness.regimes import REGIMES
-from harness.stacked import StackedMLP
+from harness.evaluate.vs_parents import evaluate_model, parent_baseline, predict
+from harness.networks.adam import StackedAdam
+from harness.networks.qnetwork import QNetwork
+from harness.networks.stacked import StackedMLP
+from harness.train.finetune import MAX_GRAD_NORM, TEMPERATURE, dropout_mask, finetune, finetune_population, soft_targets
+from harness.train.regimes import REGIMES
 
 torch.set_num_threads(1)
 
@@ -59,7 +59,7 @@ def test_speed_short_regime_1000_states(benchmark: pytest.FixtureRequest, parent
 @pytest.mark.parametrize("size", [1, 3, 7])
 def test_speed_short_regime_population(benchmark: pytest.FixtureRequest, parents: tuple[QNetwork, QNetwork],
                                        size: int) -> None:
-    """A whole `short` regime for a population of ``size`` children trained together (harness.finetune)."""
+    """A whole `short` regime for a population of ``size`` children trained together (harness.train.finetune)."""
     x = _states(1000)
     with torch.no_grad():
         p = soft_targets(parents[0](x))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness import embedded
-from harness.checkpoints import load_parent
-from harness.pipeline import Context
-from harness.settings import Settings
-from harness.states import load_buffer
+from harness.inputs import embedded
+from harness.inputs.checkpoints import load_parent
+from harness.inputs.states import load_buffer
+from harness.search.child import Context
+from harness.search.settings import Settings
 
 
 @pytest.fixture(scope="session")

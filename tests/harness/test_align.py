@@ -1,4 +1,4 @@
-"""harness.align: permuting B's hidden units changes nothing B computes, and lines its units up with A's."""
+"""harness.crossing.align: permuting B's hidden units changes nothing B computes, and lines its units up with A's."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness.align import ALIGNMENTS, align, permute
-from harness.errors import HarnessError
-from harness.networks import QNetwork, network_from_state_dict
-from harness.pipeline import Context
-from harness.space import Recipe
+from harness.core.errors import HarnessError
+from harness.crossing.align import ALIGNMENTS, align, permute
+from harness.networks.qnetwork import QNetwork, network_from_state_dict
+from harness.search.child import Context
+from harness.search.space import Recipe
 
 DEPTHS = [(16,), (16, 16), (8, 12, 16)]
 

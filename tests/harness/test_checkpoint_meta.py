@@ -1,4 +1,4 @@
-"""harness.checkpoint_meta / peek_parent / check_inputs: the torch-free checks agree with the torch ones."""
+"""harness.inputs.checkpoint_meta / peek_parent / check_inputs: the torch-free checks agree with the torch ones."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness.checkpoint_meta import TensorMeta, read_meta
-from harness.checkpoints import load_parent, peek_parent
-from harness.errors import CheckpointError, CrossoverError, HarnessError
-from harness.inputs import check_inputs, load_inputs
-from harness.networks import QNetwork
+from harness.core.errors import CheckpointError, CrossoverError, HarnessError
+from harness.inputs.checkpoint_meta import TensorMeta, read_meta
+from harness.inputs.checkpoints import load_parent, peek_parent
+from harness.inputs.load import check_inputs, load_inputs
+from harness.networks.qnetwork import QNetwork
 
 
 def _save(tmp_path: Path, obj: object, name: str = "p.pt", **kwargs: object) -> Path:
@@ -147,7 +147,7 @@ def test_check_inputs_raises_load_inputs_errors(tmp_path: Path, problem: str) ->
 
 def test_check_inputs_imports_no_torch(tmp_path: Path) -> None:
     f = _files(tmp_path)
-    code = ("import sys; from harness.inputs import check_inputs; "
+    code = ("import sys; from harness.inputs.load import check_inputs; "
             f"p = check_inputs({str(f['parent_a'])!r}, {str(f['parent_b'])!r}, {str(f['states'])!r}); "
             "print(p.provenance['states_file']['shape'], 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

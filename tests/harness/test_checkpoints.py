@@ -1,4 +1,4 @@
-"""harness.checkpoints: safe parent loading, every error case with its one-line message."""
+"""harness.inputs.checkpoints: safe parent loading, every error case with its one-line message."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from harness.checkpoints import check_parents, file_sha256, load_parent
-from harness.crossover import check_parents as crossover_check_parents
-from harness.errors import CheckpointError, CrossoverError, HarnessError
-from harness.networks import QNetwork
+from harness.core.errors import CheckpointError, CrossoverError, HarnessError
+from harness.crossing.crossover import check_parents as crossover_check_parents
+from harness.inputs.checkpoints import check_parents, file_sha256, load_parent
+from harness.networks.qnetwork import QNetwork
 
 
 @pytest.fixture
@@ -103,7 +103,8 @@ def test_full_pickled_module_refused_then_accepted_with_opt_in(tmp_path: Path) -
     with pytest.raises(CheckpointError) as info:
         load_parent(path)
     message = _one_line(info, path)
-    assert "is a full pickle, not a weights-only state dict (it references harness.networks.QNetwork)" in message
+    assert ("is a full pickle, not a weights-only state dict (it references harness.networks.qnetwork.QNetwork)"
+            in message)
     assert "runs arbitrary code" in message
     assert "allow_unsafe_unpickle=True" in message and "--crossover-allow-unsafe-unpickle" in message
     loaded = load_parent(path, allow_unsafe_unpickle=True)

@@ -1,4 +1,4 @@
-"""harness.crossover: established-tool compatibility (coins, layer blocks, blend) and its weaknesses fixed."""
+"""harness.crossing.crossover: established-tool compatibility (coins, layer blocks, blend) and its weaknesses fixed."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from harness.crossover import check_parents, crossover, layer_blocks
-from harness.errors import CrossoverError, HarnessError
-from harness.networks import QNetwork
-from harness.operators import OPERATORS
+from harness.core.errors import CrossoverError, HarnessError
+from harness.crossing.crossover import check_parents, crossover, layer_blocks
+from harness.crossing.operators import OPERATORS
+from harness.networks.qnetwork import QNetwork
 
 CROSSOVER_MODES = ("random", "layer", "weighted")
 

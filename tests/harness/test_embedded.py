@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness import embedded
-from harness.networks import network_from_state_dict
-from harness.rollout import episode_returns
+from harness.evaluate.rollout import episode_returns
+from harness.inputs import embedded
+from harness.networks.qnetwork import network_from_state_dict
 
 EXPECTED_SHAPES = {
     "network.0.weight": (64, 8), "network.0.bias": (64,),

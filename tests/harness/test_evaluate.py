@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from harness.errors import HarnessError, StatesError
-from harness.evaluate import evaluate_model, pair_metrics, parent_baseline, predict
-from harness.networks import QNetwork
-from harness.timing import measure_latency
+from harness.core.errors import HarnessError, StatesError
+from harness.evaluate.timing import measure_latency
+from harness.evaluate.vs_parents import evaluate_model, pair_metrics, parent_baseline, predict
+from harness.networks.qnetwork import QNetwork
 
 torch.set_num_threads(1)
 

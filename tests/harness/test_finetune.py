@@ -11,11 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import harness.adam as adam_module
-from harness.adam import StackedAdam
-from harness.crossover import crossover
-from harness.errors import HarnessError, StatesError
-from harness.finetune import (
+import harness.networks.adam as adam_module
+from harness.core.errors import HarnessError, StatesError
+from harness.crossing.crossover import crossover
+from harness.networks.adam import StackedAdam
+from harness.networks.qnetwork import QNetwork
+from harness.networks.quantize import fake_quant_copy, fake_quant_weight, is_int8
+from harness.networks.stacked import StackedMLP
+from harness.train.finetune import (
     MAX_GRAD_NORM,
     TEMPERATURE,
     distill_loss,
@@ -24,10 +27,7 @@ from harness.finetune import (
     soft_targets,
     split_indices,
 )
-from harness.networks import QNetwork
-from harness.quantize import fake_quant_copy, fake_quant_weight, is_int8
-from harness.regimes import REGIMES, Regime
-from harness.stacked import StackedMLP
+from harness.train.regimes import REGIMES, Regime
 
 torch.set_num_threads(1)
 

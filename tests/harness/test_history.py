@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from harness import compare as hc
 from harness import history
-from harness import store as hs
-from harness import trend as ht
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.pictures import trend as ht
+from harness.records import compare as hc
+from harness.records import store as hs
 
 GIT = {"commit": "abcdef0123456789", "short": "abcdef0123", "branch": "main", "dirty": False}
 MACHINE = {"node": "box", "system": "Linux", "release": "6", "machine": "x86_64", "processor": "x86_64",
@@ -277,7 +277,7 @@ def test_trend_rows_and_cli(tmp_path, capsys):
 
 def test_concurrent_sessions_on_one_store_never_lose_a_record(tmp_path):
     record = json.dumps(_record([_child(0, 0.8)]))
-    code = ("import json, sys; from harness.store import HistoryStore; "
+    code = ("import json, sys; from harness.records.store import HistoryStore; "
             f"HistoryStore(sys.argv[1]).save(json.loads({record!r}))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)]) for _ in range(8)]
     assert [p.wait(timeout=60) for p in procs] == [0] * 8

@@ -9,9 +9,9 @@ import json
 
 import numpy as np
 
-from harness.bootstrap import pack_bits
-from harness.leaderboard import build_rows, columns, legend, markdown, outputs, pareto_front, table, to_csv
-from harness.recommend import recommend, recommendation_text
+from harness.answer.leaderboard import build_rows, columns, legend, markdown, outputs, pareto_front, table, to_csv
+from harness.answer.recommend import recommend, recommendation_text
+from harness.evaluate.statistics import pack_bits
 
 ESTABLISHED_CSV = [
     "rank", "child_id", "crossover_mode", "crossover_alpha", "crossover_seed", "finetune_regime", "finetune_epochs",

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from harness.barrier import ALPHAS, barrier, interpolation, summary
-from harness.crossover import crossover
-from harness.finetune import finetune_population, soft_targets
-from harness.networks import QNetwork
-from harness.operators.slerp import slerp_tensor
-from harness.pipeline import Context
-from harness.regimes import REGIMES, Regime
-from harness.space import SPACES, build_space
-from harness.teachers import ADAPTIVE_STEP, TEACHERS, Targets
+from harness.crossing.crossover import crossover
+from harness.crossing.operators.slerp import slerp_tensor
+from harness.networks.qnetwork import QNetwork
+from harness.search.barrier import ALPHAS, barrier, interpolation, summary
+from harness.search.child import Context
+from harness.search.space import SPACES, build_space
+from harness.train.finetune import finetune_population, soft_targets
+from harness.train.regimes import REGIMES, Regime
+from harness.train.teachers import ADAPTIVE_STEP, TEACHERS, Targets
 
 torch.set_num_threads(1)
 

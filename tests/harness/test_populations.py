@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from harness import populations
-from harness.networks import QNetwork
-from harness.pipeline import Context, run_child
-from harness.populations import Finetuner, plan_populations
-from harness.settings import Settings
-from harness.space import build_space
+from harness.networks.qnetwork import QNetwork
+from harness.search import populations
+from harness.search.child import Context, run_child
+from harness.search.populations import Finetuner, plan_populations
+from harness.search.settings import Settings
+from harness.search.space import build_space
 
 SPECS = build_space("minimal-qat", max_runs=6)  # random s0 and layer, each x (short, short_qat, long)
 

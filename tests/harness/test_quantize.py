@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.evaluate import pair_metrics, predict
-from harness.networks import QNetwork
-from harness.quantize import (
+from harness.evaluate.vs_parents import pair_metrics, predict
+from harness.networks.qnetwork import QNetwork
+from harness.networks.quantize import (
     FakeQuantLinear,
     Int8Linear,
     convert_int8,

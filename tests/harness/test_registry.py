@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from harness import compare, registry
-from harness.errors import SpaceError
-from harness.metrics import METRICS, Metric, register_metric
-from harness.operators import OPERATORS, Param, child_value, register_operator
-from harness.regimes import REGIMES, Regime, parse_regime, register_regime
-from harness.space import Recipe, build_space
+from harness.core import registry
+from harness.core.errors import SpaceError
+from harness.crossing.operators import OPERATORS, Param, child_value, register_operator
+from harness.evaluate.metrics import METRICS, Metric, register_metric
+from harness.records import compare
+from harness.search.space import Recipe, build_space
+from harness.train.regimes import REGIMES, Regime, parse_regime, register_regime
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import struct
 
 import pytest
 
-from harness import figure, plots, report
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.pictures import figure, plots, report
 
 MODES, REGIMES = ("random", "layer", "weighted"), ("short", "long")
 
@@ -35,7 +35,7 @@ def manifest(n_modes: int = 3, complete: bool = True) -> dict:
     kids = [_child(i, m, g, 0.40 + 0.01 * i) for i, (m, g) in
             enumerate((m, g) for m in MODES[:n_modes] for g in REGIMES)]
     return {"space": "synthetic", "complete": complete, "expected_children": [k["child_id"] for k in kids],
-            "missing_children": [], "latency_mode": "harness.timing in the test (3 warm-up, 20 timed, median)",
+            "missing_children": [], "latency_mode": "harness.evaluate.timing in the test (3 warm-up, 20 timed, median)",
             "options": {"space": "synthetic", "teacher": "a", "holdout": 0.2, "explicit": ["space"]},
             "parents": {"agree_ab": 0.55, "latency_ms": {"parent_a": 0.05, "parent_b": 0.05},
                         "returns": {"parent_a": {"mean": 260.0}, "parent_b": {"mean": 230.0}}},
@@ -78,7 +78,7 @@ def test_report_holds_every_child_and_four_pictures():
 
 
 def test_intervals_ties_and_p_best_are_shown_when_rows_have_them(monkeypatch):
-    import harness.report as rep
+    import harness.pictures.report as rep
 
     real = rep.session_rows
 
@@ -190,7 +190,7 @@ def test_cli_redraws_a_run_directory(tmp_path, capsys):
 
 
 def test_the_report_and_the_site_write_only_through_the_atomic_module():
-    """Their files go to a temporary name and are renamed (harness.atomic), as every output of a session."""
+    """Their files go to a temporary name and are renamed (harness.core.atomic), as every output of a session."""
     from pathlib import Path
 
     root = Path(report.__file__).parent

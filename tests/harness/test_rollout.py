@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from harness.errors import HarnessError
-from harness.rollout import check_env, episode_returns
+from harness.core.errors import HarnessError
+from harness.evaluate.rollout import check_env, episode_returns
 
 
 def _cartpole_net(sign: float = 1.0) -> nn.Module:

@@ -8,10 +8,10 @@ import re
 import pytest
 
 from harness import history
-from harness import store as hs
-from harness import trend as ht
-from harness.compare import parse_fail
-from harness.site import build_site
+from harness.pictures import trend as ht
+from harness.pictures.site import build_site
+from harness.records import store as hs
+from harness.records.compare import parse_fail
 
 MACHINE = {"node": "box", "system": "Linux", "release": "6", "machine": "x86_64", "processor": "x86_64",
            "cpu_count": 2, "python_implementation": "CPython", "python_version": "3.11.9"}

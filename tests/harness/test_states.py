@@ -1,4 +1,4 @@
-"""harness.states: loading a states buffer (memory-mapped, chunked checks) and the holdout split."""
+"""harness.inputs.states: loading a states buffer (memory-mapped, chunked checks) and the holdout split."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import states as states_module
-from harness.errors import StatesError
-from harness.states import Buffer, holdout_split, load_buffer, load_states, split_buffer
+from harness.core.errors import StatesError
+from harness.inputs import states as states_module
+from harness.inputs.states import Buffer, holdout_split, load_buffer, load_states, split_buffer
 
 
 def _one_line(exc: pytest.ExceptionInfo[BaseException], path: Path) -> str:

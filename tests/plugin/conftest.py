@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.networks import QNetwork
+from harness.networks.qnetwork import QNetwork
 
 CLIENT = "def test_child(crossover_child):\n    crossover_child.run()\n"
 

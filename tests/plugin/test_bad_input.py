@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.networks import QNetwork
+from harness.networks.qnetwork import QNetwork
 from tests.plugin.conftest import CLIENT, base_args, make_parent
 
 

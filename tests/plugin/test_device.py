@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.errors import HarnessError
-from harness.finetune import finetune_population
-from harness.regimes import Regime
-from harness.settings import Settings
+from harness.core.errors import HarnessError
+from harness.search.settings import Settings
+from harness.train.finetune import finetune_population
+from harness.train.regimes import Regime
 from tests.harness.test_finetune import _same, _setup
 from tests.plugin.conftest import read_json, run_search
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.rundir import load_journal
+from harness.search.rundir import load_journal
 from tests.plugin.conftest import base_args, run_search
 
 SMOKE = ["000_random_a0p50_s0_short", "001_layer_a0p50_sNone_short", "002_weighted_a0p50_sNone_short"]
@@ -38,7 +38,7 @@ def _strict_json(path: Path) -> Any:
 def _client(body: str) -> str:
     """A client test module whose test body runs ``body`` (indented) with ``cid`` = the child id."""
     lines = "\n".join("    " + line for line in body.strip().splitlines())
-    return ("import os, signal, time\nfrom pathlib import Path\nimport harness.pipeline\n\n\n"
+    return ("import os, signal, time\nfrom pathlib import Path\nimport harness.search.child\n\n\n"
             "def test_child(crossover_child, monkeypatch):\n    cid = crossover_child.child_id\n" + lines + "\n")
 
 
@@ -101,7 +101,7 @@ def test_child_that_raises_is_marked_error_and_others_go_on(pytester, search_fil
 if cid.startswith("001_"):
     def boom(*args, **kwargs):
         raise RuntimeError("injected fault in crossover")
-    monkeypatch.setattr(harness.pipeline, "crossover", boom)
+    monkeypatch.setattr(harness.search.child, "crossover", boom)
 crossover_child.run()
 """)
     result = run_search(pytester, search_files, "--crossover-space=smoke", client=client)
@@ -348,7 +348,8 @@ def test_all_writes_go_through_the_atomic_module():
     root = Path(__file__).resolve().parents[2]
     offenders = []
     for path in [*root.glob("pytest_crossover/*.py"), *(root / "harness" / f"{m}.py" for m in (
-            "pipeline", "leaderboard", "history", "rundir", "parents", "populations", "store"))]:
+            "search/child", "answer/leaderboard", "history", "search/rundir", "search/parents", "search/populations",
+            "records/store"))]:
         for line in path.read_text().splitlines():
             code = line.split("#")[0]
             if any(s in code for s in ('.write_text(', '.write_bytes(', 'torch.save(', 'np.save(', 'open(')):
@@ -358,19 +359,21 @@ def test_all_writes_go_through_the_atomic_module():
         # A remote worker's input cache, streamed in chunks to a ".part" name and renamed once complete and its
         # sha256 checked (standard library only: it runs before the host's versions are checked).
         'pytest_crossover/host_side.py: with open(final + ".part", "wb") as fh:',
-        'harness/rundir.py: torch.save(obj, buf)',  # into memory: a child's files travel as bytes to the controller
-        'harness/rundir.py: probe.write_text("ok")',
-        'harness/rundir.py: lock = open(self.path / ".lock", "a")  # noqa: SIM115  (held open for the session)',
+        # into memory: a child's files travel as bytes to the controller
+        'harness/search/rundir.py: torch.save(obj, buf)',
+        'harness/search/rundir.py: probe.write_text("ok")',
+        'harness/search/rundir.py: lock = open(self.path / ".lock", "a")  # noqa: SIM115  (held open for the session)',
         # The journal is append-only by design: one os.write of whole lines per finished child.
-        'harness/rundir.py: fd = os.open(self.path / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)',
-        'harness/store.py: probe.write_text("ok")',
-        'harness/store.py: with open(self.root / ".lock", "a") as lock:  # held while the number is taken and the '
+        'harness/search/rundir.py: fd = os.open(self.path / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)',
+        'harness/records/store.py: probe.write_text("ok")',
+        'harness/records/store.py: with open(self.root / ".lock", "a") as lock:  # held while the number is '
+        'taken and the '
         'record written',
     ], offenders
 
 
 def test_stale_staging_folder_of_a_dead_process_is_removed(tmp_path):
-    from harness.atomic import remove_stale_staging
+    from harness.core.atomic import remove_stale_staging
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f".000_random_a0p50_s0_short.{int(dead.stdout)}.tmp"

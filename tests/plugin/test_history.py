@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store import machine_id
+from harness.records.store import machine_id
 from tests.plugin.conftest import CLIENT, base_args, read_json
 
 SMOKE2 = ["000_layer_a0p50_sNone_short", "001_weighted_a0p50_sNone_short"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.networks import QNetwork
+from harness.networks.qnetwork import QNetwork
 from tests.plugin.conftest import CLIENT, base_args, make_parent, read_json
 
 
@@ -46,7 +46,7 @@ def test_benchmark_skip_still_runs_every_child_and_its_gate(pytester, search_fil
                                                  "--crossover-degenerate-threshold=0.99"), "--benchmark-skip")
     result.assert_outcomes(failed=2)  # both children ran, and the gate failed them
     manifest = read_json(pytester.path / "runs" / "manifest.json")
-    assert manifest["latency_mode"].startswith("harness.timing in the test")
+    assert manifest["latency_mode"].startswith("harness.evaluate.timing in the test")
 
 
 def test_benchmark_only_is_refused_rather_than_skipping_the_search(pytester, search_files):

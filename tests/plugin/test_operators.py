@@ -7,7 +7,7 @@ import pytest
 from tests.plugin.conftest import base_args, read_json
 
 OPERATOR = '''
-from harness.operators import Param, child_value, register_operator
+from harness.crossing.operators import Param, child_value, register_operator
 
 
 @register_operator("shrink", description="parent A scaled by k (a user's operator)",

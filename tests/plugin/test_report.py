@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from harness.report import PICTURE_PREFIX
+from harness.pictures.report import PICTURE_PREFIX
 from tests.plugin.conftest import CLIENT, base_args, read_json, run_search
 
 PICTURES = ["report_agreement.png", "report_barrier.png", "report_finetune.png", "report_heatmap.png",
@@ -69,12 +69,12 @@ def _without_report(files: dict[str, Path]) -> list[str]:
 
 
 FAILING_PICTURE = """
-import harness.plots
+import harness.pictures.plots
 
 def _broken(rows):
     raise ZeroDivisionError("division by zero")
 
-harness.plots.heatmaps = _broken
+harness.pictures.plots.heatmaps = _broken
 """
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from xdist.scheduler.protocol import Scheduling
 
-from harness.space import build_space
+from harness.search.space import build_space
 from pytest_crossover.scheduling import UnitScheduling, work_units
 
 SPECS = {s.child_id: s for s in build_space("minimal-qat", max_runs=4)}  # short x2, short_qat, long

@@ -145,7 +145,7 @@ def test_plugin_is_inert_without_its_fixture(pytester):
 
 
 def test_regime_costs_put_the_longest_population_first():
-    from harness.space import build_space
+    from harness.search.space import build_space
     from pytest_crossover.scheduling import regime_costs
 
     costs = regime_costs(build_space("extended"))
@@ -156,7 +156,7 @@ def test_regime_costs_put_the_longest_population_first():
 
 
 def test_work_units_split_regimes_only_when_workers_would_idle():
-    from harness.space import build_space
+    from harness.search.space import build_space
     from pytest_crossover.scheduling import work_units
 
     specs = build_space("default-qat")  # 7 recipes x (short, long, short_qat)

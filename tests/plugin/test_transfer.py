@@ -15,9 +15,9 @@ import execnet
 import numpy as np
 import pytest
 
-from harness import embedded
-from harness.errors import HarnessError
-from harness.inputs import check_inputs
+from harness.core.errors import HarnessError
+from harness.inputs import embedded
+from harness.inputs.load import check_inputs
 from pytest_crossover import transfer
 from pytest_crossover.gateway_server import address_problem
 from pytest_crossover.options import CrossoverOptions, resolve

@@ -1,0 +1,1 @@
+"""The answer: the leaderboard and the recommendation."""

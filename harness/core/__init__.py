@@ -1,0 +1,1 @@
+"""Errors, atomic writes, the registry and the release: what every other part uses."""

@@ -1,0 +1,1 @@
+"""Crossover operators and permutation alignment."""

@@ -1,0 +1,1 @@
+"""Child-vs-parent metrics, rollouts, latency and the statistics of the answer."""

@@ -1,0 +1,162 @@
+"""Resolve what a search runs on: parent checkpoints, the states buffer(s) and the environment for returns.
+
+With no paths, the embedded LunarLander parents and states are used, and returns come from LunarLander-v3.
+``load_inputs`` loads everything (torch); ``check_inputs`` runs the same checks without importing torch, for
+the plugin's controller, whose xdist workers do the loading. Every file is read once, and its sha256 is taken of
+the bytes that were used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.core.errors import HarnessError, StatesError, as_field
+from harness.inputs import embedded
+from harness.inputs.checkpoints import peek_parent_sha, read_parent
+from harness.inputs.states import Buffer, load_buffer
+from harness.networks.architecture import check_parents, infer_architecture
+from harness.networks.checks import check_outputs, check_weights
+
+DEFAULT_EPISODES = 10
+
+
+@dataclass
+class SearchInputs:
+    """The parents (tensors, or torch-free metadata from :func:`check_inputs`), the buffers and their provenance."""
+
+    sd_a: dict[str, Any]
+    sd_b: dict[str, Any]
+    buffer: Buffer
+    eval_buffer: Buffer | None
+    env_id: str | None
+    episodes: int
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def states(self) -> Any:
+        return self.buffer.states
+
+
+@dataclass(frozen=True)
+class _Sources:
+    embedded: bool
+    parent_a: Path
+    parent_b: Path
+    states: Path
+    eval_states: Path | None
+    env_id: str | None
+    episodes: int
+
+
+def _sources(parent_a: str | Path | None, parent_b: str | Path | None, states: str | Path | None,
+             eval_states: str | Path | None, env_id: str | None, episodes: int | None) -> _Sources:
+    if (parent_a is None) != (parent_b is None):
+        raise HarnessError("give both parent checkpoints or neither (neither uses the embedded parents)",
+                           field="parent_a" if parent_a is None else "parent_b")
+    use_embedded = parent_a is None
+    path_a, path_b = embedded.parent_paths() if use_embedded else (Path(parent_a), Path(parent_b))  # type: ignore[arg-type]
+    # The embedded parents' returns come from their environment when gymnasium is installed (the [env] extra);
+    # a library-only install searches on agreement alone rather than fail on a default the user never chose.
+    if env_id is None and use_embedded and importlib.util.find_spec("gymnasium") is not None:
+        env_id = embedded.EMBEDDED_ENV_ID
+    if episodes is None:
+        episodes = DEFAULT_EPISODES if env_id else 0
+    states_path = Path(states) if states is not None else embedded.states_path()
+    return _Sources(use_embedded, path_a, path_b, states_path, None if eval_states is None else Path(eval_states),
+                    env_id, episodes)
+
+
+def _check(src: _Sources, sd_a: Any, sd_b: Any, shas: tuple[str, str], states_given: bool,
+           check_environment: bool) -> tuple[Buffer, Buffer | None, dict[str, Any]]:
+    """The checks shared by both paths, on tensors or their metadata: (buffer, eval buffer, provenance)."""
+    check_parents(sd_a, sd_b)
+    with as_field("parent_a"):
+        arch = infer_architecture(sd_a)
+    check_weights(sd_a, "A")
+    check_weights(sd_b, "B")
+    if not states_given and not src.embedded and arch.input_dim != embedded.INPUT_DIM:
+        raise StatesError(
+            f"the parents take {arch.input_dim} inputs but the embedded states have {embedded.INPUT_DIM}; "
+            "pass your own (N, input_dim) states buffer", field="states")
+    with as_field("states"):
+        buffer = load_buffer(src.states, input_dim=arch.input_dim)
+    check_outputs(sd_a, sd_b, arch, buffer.states)
+    eval_buffer = None
+    if src.eval_states is not None:
+        with as_field("eval_states"):
+            eval_buffer = load_buffer(src.eval_states, input_dim=arch.input_dim, what="evaluation states file")
+            check_outputs(sd_a, sd_b, arch, eval_buffer.states, "evaluation states")
+    if src.env_id and src.episodes > 0 and check_environment:
+        with as_field("env_id"):
+            if importlib.util.find_spec("gymnasium") is None:
+                raise HarnessError(f"returns in {src.env_id!r} need gymnasium, which is not installed; "
+                                   "pip install 'pytest-crossover[env]', or set episodes to 0")
+            from harness.evaluate.rollout import check_env  # gymnasium only when returns are asked for
+
+            check_env(src.env_id, arch.input_dim, arch.output_dim)
+    provenance = {
+        "source": "embedded" if src.embedded else "files",
+        "parent_a": {"path": str(src.parent_a), "sha256": shas[0]},
+        "parent_b": {"path": str(src.parent_b), "sha256": shas[1]},
+        "states_file": _describe(buffer),
+        "eval_states_file": None if eval_buffer is None else _describe(eval_buffer),
+        "env_id": src.env_id,
+        "episodes": src.episodes,
+    }
+    return buffer, eval_buffer, provenance
+
+
+def _describe(buffer: Buffer) -> dict[str, Any]:
+    return {"path": buffer.path, "sha256": buffer.sha256, "shape": list(buffer.states.shape),
+            "episodes": buffer.n_episodes}
+
+
+def load_inputs(
+    parent_a: str | Path | None = None,
+    parent_b: str | Path | None = None,
+    states: str | Path | None = None,
+    *,
+    eval_states: str | Path | None = None,
+    allow_unsafe_unpickle: bool = False,
+    env_id: str | None = None,
+    episodes: int | None = None,
+    check_environment: bool = True,
+) -> SearchInputs:
+    """Load and check everything before any child runs; raise a one-line HarnessError on bad input."""
+    src = _sources(parent_a, parent_b, states, eval_states, env_id, episodes)
+    with as_field("parent_a"):
+        sd_a, sha_a = read_parent(src.parent_a, allow_unsafe_unpickle=allow_unsafe_unpickle)
+    with as_field("parent_b"):
+        sd_b, sha_b = read_parent(src.parent_b, allow_unsafe_unpickle=allow_unsafe_unpickle)
+    buffer, eval_buffer, provenance = _check(src, sd_a, sd_b, (sha_a, sha_b), states is not None, check_environment)
+    return SearchInputs(sd_a, sd_b, buffer, eval_buffer, src.env_id, src.episodes, provenance)
+
+
+def check_inputs(
+    parent_a: str | Path | None = None,
+    parent_b: str | Path | None = None,
+    states: str | Path | None = None,
+    *,
+    eval_states: str | Path | None = None,
+    env_id: str | None = None,
+    episodes: int | None = None,
+    check_environment: bool = True,
+) -> SearchInputs | None:
+    """``load_inputs``'s checks without importing torch: the parents as tensor metadata.
+
+    Returns ``None`` when a parent checkpoint can only be judged by ``torch.load`` (see
+    :func:`harness.inputs.checkpoints.peek_parent`); the caller then runs ``load_inputs``.
+    """
+    src = _sources(parent_a, parent_b, states, eval_states, env_id, episodes)
+    with as_field("parent_a"):
+        meta_a, sha_a = peek_parent_sha(src.parent_a)
+    with as_field("parent_b"):
+        meta_b, sha_b = peek_parent_sha(src.parent_b)
+    if meta_a is None or meta_b is None:
+        return None
+    buffer, eval_buffer, provenance = _check(src, meta_a, meta_b, (sha_a, sha_b), states is not None,
+                                             check_environment)
+    return SearchInputs(meta_a, meta_b, buffer, eval_buffer, src.env_id, src.episodes, provenance)

@@ -1,0 +1,84 @@
+"""Numbers that cannot work, found before any child runs: non-finite parent weights, and parents whose Q-values are
+not finite on the states (weights or states so large that the forward pass overflows float32).
+
+numpy only: the plugin's xdist controller runs these checks on the values it reads from the checkpoints without
+torch (harness.inputs.checkpoint_meta); a serial session runs them on the loaded tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from harness.core.errors import CheckpointError, StatesError
+from harness.networks.architecture import Architecture
+
+LAYER_NORM_EPS = 1e-5  # torch's default, which every QNetwork LayerNorm uses
+_CHUNK = 65_536
+_ORDINARY = 1e6
+
+
+def values_of(value: Any) -> np.ndarray | None:
+    """A tensor's (or tensor metadata's) values as float64 numpy, or None when they cannot be read here."""
+    if hasattr(value, "values") and not callable(value.values):
+        return value.values  # type: ignore[no-any-return]
+    if hasattr(value, "detach"):
+        t = value.detach().cpu()
+        if getattr(t, "is_quantized", False):
+            t = t.dequantize()
+        return np.asarray(t.double().numpy())
+    return None
+
+
+def check_weights(sd: Mapping[str, Any], parent: str) -> None:
+    """Raise naming the first parameter of ``parent`` that holds NaN or inf."""
+    for key, value in sd.items():
+        arr = values_of(value)
+        if arr is not None and not np.isfinite(arr).all():
+            bad = int(np.count_nonzero(~np.isfinite(arr)))
+            raise CheckpointError(f"parent {parent}'s {key} holds {bad} NaN or inf value(s); re-export a trained "
+                                  "checkpoint with finite weights", field=f"parent_{parent.lower()}")
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def forward(sd: Mapping[str, np.ndarray], arch: Architecture, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Q-network's eval-mode forward in float64 numpy, and per row whether it stays within float32's range
+    at every step torch computes in float32 (pre-activations, the LayerNorm variance, the Q-values)."""
+    h = np.asarray(x, dtype=np.float64)
+    ok = np.ones(len(h), dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(len(arch.hidden)):
+            a = h @ sd[f"network.{4 * k}.weight"].T + sd[f"network.{4 * k}.bias"]
+            mean = a.mean(axis=1, keepdims=True)
+            var = ((a - mean) ** 2).mean(axis=1, keepdims=True)
+            ok &= (np.abs(a) <= FLOAT32_MAX).all(axis=1) & (var[:, 0] <= FLOAT32_MAX)
+            n = (a - mean) / np.sqrt(var + LAYER_NORM_EPS)
+            h = np.maximum(n * sd[f"network.{4 * k + 1}.weight"] + sd[f"network.{4 * k + 1}.bias"], 0)
+        last = 4 * len(arch.hidden)
+        out: np.ndarray = h @ sd[f"network.{last}.weight"].T + sd[f"network.{last}.bias"]
+    ok &= np.isfinite(out).all(axis=1) & (np.abs(out) <= FLOAT32_MAX).all(axis=1)
+    return out, ok
+
+
+def check_outputs(sd_a: Mapping[str, Any], sd_b: Mapping[str, Any], arch: Architecture, states: np.ndarray,
+                  what: str = "states") -> None:
+    """Raise naming the first state row on which a parent's Q-values are not finite."""
+    for parent, sd in (("A", sd_a), ("B", sd_b)):
+        arrays = {k: values_of(v) for k, v in sd.items()}
+        if any(v is None for v in arrays.values()):
+            continue  # a dtype numpy cannot read (bfloat16, quantized): the workers' own checks decide
+        weights = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items() if v is not None}
+        for start in range(0, len(states), _CHUNK):
+            _, finite = forward(weights, arch, np.asarray(states[start:start + _CHUNK]))
+            if not finite.all():
+                row = start + int(np.flatnonzero(~finite)[0])
+                scale = float(np.abs(states[row]).max())
+                # Ordinary state values put the blame on the weights; huge ones on the states.
+                field = "states" if scale > _ORDINARY else f"parent_{parent.lower()}"
+                raise StatesError(f"parent {parent}'s Q-values are not finite on {what} row {row} (its largest "
+                                  f"|value| is {scale:.3g}): the weights or the states overflow float32; rescale "
+                                  "the states or check the checkpoint", field=field)

@@ -1,0 +1,213 @@
+"""K children of the QNetwork layout on one (K, P) parameter buffer, with a batched forward and exact backward.
+
+Children of one population share everything but their weights (states, soft targets, split, batch order, dropout
+masks), so every matmul of a step becomes one ``bmm`` over the stack, every elementwise op runs once over it, and
+Adam is one fused kernel over the (K, P) buffer: per-op overhead is paid once per population instead of once per
+child, which is where a small net's time goes. Training one child is a stack of one.
+
+Independence: a child's numbers must not depend on what else is in its stack (``-k`` and ``-n`` change stacks).
+Every op here is per child (per matrix, per row or per element), and each child's block of the buffer is padded to
+a whole number of SIMD chunks (:data:`PAD` floats), so no child's numbers flow through a different kernel path
+when the stack changes (tests/harness/test_finetune.py checks this bit for bit).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from harness.core.errors import HarnessError
+from harness.networks.quantize import MIN_SCALE, QMAX, QMIN, SCALE_DIVISOR
+
+PAD = 64  # floats: each child's parameter block is a whole number of (unrolled) SIMD chunks
+_LN_BACKWARD = torch.ops.aten.native_layer_norm_backward.default
+_RELU_BACKWARD = torch.ops.aten.threshold_backward.default
+
+
+def fake_quant_stack(w: torch.Tensor) -> torch.Tensor:
+    """Per-child :func:`harness.networks.quantize.fake_quant_weight` of a (K, out, in) stack (same scale formula)."""
+    s = w.abs().amax(dim=(1, 2), keepdim=True).div_(SCALE_DIVISOR).clamp_min_(MIN_SCALE)
+    return torch.round(w / s).clamp_(QMIN, QMAX).mul_(s)
+
+
+@dataclass
+class Hidden:
+    """One ``Linear -> LayerNorm -> ReLU -> Dropout`` block: (K, ...) views of the parameter and gradient buffers."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    norm_weight: torch.Tensor
+    norm_bias: torch.Tensor
+    grad_weight: torch.Tensor
+    grad_bias: torch.Tensor
+    grad_norm_weight: torch.Tensor
+    grad_norm_bias: torch.Tensor
+    shape: list[int]
+    eps: float
+
+
+@dataclass
+class Output:
+    """The last Linear: (K, ...) views of its parameters and gradients."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    grad_weight: torch.Tensor
+    grad_bias: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each block's parameters sit in ``model.named_parameters()`` order, and its LayerNorm and dropout."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    hidden: tuple[tuple[str, str, list[int], float, float], ...]  # (linear, norm, norm shape, eps, dropout p)
+    output: str
+
+    @classmethod
+    def of(cls, model: nn.Module) -> Layout:
+        """The layout of a ``.network = [Linear, LayerNorm, ReLU, Dropout]*, Linear`` module; else a HarnessError."""
+        seq = getattr(model, "network", None)
+        mods = list(seq.named_children()) if isinstance(seq, nn.Sequential) else []
+        if not mods or (len(mods) - 1) % 4 or not _layout_ok([m for _, m in mods]):
+            raise HarnessError(
+                f"finetune needs the QNetwork layout (.network = [Linear, LayerNorm, ReLU, Dropout]*, Linear), "
+                f"got {type(model).__name__}; build the child with harness.networks.qnetwork.network_from_state_dict")
+        named = list(model.named_parameters())
+        hidden = []
+        for i in range(0, len(mods) - 1, 4):
+            (li, _), (ni, norm), _, (_, drop) = mods[i:i + 4]
+            assert isinstance(norm, nn.LayerNorm) and isinstance(drop, nn.Dropout)  # checked by _layout_ok
+            hidden.append((f"network.{li}", f"network.{ni}", list(norm.normalized_shape), float(norm.eps),
+                           float(drop.p)))
+        return cls(tuple(n for n, _ in named), tuple(tuple(p.shape) for _, p in named), tuple(hidden),
+                   f"network.{mods[-1][0]}")
+
+    @property
+    def n_params(self) -> int:
+        return sum(math.prod(s) for s in self.shapes)
+
+
+def _layout_ok(mods: list[nn.Module]) -> bool:
+    kinds = (nn.Linear, nn.LayerNorm, nn.ReLU, nn.Dropout)
+    for i, m in enumerate(mods[:-1]):
+        if not isinstance(m, kinds[i % 4]):
+            return False
+        if isinstance(m, nn.LayerNorm) and (not m.elementwise_affine or m.bias is None):
+            return False
+        if isinstance(m, nn.Linear) and m.bias is None:
+            return False
+    last = mods[-1]
+    return isinstance(last, nn.Linear) and last.bias is not None
+
+
+class StackedMLP:
+    """The children's parameters in one (K, P_pad) buffer, row k = child k, with a batched forward/backward."""
+
+    def __init__(self, children: Sequence[nn.Module], *, qat: bool, temperature: float,
+                 device: torch.device) -> None:
+        layouts = [Layout.of(c) for c in children]
+        self.layout = layouts[0]
+        if any(lay != self.layout for lay in layouts[1:]):
+            raise HarnessError("population children must share one architecture; fine-tune children of one "
+                               "parent pair together")
+        n_params = self.layout.n_params
+        self.p_pad = -(-n_params // PAD) * PAD
+        self.full_flat = torch.zeros(len(children), self.p_pad, device=device)
+        for i, child in enumerate(children):
+            # A copy: the caller's modules are never written to.
+            flat = torch.cat([p.detach().reshape(-1).to(torch.float32) for p in child.parameters()])
+            self.full_flat[i, :n_params] = flat.to(device)
+        self.full_grad = torch.zeros_like(self.full_flat)
+        self.widths = [shape[0] for _, _, shape, _, _ in self.layout.hidden]
+        self.dropout = [p for *_, p in self.layout.hidden]
+        self.out_dim = self.layout.shapes[self.layout.names.index(f"{self.layout.output}.weight")][0]
+        first = self.layout.hidden[0][0] if self.layout.hidden else self.layout.output
+        self.in_dim = self.layout.shapes[self.layout.names.index(f"{first}.weight")][1]
+        self.qat, self.temperature = qat, temperature
+        self.narrow(len(children))
+
+    def narrow(self, k: int) -> None:
+        """From now on train the first ``k`` children only; the others' rows stay as they are in the buffer."""
+        self.k = k
+        self.flat, self.grad = self.full_flat[:k], self.full_grad[:k]
+        pv, gv = self.views(self.flat), self.views(self.grad)
+        self.hidden = [Hidden(pv[f"{lin}.weight"], pv[f"{lin}.bias"], pv[f"{norm}.weight"], pv[f"{norm}.bias"],
+                              gv[f"{lin}.weight"], gv[f"{lin}.bias"], gv[f"{norm}.weight"], gv[f"{norm}.bias"],
+                              shape, eps)
+                       for lin, norm, shape, eps, _ in self.layout.hidden]
+        out = self.layout.output
+        self.output = Output(pv[f"{out}.weight"], pv[f"{out}.bias"], gv[f"{out}.weight"], gv[f"{out}.bias"])
+
+    def views(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{parameter name: (rows, *shape) view}`` of a (rows, P_pad) buffer."""
+        out, off = {}, 0
+        for name, shape in zip(self.layout.names, self.layout.shapes):
+            n = math.prod(shape)
+            out[name] = buf[:, off:off + n].view(buf.shape[0], *shape)
+            off += n
+        return out
+
+    def state_dict(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One child's parameters (a (P_pad,) row) as a CPU state dict."""
+        return {n: v[0].detach().cpu().clone() for n, v in self.views(row.unsqueeze(0)).items()}
+
+    def _weights(self) -> list[torch.Tensor]:
+        ws = [h.weight for h in self.hidden] + [self.output.weight]
+        # QAT: the forward sees the int8 grid; the backward hands the gradient straight to the float weight (STE).
+        return [fake_quant_stack(w) for w in ws] if self.qat else ws
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval forward of every child on the shared rows ``x`` (N, in) -> (K, N, A) (no dropout; QAT fake-quant)."""
+        ws = self._weights()
+        h = x.unsqueeze(0).expand(self.k, *x.shape)
+        for layer, w in zip(self.hidden, ws):
+            a = torch.baddbmm(layer.bias.unsqueeze(1), h, w.transpose(1, 2))
+            n = torch.native_layer_norm(a, layer.shape, None, None, layer.eps)[0]
+            h = n.mul_(layer.norm_weight.unsqueeze(1)).add_(layer.norm_bias.unsqueeze(1)).relu_()
+        return torch.baddbmm(self.output.bias.unsqueeze(1), h, ws[-1].transpose(1, 2))
+
+    def train_step(self, x: torch.Tensor, p: torch.Tensor, masks: Sequence[torch.Tensor | None],
+                   log_q_out: torch.Tensor) -> None:
+        """Forward with dropout and the exact backward of ``T² · KL(p ‖ softmax(z/T))`` (batchmean) into the
+        gradient buffer; ``log_q_out`` (K, B, A) receives ``log_softmax(z/T)`` for the epoch's loss."""
+        ws = self._weights()
+        temp = self.temperature
+        h = x.unsqueeze(0).expand(self.k, *x.shape)
+        saved = []
+        for layer, w, mask in zip(self.hidden, ws, masks):
+            a = torch.baddbmm(layer.bias.unsqueeze(1), h, w.transpose(1, 2))
+            n, mean, rstd = torch.native_layer_norm(a, layer.shape, None, None, layer.eps)
+            out = (n * layer.norm_weight.unsqueeze(1)).add_(layer.norm_bias.unsqueeze(1)).relu_()
+            if mask is not None:
+                out.mul_(mask)
+            saved.append((h, a, n, mean, rstd, out))
+            h = out
+        z = torch.baddbmm(self.output.bias.unsqueeze(1), h, ws[-1].transpose(1, 2))
+        log_q = torch.log_softmax(z.div_(temp), 2)
+        log_q_out.copy_(log_q)
+        # d/dz of T²·KL(p‖softmax(z/T)), batchmean over B rows = (T/B)·(softmax(z/T) − p)  (rows of p sum to 1)
+        dz = log_q.exp_().sub_(p).mul_(temp / x.shape[0])
+        self.output.grad_weight.copy_(torch.bmm(dz.transpose(1, 2), h))
+        self.output.grad_bias.copy_(dz.sum(1))
+        d, w_next = dz, ws[-1]
+        for li in range(len(self.hidden) - 1, -1, -1):
+            layer = self.hidden[li]
+            h_in, a, n, mean, rstd, out = saved[li]
+            dh = torch.bmm(d, w_next)
+            mask = masks[li]
+            if mask is not None:
+                dh.mul_(mask)
+            dy = _RELU_BACKWARD(dh, out, 0.0)
+            layer.grad_norm_weight.copy_((dy * n).sum(1))
+            layer.grad_norm_bias.copy_(dy.sum(1))
+            da = _LN_BACKWARD(dy * layer.norm_weight.unsqueeze(1), a, layer.shape, mean, rstd, None, None,
+                              [True, False, False])[0]
+            layer.grad_weight.copy_(torch.bmm(da.transpose(1, 2), h_in))
+            layer.grad_bias.copy_(da.sum(1))
+            d, w_next = da, ws[li]

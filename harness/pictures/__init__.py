@@ -1,0 +1,1 @@
+"""The pictures: report.html, plots, the history trend and site."""

@@ -1,0 +1,319 @@
+"""``report.html``: one self-contained page per session (the leaderboard, the pictures, how the session ran).
+
+The page holds its pictures inline (PNG data URIs) and its style in the page: no network, no JavaScript. Each
+picture is also a file beside it (``report_<name>.png``) for a paper or a PR comment. A picture that fails to
+draw takes its place in the page as a note saying why; the other pictures and the page are still written.
+Everything derives from the manifest (and, when a session wrote one, ``barrier.json``), so
+``python -m harness.pictures.report RUN_DIR`` redraws the report of any run directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import json
+import os
+import struct
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.answer.leaderboard import manifest_rows
+from harness.core.errors import HarnessError, first_line
+from harness.evaluate.metrics import METRICS, RANKABLE
+from harness.pictures.page import document, esc, legend, table
+
+REPORT = "report.html"
+PICTURE_PREFIX = "report_"
+BARRIER = "barrier.json"
+SWITCH = ("on", "off")
+
+
+def check_switch(value: str) -> str:
+    """``value`` if it is ``on`` or ``off``; a HarnessError naming the ``report`` setting otherwise."""
+    if value not in SWITCH:
+        raise HarnessError(f"{value!r} is neither on nor off; on writes report.html at the end of the session, "
+                           "off skips it", field="report")
+    return value
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """A picture as the page shows it: its PNG, or why there is none (``error``: it failed; ``empty``: nothing
+    to draw in this session)."""
+
+    name: str
+    title: str
+    caption: str
+    png: bytes | None = None
+    error: str | None = None
+    empty: bool = False
+
+    @property
+    def file(self) -> str:
+        return f"{PICTURE_PREFIX}{self.name}.png"
+
+
+def draw(pictures: Sequence[Any]) -> list[Drawn]:
+    """Draw each picture (a :class:`harness.pictures.plots.Picture`); one that raises is kept as its error."""
+    from harness.pictures import figure
+
+    try:
+        import matplotlib  # noqa: F401  (the plots extra; without it every picture says so)
+    except ImportError:
+        why = "matplotlib is not installed (pip install 'pytest-crossover[plots]')"
+        return [Drawn(p.name, p.title, p.caption, error=why) for p in pictures]
+    out = []
+    for p in pictures:
+        fig = None
+        try:
+            with figure.style():
+                fig = p.draw()
+                out.append(Drawn(p.name, p.title, p.caption, png=None if fig is None else figure.png(fig),
+                                 empty=fig is None))
+        except Exception as exc:  # a picture's bug must not cost the session its report, nor its other outputs
+            out.append(Drawn(p.name, p.title, p.caption, error=f"{type(exc).__name__}: {first_line(exc)}"))
+    return out
+
+
+def _enrich(rows: list[dict[str, Any]], records: Sequence[Mapping[str, Any]], run_dir: Path | None) -> None:
+    """What the pictures use beyond the leaderboard's columns: ``teacher`` / ``align`` from the record where the
+    row has none, and ``model_kb``, the size of the ranked model's file (int8 children are smaller)."""
+    by_id = {r["child_id"]: r for r in records}
+    for row in rows:
+        rec = by_id.get(row["child_id"])
+        if rec is None:
+            continue
+        for key in ("teacher", "align"):
+            if row.get(key) is None:
+                row[key] = rec.get(key, (rec.get("crossover") or {}).get(key))
+        files = rec.get("files") or {}
+        rel = files.get("int8") if row.get("ranked_model") == "int8" else files.get("child")
+        if run_dir is not None and rel and (run_dir / rel).is_file():
+            row["model_kb"] = (run_dir / rel).stat().st_size / 1024
+
+
+def load_barrier(manifest: Mapping[str, Any], run_dir: Path | None) -> dict[str, Any] | None:
+    """The interpolation barrier of the session: in the manifest, or ``barrier.json`` beside it."""
+    if isinstance(manifest.get("barrier"), Mapping):
+        return dict(manifest["barrier"])
+    path = None if run_dir is None else run_dir / BARRIER
+    if path is None or not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else None
+
+
+def session_rows(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The leaderboard rows the report shows, built in this one place from the manifest, as the leaderboard's."""
+    return manifest_rows(manifest)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No garbage collection while drawing: matplotlib allocates many small objects, which start full collections
+    that walk every object of the session (torch's included, ~0.15 s each) and free almost nothing; the figures'
+    cycles are collected once it is back on."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def report_outputs(manifest: Mapping[str, Any], run_dir: str | os.PathLike[str] | None = None
+                   ) -> tuple[dict[str, Any], list[str]]:
+    """The report's files by name (``report.html`` and a PNG per drawn picture) and one line per picture that
+    failed (``name: why``)."""
+    from harness.pictures import plots
+
+    folder = None if run_dir is None else Path(run_dir)
+    records = manifest.get("children") or []
+    rows = session_rows(manifest)
+    _enrich(rows, records, folder)
+    failures: list[str] = []
+    try:
+        barrier = load_barrier(manifest, folder)
+    except (OSError, ValueError) as exc:
+        barrier, failures = None, [f"barrier: {BARRIER} unreadable ({first_line(exc)})"]
+    with _gc_paused():
+        drawn = draw(plots.session_pictures(rows, records, manifest.get("parents"), barrier))
+    failures += [f"{d.name}: {d.error}" for d in drawn if d.error]
+    files: dict[str, Any] = {REPORT: page(manifest, rows, drawn, failures)}
+    files.update({d.file: d.png for d in drawn if d.png is not None})
+    return files, failures
+
+
+# -- the page -------------------------------------------------------------------------------------------------------
+# What a status means, for the legend of the HTML table (an unknown status is shown as it is).
+STATUSES = {
+    "ok": "fine-tuned and evaluated", "degenerate": "finished, but primary is under --crossover-degenerate-threshold",
+    "return-drop": "finished, but its return is significantly below the weaker parent's",
+    "diverged": "fine-tuning diverged; no metric describes it", "error": "the child's test failed",
+    "lost": "its xdist worker died while running it", "baseline": "a parent (primary = A-vs-B agreement)",
+}
+
+
+def _interval(m: Any, lo: float, hi: float) -> str:
+    """``[lo, hi]`` one digit shorter than the value: the interval is read, not copied."""
+    spec = m.fmt
+    if spec.startswith(".") and spec.endswith("f") and spec[1:-1].isdigit():
+        spec = f".{max(0, int(spec[1:-1]) - 1)}f"
+    return f"[{lo:{spec}}, {hi:{spec}}]"
+
+
+def leaderboard_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The leaderboard as an HTML table with its legend: every child, then the parents; a 95% interval under a
+    value where the row has ``<column>_lo`` / ``_hi``; the best child and those tied with it highlighted.
+
+    Laid out for the 1160 px column: a metric no child has (return without episodes) and a teacher or alignment
+    every child shares get no column (the header line of the page and the heatmap say them)."""
+    kids = [r for r in rows if not r.get("is_parent_baseline")]
+    shown = [m for m in METRICS.values() if m.shown and any(r.get(m.column) is not None for r in kids)]
+    extra = [c for c in ("teacher", "align") if len({r.get(c) for r in kids} - {None}) > 1]
+    with_p = any(r.get("p_best") is not None for r in rows)
+    with_tie = any(r.get("tied_with_best") is not None for r in rows)
+    heads = ["rank", "child_id", "mode", "regime", *extra, *(m.label for m in shown), *(["p_best"] * with_p),
+             "status", "marks"]
+    body, classes = [], []
+    for r in rows:
+        cells = [esc(r["rank"]), esc(r["child_id"]), esc(r["crossover_mode"]), esc(r["finetune_regime"]),
+                 *(esc(r.get(c)) for c in extra)]
+        for m in shown:
+            cell = esc(m.format(r.get(m.column)))
+            lo, hi = r.get(f"{m.column}_lo"), r.get(f"{m.column}_hi")
+            if lo is not None and hi is not None:
+                cell += f"<br><span class=ci>{esc(_interval(m, lo, hi))}</span>"
+            cells.append(cell)
+        if with_p:
+            cells.append(esc(None if r.get("p_best") is None else f"{r['p_best']:.2f}"))
+        marks = [f'<span title="{t}">{s}</span>' for s, t, on in (
+            ("◆", "Pareto front", r.get("pareto")), ("≈", "tied with #1", r.get("tied_with_best"))) if on]
+        cells += [esc(r["status"]), " ".join(marks)]
+        body.append(cells)
+        classes.append("baseline" if r.get("is_parent_baseline") else "best" if r["rank"] == 1 or r.get(
+            "tied_with_best") else "" if r["status"] in RANKABLE else "bad")
+    numeric = [True, *[False] * (3 + len(extra)), *[True] * (len(shown) + with_p), False, False]
+    items = [(m.label, m.description) for m in shown if m.description]
+    if any(r.get(f"{m.column}_lo") is not None for r in rows for m in shown):
+        names = "/".join(m.label for m in shown if any(r.get(f"{m.column}_lo") is not None for r in rows))
+        items.append(("[lo, hi]", f"95% bootstrap interval of {names}, under the value"))
+    if with_p:
+        items.append(("p_best", "probability that the child is the best one (bootstrap share of rank 1)"))
+    items.append(("◆", "on the Pareto front: no other child is better on primary, fine-tune steps and latency at once"))
+    if with_tie:
+        items.append(("≈", "tied with #1: not distinguishable from the best child at 95% (highlighted, as #1)"))
+    items += [(f"status {s}", d) for s, d in STATUSES.items() if any(r["status"] == s for r in rows)]
+    return table(heads, body, row_classes=classes, numeric=numeric, raw=True, table_id="leaderboard-table") + \
+        legend(items)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk, right after the 8-byte signature
+    return width, height
+
+
+def _figure(d: Drawn) -> str:
+    head = f'<h2 id="{d.name}">{esc(d.title)}</h2>'
+    if d.png is None:
+        what = ("failed to draw: " + esc(d.error)) if d.error else "has nothing to draw in this session"
+        cls = "failed" if d.error else "note"
+        return f'{head}<p class="{cls}">Picture <b>{esc(d.name)}</b> {what}.</p>'
+    w, h = _png_size(d.png)
+    src = "data:image/png;base64," + base64.b64encode(d.png).decode()
+    return (f'{head}<figure><img src="{src}" width="{w}" height="{h}" alt="{esc(d.title)}">'
+            f"<figcaption>{esc(d.caption)} <span class=file>({esc(d.file)})</span></figcaption></figure>")
+
+
+def _status(manifest: Mapping[str, Any]) -> str:
+    done, expected = len(manifest.get("children") or []), len(manifest.get("expected_children") or [])
+    if manifest.get("complete"):
+        return f'<p class="ok">Complete: {done} children.</p>'
+    missing = ", ".join(manifest.get("missing_children") or []) or "none listed"
+    return (f'<p class="failed"><b>INCOMPLETE</b>: {done} of {expected} children finished (the session was '
+            f"interrupted or children were lost); the report holds those that finished. Missing: {esc(missing)}.</p>")
+
+
+def _details(manifest: Mapping[str, Any]) -> str:
+    """Options, inputs (file names and sha256 prefixes), versions and how latency was timed."""
+    from harness.records.store import versions
+
+    opts = manifest.get("options") or {}
+    explicit = set(opts.get("explicit") or [])
+    opt_rows = [[k, "—" if v is None or v in ((), [], {}) else v if isinstance(v, str) else json.dumps(v),
+                 "yes" if k.replace("_", "-") in explicit else ""] for k, v in opts.items() if k != "explicit"]
+    prov = manifest.get("provenance") or {}
+    inputs = []
+    for key in ("parent_a", "parent_b", "states_file"):
+        item = prov.get(key) or {}
+        shape = "×".join(map(str, item["shape"])) if item.get("shape") else ""
+        inputs.append([key, os.path.basename(str(item.get("path") or "—")), str(item.get("sha256") or "—")[:12],
+                       shape])
+    env = [["source", str(prov.get("source") or "files")], ["environment", str(prov.get("env_id") or "none")],
+           ["episodes per child", str(prov.get("episodes") or 0)]]
+    git = prov.get("git") or {}
+    if git:
+        env.append(["commit", f"{git.get('short') or git.get('commit')} ({git.get('branch') or 'detached'}"
+                              f"{', dirty' if git.get('dirty') else ''})"])
+    vers = [[k, str(v or "—")] for k, v in versions().items()]
+    if "matplotlib" in sys.modules:
+        vers.append(["matplotlib", str(getattr(sys.modules["matplotlib"], "__version__", "—"))])
+    return ("<h2 id=session>How this session ran</h2><div class=cols>"
+            f"<div><h3>Inputs</h3>{table(['input', 'file', 'sha256', 'shape'], inputs)}{table(['', ''], env)}"
+            f"<h3>Latency</h3><p>{esc(manifest.get('latency_mode') or '—')}</p>"
+            f"<h3>Versions</h3>{table(['package', 'version'], vers)}</div>"
+            f"<div><h3>Options</h3>{table(['option', 'value', 'given'], opt_rows)}</div></div>")
+
+
+def page(manifest: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], drawn: Sequence[Drawn],
+         failures: Sequence[str] = ()) -> str:
+    space = manifest.get("space")
+    title = f"Crossover report: space {space}" + ("" if manifest.get("complete") else " (INCOMPLETE)")
+    nav = " · ".join(f'<a href="#{d.name}">{esc(d.title)}</a>' for d in drawn)
+    failed = "".join(f'<p class="failed">Picture {esc(f)}</p>' for f in failures)
+    wall = manifest.get("wall_s")
+    return document(title, f"<h1>{esc(title)}</h1>{_status(manifest)}{failed}"
+                    f"<p>{len(manifest.get('children') or [])} children; parents agree on "
+                    f"{_fmt(manifest.get('parents'), 'agree_ab')} of the held-out states; session wall time "
+                    f"{'—' if wall is None else f'{wall:.1f} s'}.</p>"
+                    f'<nav><a href="#leaderboard">Leaderboard</a> · {nav} · '
+                    f'<a href="#session">How this session ran</a></nav>'
+                    f'<h2 id="leaderboard">Leaderboard</h2>{leaderboard_table(rows)}'
+                    + "".join(_figure(d) for d in drawn) + _details(manifest))
+
+
+def _fmt(d: Mapping[str, Any] | None, key: str) -> str:
+    v = (d or {}).get(key)
+    return "—" if v is None else f"{v:.4f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m harness.pictures.report RUN_DIR``: redraw a run directory's report from its manifest."""
+    from harness.core.atomic import write_bytes, write_text
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: python -m harness.pictures.report RUN_DIR", file=sys.stderr)
+        return 2
+    folder = Path(args[0])
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        print(f"error: {manifest_path} does not exist; pass a run directory of a crossover session", file=sys.stderr)
+        return 2
+    files, failures = report_outputs(json.loads(manifest_path.read_text(encoding="utf-8")), folder)
+    for name, content in files.items():
+        path = (write_bytes if isinstance(content, bytes) else write_text)(folder / name, content)
+        print(f"written: {path}")
+    for f in failures:
+        print(f"picture {f}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

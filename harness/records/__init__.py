@@ -1,0 +1,1 @@
+"""History: the store of session records and comparisons between them."""

@@ -1,0 +1,1 @@
+"""The search: settings, axes, the space, one child, populations, the barrier and the run folder."""

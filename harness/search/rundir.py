@@ -1,0 +1,213 @@
+"""The run directory: its lock, and every file a search writes there.
+
+- A session locks the directory (``.lock``, ``flock``); a second session on it is refused.
+- A child's files are built where the child ran (:func:`child_files`, bytes) and written by the directory's
+  owner: staged in a hidden folder, then renamed into place, so a child folder never mixes two sessions.
+- Each finished child's record is appended to ``children.jsonl`` (the journal: writes grow linearly with the
+  children, and a killed session loses no finished child); ``manifest.json`` and the leaderboard files are
+  rewritten at most every :data:`REWRITE_INTERVAL_S` during the session and once, fsynced, at its end.
+- Every write is atomic (temporary file + rename, :mod:`harness.core.atomic`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import shutil
+import time
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from harness.core.atomic import json_safe, publish_dir, remove_stale_staging, write_bytes, write_json, write_text
+from harness.core.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.search.child import ChildOutcome, Context
+
+JOURNAL = "children.jsonl"
+REWRITE_INTERVAL_S = 1.0
+CHILD_FILES = {"crossover": "crossover.pt", "child": "child.pt", "int8": "child_int8.pt", "eval": "eval.json",
+               "run_config": "run_config.json"}
+_EVAL_KEYS = ("child_id", "status", "primary", "ranked_model", "before_finetune", "after_finetune", "int8",
+              "return", "returns", "latency_ms", "finetune", "timings_s")
+
+
+def eval_report(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A child's ``eval.json``: its metrics before and after fine-tuning (and int8), returns, latency, history."""
+    return {k: record.get(k) for k in _EVAL_KEYS}
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(json_safe(obj), indent=2, allow_nan=False, default=str) + "\n").encode()
+
+
+def child_files(outcome: ChildOutcome, ctx: Context) -> dict[str, bytes]:
+    """The bytes of a child's files, by file name (built where the child ran; written by the directory's owner)."""
+    import torch
+
+    from harness.search.child import run_config
+
+    def pt(obj: Any) -> bytes:
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        return buf.getvalue()
+
+    files = {CHILD_FILES["crossover"]: pt(dict(outcome.crossed)), CHILD_FILES["child"]: pt(outcome.model.state_dict())}
+    if outcome.int8_model is not None:
+        files[CHILD_FILES["int8"]] = pt(outcome.int8_model.state_dict())
+    cfg = run_config(outcome.spec, ctx)
+    cfg["finetune_metrics"] = outcome.record["finetune"]
+    files[CHILD_FILES["run_config"]] = _json_bytes(cfg)
+    files[CHILD_FILES["eval"]] = _json_bytes(eval_report(outcome.record))
+    return files
+
+
+def file_keys(names: Mapping[str, bytes] | list[str], child_id: str) -> dict[str, str]:
+    """``{"child": "<id>/child.pt", ...}``: the record's paths of a child's files, relative to the run directory."""
+    by_name = {v: k for k, v in CHILD_FILES.items()}
+    return {by_name[n]: f"{child_id}/{n}" for n in CHILD_FILES.values() if n in names}
+
+
+class RunDir:
+    """A search's output folder. Only its owner (the session that holds the lock) writes to it."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock: IO[str] | None = None
+        self._last_rewrite = -float("inf")
+
+    @property
+    def owned(self) -> bool:
+        return self._lock is not None
+
+    def acquire(self) -> None:
+        """Create and lock the directory; raises a one-line HarnessError (field ``run_dir``) when it is not
+        writable or another session holds it."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / f".write-test-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+            # "a": a refused second session must not truncate the pid the holder wrote.
+            lock = open(self.path / ".lock", "a")  # noqa: SIM115  (held open for the session)
+        except OSError as exc:
+            raise HarnessError(f"cannot write to {str(self.path)!r} ({exc.strerror}); pass a writable directory",
+                               field="run_dir") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise HarnessError(f"{str(self.path)!r} is in use by another crossover session; wait for it or pass "
+                               "another run directory", field="run_dir") from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        self._lock = lock
+        remove_stale_staging(self.path)  # child folders half-staged by a crashed session
+
+    def release(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+    def start_journal(self) -> None:
+        """An empty journal for this session (the previous session's journal is replaced)."""
+        write_bytes(self.path / JOURNAL, b"", durable=False)
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Append one finished child's record to the journal, in one ``write`` (whole lines only)."""
+        line = (json.dumps(json_safe(record), allow_nan=False, default=str, separators=(",", ":")) + "\n").encode()
+        fd = os.open(self.path / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def write_child(self, child_id: str, files: Mapping[str, bytes]) -> dict[str, str]:
+        """Write a child's folder whole (staged, then renamed over any older one); its files' record paths."""
+        final = self.path / child_id
+        staged = self.path / f".{child_id}.{os.getpid()}.tmp"
+        shutil.rmtree(staged, ignore_errors=True)
+        try:
+            for name, data in files.items():
+                # No fsync per file: the folder rename is what makes the child appear whole (~2-3 ms per file).
+                write_bytes(staged / name, data, durable=False)
+            publish_dir(staged, final)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        return file_keys(list(files), child_id)
+
+    def due(self) -> bool:
+        """Whether the derived files may be rewritten now (at most every REWRITE_INTERVAL_S mid-session)."""
+        return time.monotonic() - self._last_rewrite >= REWRITE_INTERVAL_S
+
+    def write_outputs(self, outputs: Mapping[str, Any], *, final: bool) -> list[Path]:
+        """Write every output file: ``.json`` names take an object, bytes are written as they are, the others
+        are text. Mid-session writes are compact and not fsynced (they guard against a dead process, not a dead
+        machine: an fsync per child cost as much as evaluating it); the final ones are indented and fsynced."""
+        self._last_rewrite = time.monotonic()
+        written = []
+        for name, content in outputs.items():
+            path = self.path / name
+            if isinstance(content, bytes):
+                written.append(write_bytes(path, content, durable=final))
+            elif name.endswith(".json"):
+                written.append(write_json(path, content, durable=final, compact=not final))
+            else:
+                written.append(write_text(path, content, durable=final))
+        return written
+
+    def remove_outputs(self, pattern: str, keep: Collection[Path] = ()) -> None:
+        """Remove outputs of an earlier session matching ``pattern`` that this one did not write (a report's
+        pictures that no longer apply), so the folder never mixes two sessions' files."""
+        for path in self.path.glob(pattern):
+            if path not in keep and path.is_file():
+                path.unlink(missing_ok=True)
+
+
+def load_journal(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every record in a run directory's journal (a torn last line, from a machine that died mid-write, is
+    skipped)."""
+    path = Path(run_dir) / JOURNAL
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def load_child(child_dir: str | os.PathLike[str]) -> Any:
+    """The model the leaderboard ranked for a child, from its folder: a ``torch.nn.Module`` in eval mode.
+
+    For a QAT child that is its int8 model (:class:`harness.networks.quantize.Int8Linear` layers, rebuilt from
+    ``child_int8.pt``), otherwise the fine-tuned float model (``child.pt``): what a user deploys after reading the
+    leaderboard. The architecture comes from the folder's ``run_config.json``; tensors load ``weights_only``.
+    """
+    import torch
+
+    from harness.networks.architecture import Architecture
+    from harness.networks.qnetwork import QNetwork
+    from harness.networks.quantize import convert_int8
+
+    folder = Path(child_dir)
+    try:
+        config = json.loads((folder / CHILD_FILES["run_config"]).read_text(encoding="utf-8"))
+        ranked = json.loads((folder / CHILD_FILES["eval"]).read_text(encoding="utf-8")).get("ranked_model")
+        arch = Architecture.from_dict(config["architecture"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HarnessError(f"{str(folder)!r} is not a child folder of a crossover run ({type(exc).__name__}: "
+                           f"{exc}); pass <run-dir>/<child_id>") from None
+    net = QNetwork.of(arch)
+    name = CHILD_FILES["int8"] if ranked == "int8" else CHILD_FILES["child"]
+    model: torch.nn.Module = convert_int8(net) if ranked == "int8" else net
+    model.load_state_dict(torch.load(folder / name, map_location="cpu", weights_only=True), strict=True)
+    return model.eval()

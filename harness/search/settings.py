@@ -1,0 +1,102 @@
+"""Search-wide settings (not part of a child's recipe or regime), each checked here and nowhere else.
+
+Every check raises :class:`~harness.core.errors.HarnessError` with ``field`` set to the setting's name, so a front end
+(the plugin) can name the option as its user wrote it. :func:`parse` turns option text into a typed value with the
+same kind of error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from harness.core.errors import HarnessError
+from harness.core.registry import check_name
+from harness.train.teachers import TEACHERS
+
+DEVICES = ("cpu", "cuda")
+MAX_EPISODES = 100_000
+MAX_THREADS = 1024
+
+
+def parse(field: str, text: str, kind: type) -> Any:
+    """``text`` as ``kind`` (int, float, str); a one-line HarnessError naming ``field`` otherwise.
+
+    Integers are decimal (``1.5`` and ``1e3`` are not integers); floats must be finite.
+    """
+    raw = str(text).strip()
+    if kind is str:
+        if not raw:
+            raise HarnessError(f"{field}: an empty value; give a value or leave the setting out", field=field)
+        return raw
+    try:
+        value = int(raw, 10) if kind is int else float(raw)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise HarnessError(f"{raw!r} is not {what}", field=field) from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise HarnessError(f"{raw!r} is not a finite number", field=field)
+    return value
+
+
+def _require(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise HarnessError(message, field=field)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Search-wide knobs: the holdout, the teacher, the degenerate gate, returns, the split, device and threads."""
+
+    holdout: float = 0.2
+    teacher: str = "a"
+    degenerate_threshold: float = 0.0
+    env_id: str | None = None
+    episodes: int = 0
+    episode_seed: int = 10_000
+    split_seed: int = 0
+    chunk_size: int = 65_536
+    device: str = "cpu"
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        _require(_real(self.holdout) and 0.0 <= self.holdout < 1.0, "holdout",
+                 f"holdout {self.holdout!r} is outside [0, 1); 0.2 holds out a fifth, 0 evaluates on all states")
+        check_name("teacher", self.teacher, TEACHERS.names(), field="teacher")
+        _require(_real(self.degenerate_threshold) and 0.0 <= self.degenerate_threshold <= 1.0,
+                 "degenerate_threshold", f"degenerate threshold {self.degenerate_threshold!r} is outside [0, 1]; "
+                 "0 disables the gate, 0.5 fails children that agree with a parent on under half the states")
+        _require(self.env_id is None or (isinstance(self.env_id, str) and self.env_id.strip() != ""), "env_id",
+                 "environment id is empty; pass a gymnasium id such as LunarLander-v3, or --crossover-episodes 0")
+        for name, value, high in (("episodes", self.episodes, MAX_EPISODES), ("episode_seed", self.episode_seed, 2**31),
+                                  ("split_seed", self.split_seed, 2**63), ("threads", self.threads, MAX_THREADS),
+                                  ("chunk_size", self.chunk_size, 2**31)):
+            low = 1 if name in ("threads", "chunk_size") else 0
+            _require(_int(value) and low <= value <= high, name, f"{name.replace('_', ' ')} {value!r} is outside "
+                     f"[{low}, {high}]")
+        _require(self.device in DEVICES, "device", f"device {self.device!r} is not one of {', '.join(DEVICES)}")
+
+    def check_device(self) -> None:
+        """The device is usable here (imports torch: call it where torch is imported anyway)."""
+        if self.device == "cuda":
+            import torch
+
+            _require(torch.cuda.is_available(), "device",
+                     f"device 'cuda' was asked for but torch.cuda.is_available() is False (torch {torch.__version__});"
+                     " use cpu or install a CUDA build of torch")
+
+    @property
+    def returns(self) -> bool:
+        return bool(self.env_id) and self.episodes > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,1 @@
+"""Fine-tuning by distillation: the trainer, its regimes and teachers."""

@@ -1,0 +1,331 @@
+"""Distillation fine-tuning of crossover children (float, or weight-only int8 QAT): the one trainer.
+
+Loss: ``T² · KL(softmax(z_t/T) ‖ softmax(z_c/T))``, batchmean, T = 3, pure soft loss; Adam with torch defaults;
+gradient clipping at L2 norm 1; the best-validation-loss weights are kept.
+
+Children are trained as a population (:mod:`harness.networks.stacked`): every child of a population sees the same
+validation split, batch order and dropout masks, all drawn from its regime's seed by local generators (no global
+RNG is read or written), and differs only in its starting weights, learning rate and number of epochs. Training one
+child is a population of one, and a child's result is bit-for-bit the same in any population.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.core.errors import HarnessError, StatesError
+from harness.networks.adam import StackedAdam
+from harness.networks.quantize import convert_int8
+from harness.networks.stacked import StackedMLP
+from harness.train.regimes import Regime
+from harness.train.teachers import Targets, Teacher
+
+TEMPERATURE = 3.0
+MAX_GRAD_NORM = 1.0
+_EVAL_CHUNK = 16384
+_DROPOUT_STREAM = 0x64726F70  # "drop": derives the dropout generator's seed from regime.seed
+
+
+def soft_targets(teacher_logits: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
+    """The teacher's soft targets ``softmax(z_t / T)`` as float32; compute once, share across children."""
+    return torch.softmax(teacher_logits.detach().to(torch.float32) / temperature, dim=1)
+
+
+def distill_loss(child_logits: torch.Tensor, target_probs: torch.Tensor,
+                 temperature: float = TEMPERATURE) -> torch.Tensor:
+    """``T² · KL(p ‖ softmax(z_c/T))`` averaged over the batch (``batchmean``), ``p`` = soft targets."""
+    log_q = F.log_softmax(child_logits / temperature, dim=1)
+    return F.kl_div(log_q, target_probs, reduction="batchmean") * (temperature * temperature)
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) row indices: ``n_val = max(1, int(n*val_fraction))`` from ``default_rng(seed)``.
+
+    As the established rule: no val set (all rows train, in order) when ``val_fraction <= 0`` or it would leave no
+    training row; otherwise ``perm = permutation(n)``, train = ``perm[:n_train]``, val = ``perm[n_train:]``.
+    """
+    if n < 1:
+        raise HarnessError(f"cannot split {n} states; pass a states buffer with at least one row")
+    if not 0.0 <= val_fraction < 1.0:
+        raise HarnessError(f"val_fraction must be in [0, 1), got {val_fraction!r}; use e.g. 0.1 or 0 for none")
+    n_val = max(1, int(n * val_fraction)) if val_fraction > 0 else 0
+    n_train = n - n_val
+    if n_val == 0 or n_train <= 0:
+        return np.arange(n, dtype=np.int64), np.empty(0, dtype=np.int64)
+    perm = np.random.default_rng(seed).permutation(n)
+    return perm[:n_train], perm[n_train:]
+
+
+@dataclass
+class FinetuneResult:
+    """``model``: float, eval mode, best weights (for QAT the float weights behind the fake-quant model);
+    ``int8_model``: the real int8 model for QAT regimes, else None; ``history``: JSON-safe record;
+    ``seconds``: this child's share of its population's training time."""
+
+    model: nn.Module
+    int8_model: nn.Module | None
+    history: dict[str, Any] = field(default_factory=dict)
+    diverged: bool = False
+    seconds: float = 0.0
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _check_inputs(states: Any, target_probs: Any, net: StackedMLP) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.as_tensor(states).detach().to(torch.float32)
+    p = torch.as_tensor(target_probs).detach().to(device=x.device, dtype=torch.float32)
+    if x.dim() != 2 or x.shape[0] < 1 or x.shape[1] != net.in_dim:
+        raise StatesError(f"finetune states must be (N, {net.in_dim}) with N >= 1, got {tuple(x.shape)}; "
+                          "pass the states buffer the parents were trained on")
+    if p.dim() != 2 or p.shape != (x.shape[0], net.out_dim):
+        raise HarnessError(f"target_probs must be ({x.shape[0]}, {net.out_dim}), got {tuple(p.shape)}; "
+                           "pass soft_targets(teacher_logits) for the same states")
+    if not bool(torch.isfinite(x).all()):
+        raise StatesError("finetune states contain NaN or inf; clean the states buffer")
+    if not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or float((p.sum(1) - 1).abs().max()) > 1e-3:
+        raise HarnessError("target_probs must be finite probability rows summing to 1; "
+                           "pass soft_targets(teacher_logits), not raw logits")
+    return x.contiguous(), p.contiguous()
+
+
+def _evaluate(net: StackedMLP, x: torch.Tensor, p: torch.Tensor,
+              target_args: Sequence[torch.Tensor]) -> tuple[list[float], list[list[float]]]:
+    """Per child: T²·mean KL to ``p`` ((n, A) shared, or (K, n, A) one per child) and the top-1 agreement with each
+    of ``target_args`` (per-row actions) on a whole split, in chunks, summed in float64."""
+    temp, k = net.temperature, net.k
+    kl = torch.zeros(k, dtype=torch.float64, device=x.device)
+    agree = [torch.zeros(k, dtype=torch.int64, device=x.device) for _ in target_args]
+    for s in range(0, x.shape[0], _EVAL_CHUNK):
+        z = net.logits(x[s:s + _EVAL_CHUNK])
+        log_q = torch.log_softmax(z / temp, 2)
+        pc = p[..., s:s + _EVAL_CHUNK, :]
+        rows = torch.xlogy(pc, pc).sub(pc * log_q).sum(-1)  # KL per row, (K, n)
+        kl += rows.double().sum(1)
+        arg = z.argmax(2)
+        for total, target in zip(agree, target_args):
+            total += (arg == target[s:s + _EVAL_CHUNK]).sum(1)
+    n = x.shape[0]
+    return ([float(v) * temp * temp / n for v in kl.tolist()],
+            [[int(c) / n for c in total.tolist()] for total in agree])
+
+
+class _Targets:
+    """What a population trains toward: one shared (N, A) target (a static teacher), or, for an adaptive teacher
+    (harness.train.teachers), one mix of the parents' soft targets per child, reweighed after every epoch."""
+
+    def __init__(self, target_probs: torch.Tensor | Targets, net: StackedMLP, x: torch.Tensor, tr: torch.Tensor,
+                 va: torch.Tensor) -> None:
+        self.teacher = target_probs.teacher if isinstance(target_probs, Targets) else None
+        self.adaptive = self.teacher is not None and self.teacher.adaptive
+        if isinstance(target_probs, Targets) and not self.adaptive:
+            assert self.teacher is not None
+            target_probs = self.teacher.mix(target_probs.probs_a, target_probs.probs_b)
+        parts = [target_probs.probs_a, target_probs.probs_b] if isinstance(target_probs, Targets) else [target_probs]
+        checked = [_check_inputs(x, q, net)[1] for q in parts]
+        self.train_parts, self.val_parts = [q[tr] for q in checked], [q[va] for q in checked]
+        # softmax is monotone: a teacher's argmax, up to exact float ties
+        self.val_args = [q.argmax(1) for q in self.val_parts]
+        self.weights = [self.teacher.weight_a] * net.k if self.adaptive and self.teacher else []
+        if not self.adaptive:
+            self.kl_const = torch.xlogy(self.train_parts[0], self.train_parts[0]).sum(1)  # Σ p log p per row
+
+    def _mix(self, parts: Sequence[torch.Tensor], active: int) -> torch.Tensor:
+        w = torch.tensor(self.weights[:active], dtype=torch.float32, device=parts[0].device).view(-1, 1, 1)
+        return parts[0].unsqueeze(0) * w + parts[1].unsqueeze(0) * (1 - w)
+
+    def epoch(self, perm: torch.Tensor, active: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This epoch's shuffled targets and their Σ p log p per row: shared, or (active, N, A) per child."""
+        if not self.adaptive:
+            return self.train_parts[0][perm], self.kl_const[perm]
+        p = self._mix(self.train_parts, active)[:, perm]
+        return p, torch.xlogy(p, p).sum(2)
+
+    def val(self, active: int) -> torch.Tensor:
+        return self.val_parts[0] if not self.adaptive else self._mix(self.val_parts, active)
+
+    def after_epoch(self, i: int, agrees: Sequence[float]) -> None:
+        """Reweigh child ``i`` by its validation agreements with A and B (adaptive teachers only)."""
+        if self.adaptive and self.teacher is not None:
+            self.weights[i] = self.teacher.update(self.weights[i], agrees[0], agrees[1])
+
+
+def dropout_mask(rows: int, width: int, rate: float, gen: torch.Generator) -> torch.Tensor | None:
+    """nn.Dropout's mask (keep with prob 1-p, scaled by 1/(1-p)) for a whole epoch, from the local generator."""
+    if rate == 0.0:
+        return None
+    if rate >= 1.0:
+        return torch.zeros(rows, width)
+    return (torch.rand(rows, width, generator=gen) >= rate).to(torch.float32).mul_(1.0 / (1.0 - rate))
+
+
+def _new_history(n_train: int, n_val: int, qat: bool, teacher: Teacher | None) -> dict[str, Any]:
+    history: dict[str, Any] = {
+        "train_losses": [], "val_losses": [], "val_agreements": [], "initial_val_loss": None,
+        "initial_val_agreement": None, "best_epoch": -1, "best_val_loss": None,
+        "selection": "val" if n_val else "train", "steps": 0, "diverged": False, "early_stopped": False,
+        "n_train": n_train, "n_val": n_val, "temperature": TEMPERATURE, "qat": qat}
+    if teacher is not None and teacher.adaptive:
+        history.update({"teacher_weights": [], "val_agreements_a": [], "val_agreements_b": [],
+                        "selection": "val min(agree_a, agree_b)" if n_val else "train"})
+    return history
+
+
+@dataclass
+class _Child:
+    """One row of the population while it trains."""
+
+    regime: Regime
+    history: dict[str, Any]
+    by_agreement: bool = False  # select on validation min(agree_a, agree_b) (adaptive teachers), else on loss
+    best_score: tuple[float, ...] = (math.inf,)
+    best_flat: torch.Tensor | None = None
+    alive: bool = True  # not diverged, not stopped early
+    since_best: int = 0
+
+    def end_epoch(self, epoch: int, train_loss: float, val: tuple[float, list[float]] | None, steps: int,
+                  flat: torch.Tensor) -> None:
+        """Record one epoch; keep the weights when the score (val loss, else train loss; for an adaptive teacher
+        the lower of the val agreements with A and B, then the loss) is strictly the best; stop the child after
+        ``regime.patience`` epochs without a better score."""
+        h = self.history
+        if epoch == self.regime.epochs - 1:
+            h["steps"] = steps
+        if not math.isfinite(train_loss):
+            h["train_losses"].append(None)
+            h["diverged"], h["steps"], self.alive = True, steps, False
+            return
+        h["train_losses"].append(train_loss)
+        loss = train_loss
+        score: tuple[float, ...] = (train_loss,)
+        if val is not None:
+            loss, agrees = val
+            h["val_losses"].append(_finite(loss))
+            if self.by_agreement:
+                h["val_agreements_a"].append(agrees[0])
+                h["val_agreements_b"].append(agrees[1])
+                h["val_agreements"].append(min(agrees))
+                score = (-min(agrees), loss)
+            else:
+                h["val_agreements"].append(agrees[0])
+                score = (loss,)
+            if not math.isfinite(loss):
+                h["diverged"], h["steps"], self.alive = True, steps, False
+                return
+        if score < self.best_score:
+            self.best_score, self.best_flat, self.since_best = score, flat.clone(), 0
+            h["best_epoch"], h["best_val_loss"] = epoch, loss
+        else:
+            self.since_best += 1
+            if self.regime.patience and self.since_best >= self.regime.patience:
+                h["early_stopped"], h["steps"], self.alive = True, steps, False
+
+
+def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, target_probs: torch.Tensor | Targets,
+                        regime: Regime | Sequence[Regime]) -> list[FinetuneResult]:
+    """Fine-tune every child of ``children`` together; one :class:`FinetuneResult` per child, in order.
+
+    ``regime`` is one regime for all, or one per child; regimes of one population must share their ``batches``
+    (split, batch order and dropout masks), so they differ only in learning rate and epochs: a child whose regime
+    is shorter leaves the population when its epochs are done, with exactly the result it would have had alone.
+
+    Validation rows come from :func:`split_indices`; each epoch's batch order is a ``randperm`` of the training rows
+    from a generator seeded with the regime's seed, and dropout masks come from a second one. The weights of the
+    epoch with the strictly lowest validation loss are kept (training loss when there is no val set:
+    ``selection="train"``). ``target_probs`` is the teacher's soft targets, or a :class:`harness.train.teachers.Targets`
+    whose adaptive teacher gives each child its own mix of the parents' soft targets, reweighed after every epoch
+    by its validation agreements with A and B (then the best epoch is the one with the highest validation
+    min(agree_a, agree_b)). A regime with ``patience`` stops a child after that many epochs without a better score
+    (``early_stopped``). A non-finite loss stops that child with ``diverged=True`` and its best weights so far
+    (its initial weights if no epoch finished) while the others go on. QAT regimes train, validate and select under
+    int8 fake quant and return ``int8_model``. Works on CPU and CUDA (the device of ``states``). Children are not
+    modified; each result's model is a CPU copy of its child with the best weights.
+    """
+    if not children:
+        return []
+    regimes = [regime] * len(children) if isinstance(regime, Regime) else list(regime)
+    if len(regimes) != len(children) or len({r.batches for r in regimes}) != 1:
+        raise HarnessError("a population needs one regime per child, all with the same batch size, val_fraction, "
+                           "seed and quantization; train other regimes in their own population")
+    # Longest regime first, so a child that is done leaves from the end (the stack narrows to a prefix); equal
+    # learning rates next to each other, so each run of them takes one Adam call.
+    order = sorted(range(len(children)), key=lambda i: (-regimes[i].epochs, regimes[i].lr))
+    ref = regimes[order[0]]
+    x_in = torch.as_tensor(states)
+    device = x_in.device
+    net = StackedMLP([children[i] for i in order], qat=ref.qat, temperature=TEMPERATURE, device=device)
+    x, _ = _check_inputs(x_in, target_probs.probs_a if isinstance(target_probs, Targets) else target_probs, net)
+    train_np, val_np = split_indices(x.shape[0], ref.val_fraction, ref.seed)
+    tr, va = torch.from_numpy(train_np).to(device), torch.from_numpy(val_np).to(device)
+    x_tr, x_val = x[tr], x[va]
+    targets = _Targets(target_probs, net, x, tr, va)
+    n_train, n_val = x_tr.shape[0], x_val.shape[0]
+    rows = [_Child(regimes[i], _new_history(n_train, n_val, ref.qat, targets.teacher), targets.adaptive)
+            for i in order]
+    if n_val:
+        losses, agrees = _evaluate(net, x_val, targets.val(net.k), targets.val_args)
+        for i, (row, loss) in enumerate(zip(rows, losses)):
+            first = [a[i] for a in agrees]
+            row.history["initial_val_loss"], row.history["initial_val_agreement"] = _finite(loss), min(first)
+    order_gen = torch.Generator().manual_seed(ref.seed)
+    drop_gen = torch.Generator().manual_seed((ref.seed ^ _DROPOUT_STREAM) & 0xFFFF_FFFF_FFFF)
+    adam = StackedAdam(net.full_flat, net.full_grad, [r.regime.lr for r in rows])
+    log_q_buf = torch.empty(len(rows), n_train, net.out_dim, device=device)
+    for epoch in range(ref.epochs):
+        active = sum(r.regime.epochs > epoch for r in rows)
+        if not any(r.alive for r in rows[:active]):
+            break
+        if active < net.k:
+            net.narrow(active)
+            adam.narrow(active)
+        # The generators stay on the CPU so the batch order and masks are the same on every device.
+        perm = torch.randperm(n_train, generator=order_gen).to(device)
+        xe = x_tr[perm]
+        pe, ce = targets.epoch(perm, active)
+        masks = [dropout_mask(n_train, w, q, drop_gen) for w, q in zip(net.widths, net.dropout)]
+        masks = [None if m is None else m.to(device) for m in masks]
+        log_q = log_q_buf[:active]
+        for s in range(0, n_train, ref.batch_size):
+            e = s + ref.batch_size
+            net.train_step(xe[s:e], pe[..., s:e, :], [None if m is None else m[s:e] for m in masks],
+                           log_q[:, s:e])
+            adam.clip(MAX_GRAD_NORM)
+            adam.step()
+        train_losses = ((ce - (pe * log_q).sum(2)).double().mean(1) * (TEMPERATURE * TEMPERATURE)).tolist()
+        vals: list[tuple[float, list[float]] | None] = [None] * active
+        if n_val:
+            losses, agrees = _evaluate(net, x_val, targets.val(active), targets.val_args)
+            vals = [(loss, [a[i] for a in agrees]) for i, loss in enumerate(losses)]
+        for i, row in enumerate(rows[:active]):
+            if row.alive:
+                if targets.adaptive:
+                    row.history["teacher_weights"].append(targets.weights[i])
+                val = vals[i]
+                row.end_epoch(epoch, train_losses[i], val, adam.steps, net.flat[i])
+                if val is not None:
+                    targets.after_epoch(i, val[1])
+    results: list[FinetuneResult | None] = [None] * len(rows)
+    for row, i in zip(rows, order):
+        model = copy.deepcopy(children[i]).cpu()
+        if row.best_flat is not None:
+            model.load_state_dict(net.state_dict(row.best_flat))
+        model.eval()
+        results[i] = FinetuneResult(model=model, int8_model=convert_int8(model) if ref.qat else None,
+                                    history=row.history, diverged=bool(row.history["diverged"]))
+    return [r for r in results if r is not None]
+
+
+def finetune(child: nn.Module, states: torch.Tensor, target_probs: torch.Tensor, regime: Regime) -> FinetuneResult:
+    """Distil ``target_probs`` (teacher soft targets at T=3) into a copy of ``child`` under ``regime``: a population
+    of one (:func:`finetune_population`), so the result is the one the search gives this child."""
+    return finetune_population([child], states, target_probs, regime)[0]

@@ -1,0 +1,145 @@
+"""Fine-tune regimes: named hyper-parameter sets, registered like operators (:data:`REGIMES`).
+
+The built-ins are the established presets (short, medium, long, lr_high, short_qat). A user adds one with
+:func:`register_regime` or through the entry-point group ``pytest_crossover.regimes``; the plugin's
+``--crossover-define-regime NAME:epochs=..,lr=..`` builds one from :data:`REGIME_FIELDS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from harness.core.errors import SpaceError
+from harness.core.registry import Registry, check_name
+
+FLOAT32_MAX = 3.4028234663852886e38  # a learning rate beyond it is inf in float32
+QUANTIZATION_MODES = ("none", "ptq_dynamic", "ptq_static", "qat_float")  # the last three all mean int8 QAT
+# The fields a regime definition may set, their types and what each means (--help and the README derive from this).
+REGIME_FIELDS: dict[str, tuple[type, str]] = {
+    "epochs": (int, "passes over the fine-tune states (>= 1)"),
+    "lr": (float, "Adam learning rate (> 0)"),
+    "batch_size": (int, "rows per Adam step (>= 1)"),
+    "val_fraction": (float, "share of the fine-tune states used to pick the best epoch, in [0, 1)"),
+    "seed": (int, "seed of the validation split, batch order and dropout masks (>= 0)"),
+    "quantization_applied": (str, "none, or int8 weight fake-quant fine-tuning: " + ", ".join(QUANTIZATION_MODES[1:])),
+    "patience": (int, "stop a child after this many epochs without a better validation score (0: never)"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Regime:
+    """A named fine-tune hyper-parameter set. T, clipping and the loss are fixed harness-wide
+    (harness.train.finetune)."""
+
+    name: str
+    epochs: int
+    lr: float
+    batch_size: int = 32
+    val_fraction: float = 0.1
+    seed: int = 42
+    quantization_applied: str = "none"
+    patience: int = 0  # epochs without a better validation score before a child stops; 0: never stops early
+
+    def __post_init__(self) -> None:
+        check_name("quantization_applied", self.quantization_applied, QUANTIZATION_MODES)
+        problems = []
+        for field, value, ok in (
+            ("epochs", self.epochs, _is_int(self.epochs) and self.epochs >= 1),
+            ("batch_size", self.batch_size, _is_int(self.batch_size) and self.batch_size >= 1),
+            ("seed", self.seed, _is_int(self.seed) and 0 <= self.seed < 2**63),
+            ("patience", self.patience, _is_int(self.patience) and 0 <= self.patience <= self.epochs),
+            ("lr", self.lr, _is_real(self.lr) and 0 < self.lr <= FLOAT32_MAX),
+            ("val_fraction", self.val_fraction, _is_real(self.val_fraction) and 0.0 <= self.val_fraction < 1.0),
+        ):
+            if not ok:
+                problems.append(f"{field}={value!r}")
+        if problems:
+            raise SpaceError(
+                f"regime {self.name!r} has {', '.join(problems)}; it needs epochs >= 1, batch_size >= 1, "
+                "0 < lr <= float32's largest, val_fraction in [0, 1), 0 <= seed < 2**63 and 0 <= patience <= epochs",
+                field="regime")
+
+    @property
+    def qat(self) -> bool:
+        return self.quantization_applied != "none"
+
+    @property
+    def batches(self) -> tuple[int, float, int, str]:
+        """Regimes with equal ``batches`` see the same split, batch order and dropout masks, epoch by epoch (all
+        drawn from ``seed``); they differ only in learning rate and length, so their children can train together."""
+        return (self.batch_size, self.val_fraction, self.seed, self.quantization_applied)
+
+    def describe(self) -> str:
+        quant = "" if not self.qat else ", int8 QAT"
+        stop = f", early stop after {self.patience}" if self.patience else ""
+        return f"{self.epochs} epochs, lr {self.lr:g}, batch {self.batch_size}{quant}{stop}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+REGIMES: Registry[Regime] = Registry("fine-tune regime", group="pytest_crossover.regimes")
+
+
+def register_regime(regime: Regime, *, replace: bool = False) -> Regime:
+    """Register ``regime`` under its name; returns it."""
+    return REGIMES.register(regime.name, regime, replace=replace)
+
+
+for _regime in (
+    Regime("short", epochs=5, lr=1e-3),
+    Regime("medium", epochs=10, lr=5e-4),
+    Regime("long", epochs=20, lr=1e-4),
+    Regime("lr_high", epochs=5, lr=5e-3),
+    Regime("short_qat", epochs=5, lr=1e-4, batch_size=16, quantization_applied="ptq_dynamic"),
+    # Regimes that converge: early stopping on the validation split keeps their cost bounded.
+    Regime("xlong", epochs=50, lr=1e-3, patience=5),
+    Regime("xlong_lo", epochs=50, lr=3e-4, patience=5),
+):
+    register_regime(_regime)
+
+
+def parse_regime(definition: str, *, builtin: tuple[str, ...] | None = None) -> Regime:
+    """``NAME:epochs=5,lr=1e-3[,batch_size=32,...]`` -> Regime; a bad definition raises a one-line SpaceError.
+
+    A definition may not reuse a registered regime's name (``builtin``, default: every registered name).
+    """
+    fields = ",".join(f"{k}={'5' if k == 'epochs' else '1e-3' if k == 'lr' else '…'}" for k in REGIME_FIELDS)
+    fix = f"write NAME:{fields}"
+    name, sep, body = definition.strip().partition(":")
+    name = name.strip()
+    if not sep or not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise SpaceError(f"{definition!r} has no NAME: prefix; {fix}", field="define_regime")
+    if name in (REGIMES.names() if builtin is None else builtin):
+        raise SpaceError(f"{name!r} is a built-in regime; pick another name", field="define_regime")
+    values: dict[str, Any] = {}
+    for part in (p.strip() for p in body.split(",") if p.strip()):
+        key, eq, text = part.partition("=")
+        key = key.strip()
+        if not eq or key not in REGIME_FIELDS:
+            raise SpaceError(f"{part!r} in {definition!r} is not one of {', '.join(k + '=' for k in REGIME_FIELDS)}; "
+                             f"{fix}", field="define_regime")
+        if key in values:
+            raise SpaceError(f"{key}= is given twice in {definition!r}; give each field once", field="define_regime")
+        kind = REGIME_FIELDS[key][0]
+        try:
+            values[key] = kind(text.strip()) if kind is not int else int(text.strip(), 10)
+        except ValueError:
+            raise SpaceError(f"{text.strip()!r} is not a valid {key} in {definition!r}",
+                             field="define_regime") from None
+    missing = [k for k in ("epochs", "lr") if k not in values]
+    if missing:
+        raise SpaceError(f"{definition!r} lacks {', '.join(missing)}; {fix}", field="define_regime")
+    try:
+        return Regime(name, **values)
+    except SpaceError as exc:
+        raise SpaceError(str(exc), field="define_regime") from None
