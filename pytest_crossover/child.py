@@ -36,20 +36,17 @@ class CrossoverChild:
             ctx = runtime.context()
             finetuner = runtime.finetuner(self._selected_specs(), self._unit_of())
             started = time.time()  # wall clock, so benchmarks/perf.py can measure time-to-first-child
-            out = run_child(self.spec, ctx, finetuned=finetuner.result(self.spec))
-            record = out.record
-            record["started_unix"] = started
-            if record["status"] != "diverged":
+            out = run_child(self.spec, ctx, trained=finetuner.result(self.spec))
+            result = out.result.with_(started_unix=started)
+            if result.status != "diverged":
                 t = time.perf_counter()
                 mode = "in-worker" if self.session.distributed else "in-test"
-                record["latency_ms"] = {**self._latency(out.ranked_model, ctx.latency_input), "mode": mode}
-                record["timings_s"]["latency"] = round(time.perf_counter() - t, 6)
-            else:
-                record["latency_ms"] = None
+                result = result.with_(latency_ms={**self._latency(out.ranked_model, ctx.latency_input), "mode": mode},
+                                      timings_s={"latency": round(time.perf_counter() - t, 6)})
             t = time.perf_counter()
-            self.record = json_safe(record)
-            files = child_files(out, ctx)
-            self.record["timings_s"]["write"] = round(time.perf_counter() - t, 6)
+            files = child_files(out, ctx, result)
+            result = result.with_(timings_s={"write": round(time.perf_counter() - t, 6)})
+            self.record = json_safe(result.to_dict())
             # The record and the files' bytes go to the controller, which alone writes the run directory.
             self.item.user_properties.append((RESULT_KEY, self.record))
             self.item.user_properties.append((FILES_KEY, files))

@@ -21,6 +21,7 @@ import pytest
 from harness.core.errors import HarnessError
 from harness.core.registry import check_name
 from harness.crossing.operators import OPERATORS
+from harness.search.axes import AXES
 from harness.search.barrier import MODES as BARRIER_MODES
 from harness.search.settings import DEVICES, parse
 from harness.search.space import ChildSpec, build_space, space_names
@@ -75,6 +76,9 @@ def option_table() -> tuple[Option, ...]:
         Option("teachers", "Custom space only: distillation teachers to search, comma-separated ("
                + ", ".join(TEACHERS.names()) + "); each child id then ends _t<teacher>", kind="list",
                metavar="TEACHERS"),
+        Option("axis", "Custom space only: values of any declared search axis, NAME=V1,V2 (repeatable; axes: "
+               + ", ".join(f"{a.name}: {a.description}" for a in AXES.values()) + ")", kind="lines",
+               metavar="NAME=VALUES"),
         Option("define-regime", "Custom space only: define a regime for --crossover-regimes, NAME:"
                + ",".join(f"{k}=…" for k in REGIME_FIELDS) + " (epochs and lr required); repeatable (ini: one per "
                "line)", kind="lines", metavar="SPEC"),
@@ -182,6 +186,7 @@ class CrossoverOptions:
     regimes: tuple[str, ...] | None
     align: tuple[str, ...] | None
     teachers: tuple[str, ...] | None
+    axes: Mapping[str, tuple[Any, ...]]  # other declared axes' values (--crossover-axis NAME=V1,V2)
     define_regime: tuple[str, ...]  # the definitions as given
     max_runs: int | None
     parent_a: str | None
@@ -204,8 +209,10 @@ class CrossoverOptions:
     sources: Sources = field(default_factory=Sources, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("sources", "grids")}
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("sources", "grids", "axes")}
         out["grids"] = {k: list(v) for k, v in self.grids.items()}
+        if self.axes:  # only when given: earlier records have no such key, and their fingerprints must not change
+            out["axes"] = {k: list(v) for k, v in self.axes.items()}
         # The established option names, as earlier records hold them.
         out.update({"alphas": self.grids.get("alpha"), "seeds": self.grids.get("seed")})
         return out
@@ -213,8 +220,8 @@ class CrossoverOptions:
     def to_wire(self) -> dict[str, Any]:
         """Builtins for ``node.workerinput``: every worker uses the controller's options, not its own reading of
         an ini file it may not have (a remote worker's rootdir is its own folder)."""
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("sources", "grids")}
-        out["grids"] = dict(self.grids)
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("sources", "grids", "axes")}
+        out["grids"], out["axes"] = dict(self.grids), dict(self.axes)
         src = self.sources
         out["sources"] = {"origin": dict(src.origin), "ini_dir": str(src.ini_dir) if src.ini_dir else None}
         return out
@@ -225,6 +232,7 @@ class CrossoverOptions:
         (``overrides``: ``{name: (value, origin)}``)."""
         values = {k: v for k, v in wire.items() if k != "sources"}
         values["grids"] = {k: tuple(v) for k, v in wire["grids"].items()}
+        values["axes"] = {k: tuple(v) for k, v in wire["axes"].items()}
         origin = dict(wire["sources"]["origin"])
         for name, (value, where) in (overrides or {}).items():
             values[name] = value
@@ -235,10 +243,14 @@ class CrossoverOptions:
     def extra_regimes(self) -> dict[str, Regime]:
         return {r.name: r for r in (parse_regime(d) for d in self.define_regime)}
 
+    def levels(self) -> dict[str, tuple[Any, ...] | None]:
+        """Each declared axis's values as given: its own option (``--crossover-regimes``), else ``--crossover-axis``."""
+        own = {"regime": self.regimes, "align": self.align, "teacher": self.teachers}
+        return {a.name: own[a.name] if a.name in own else self.axes.get(a.name) for a in AXES.values()}
+
     def space_specs(self, **overrides: Any) -> list[ChildSpec]:
-        knobs: dict[str, Any] = {"modes": self.modes, "grids": self.grids, "regimes": self.regimes,
-                                 "aligns": self.align, "teachers": self.teachers, "max_runs": self.max_runs,
-                                 **overrides}
+        knobs: dict[str, Any] = {"modes": self.modes, "grids": self.grids, "levels": self.levels(),
+                                 "defaults": {"teacher": self.teacher}, "max_runs": self.max_runs, **overrides}
         return build_space(self.space, extra_regimes=self.extra_regimes(), **knobs)
 
 
@@ -303,9 +315,11 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
     grids = {knob_param[k]: v for k, v in values.items() if k in knob_param and v is not None}
     with naming(sources, "param"):
         grids.update(_param_grids(values["param"] or ()))
+    with naming(sources, "axis"):
+        axes = _axis_values(values["axis"] or ())
     opts = CrossoverOptions(
         space=values["space"], modes=values["modes"], grids=grids, regimes=values["regimes"],
-        align=values["align"], teachers=values["teachers"],
+        align=values["align"], teachers=values["teachers"], axes=axes,
         define_regime=values["define-regime"] or (), max_runs=values["max-runs"], parent_a=values["parent-a"],
         parent_b=values["parent-b"], states=values["states"], eval_states=values["eval-states"],
         allow_unsafe_unpickle=bool(values["allow-unsafe-unpickle"]), split_seed=values["split-seed"],
@@ -340,6 +354,23 @@ def _param_grids(lines: tuple[str, ...]) -> dict[str, tuple[Any, ...]]:
     return grids
 
 
+def _axis_values(lines: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """``NAME=V1,V2`` lines -> {axis: values as text} (each axis resolves its own values)."""
+    own = {"regime": "regimes", "align": "align", "teacher": "teachers"}
+    out: dict[str, tuple[str, ...]] = {}
+    for line in lines:
+        name, eq, values = line.partition("=")
+        name = name.strip()
+        if not eq or name not in AXES:
+            known = ", ".join(a for a in AXES.names() if a not in own) or "none but the built-in ones"
+            raise HarnessError(f"{line!r} is not NAME=V1,V2 with NAME a declared search axis (known: {known})",
+                               field="axis")
+        if name in own:
+            raise HarnessError(f"{name} has its own option; use --crossover-{own[name]}", field="axis")
+        out[name] = tuple(_split(values))
+    return out
+
+
 def _check(opts: CrossoverOptions) -> None:
     """The cross-option checks and the library's checks of every value, before any work."""
     from harness.search.settings import Settings
@@ -347,7 +378,7 @@ def _check(opts: CrossoverOptions) -> None:
     src = opts.sources
     with naming(src):
         if opts.space != "custom":
-            given = [n for n in ("modes", "regimes", "define-regime", "param", "align", "teachers", *_knobs())
+            given = [n for n in ("modes", "regimes", "define-regime", "param", "align", "teachers", "axis", *_knobs())
                      if n in opts.explicit]
             if given:
                 raise HarnessError(f"only applies to --crossover-space custom (got --crossover-space {opts.space}); "

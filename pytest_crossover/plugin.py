@@ -164,7 +164,9 @@ def _record(cs: CrossoverSession, report: pytest.TestReport, files: Any) -> None
         return
     record = next((v for k, v in report.user_properties if k == RESULT_KEY), None)
     if isinstance(record, dict) and report.when == "call":
-        cs.add(record, files)
+        from harness.search.result import ChildResult
+
+        cs.add(ChildResult.from_dict(record), files)
         if cs.write_error is not None and cs.pytest_session is not None:
             cs.pytest_session.shouldstop = cs.write_error  # stop after this child, cleanly
     elif report.failed and child_id not in cs.records:

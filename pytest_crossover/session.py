@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from harness.search.result import SCHEMA_VERSION, ChildResult
 from harness.search.rundir import RunDir
 from pytest_crossover.options import CrossoverOptions, naming
 from pytest_crossover.runtime import Runtime
@@ -28,7 +29,6 @@ FILES_KEY = "crossover_files"  # a child's files, {name: bytes}; taken off the r
 PARENTS_KEY = "crossover_parents"  # a worker's share of the parent baselines, in its workeroutput
 OPTIONS_KEY = "crossover_options"  # the controller's options, in each worker's workerinput
 GATEWAY_KEY = "crossover_gateway"  # one worker's own settings from its gateway spec, in its workerinput
-SCHEMA_VERSION = "1.1"
 
 
 class CrossoverSession:
@@ -44,7 +44,7 @@ class CrossoverSession:
         self.distributed = self.is_worker or _uses_xdist(config)
         self.runtime = Runtime(options, rootpath=config.rootpath, workerinput=workerinput)
         self.run_dir = RunDir(options.run_dir)
-        self.records: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, ChildResult] = {}
         self.expected: list[str] | None = None
         self.parents: dict[str, Any] | None = None
         self.barrier: dict[str, Any] | None = None  # the interpolation barrier between the parents
@@ -88,16 +88,17 @@ class CrossoverSession:
         self.run_dir.release()
 
     # -- records --------------------------------------------------------------------------------------------
-    def add(self, record: dict[str, Any], files: Mapping[str, bytes] | None = None) -> None:
+    def add(self, result: ChildResult, files: Mapping[str, bytes] | None = None) -> None:
         """A finished child: its folder written whole, its record journaled; the derived files at most every
         second (rewriting all of them after every child is quadratic in the children)."""
-        self.records[record["child_id"]] = record
+        self.records[result.child_id] = result
         if self.write_error is not None:
             return  # the disk is full: keep the record, write nothing more
         try:
             if files:
-                record["files"] = self.run_dir.write_child(record["child_id"], files)
-            self.run_dir.append(record)
+                result = self.records[result.child_id] = result.with_(
+                    files=self.run_dir.write_child(result.child_id, files))
+            self.run_dir.append(result.to_dict())
         except OSError as exc:
             self.failed_write(exc)
             return
@@ -106,13 +107,12 @@ class CrossoverSession:
 
     def add_failure(self, child_id: str, status: str, message: str) -> None:
         spec = self.ids.get(child_id)
-        if spec is None or child_id in self.records and self.records[child_id].get("status") != "error":
+        if spec is None or child_id in self.records and self.records[child_id].status != "error":
             return
-        self.add({"child_id": child_id, "index": spec.index, "crossover": spec.recipe.to_dict(),
-                  "finetune_regime": spec.regime.to_dict(), "status": status, "primary": None, "message": message})
+        self.add(ChildResult.failure(spec, status, message))
 
     def ordered_records(self) -> list[dict[str, Any]]:
-        return sorted(self.records.values(), key=lambda r: r["index"])
+        return [r.to_dict() for r in sorted(self.records.values(), key=lambda r: r.index)]
 
     def finalize_parents(self) -> None:
         """The parent baselines: computed here in a serial session; under xdist, merged from the workers' shares,
@@ -138,7 +138,7 @@ class CrossoverSession:
         mode = self.options.barrier
         if mode == "off":
             return None
-        return tuple(dict.fromkeys(s.recipe.align for s in self.specs)), mode == "returns"
+        return tuple(dict.fromkeys(s.align for s in self.specs)), mode == "returns"
 
     def write_report(self) -> None:
         """``report.html`` and its pictures, at the end of the session, after every other file (``--crossover-report

@@ -16,6 +16,8 @@ from harness.answer.recommend import recommend, recommendation_text, subset_stat
 from harness.crossing.operators import OPERATORS
 from harness.evaluate import statistics as bootstrap
 from harness.evaluate.metrics import METRICS, RANKABLE, dig
+from harness.search import axes
+from harness.search.axes import AXES
 
 # The established CSV's columns, in its order (its metric columns come from harness.evaluate.metrics), then ours.
 _HEAD = ("rank", "child_id", "crossover_mode", "crossover_alpha", "crossover_seed", "finetune_regime",
@@ -37,8 +39,13 @@ def columns() -> tuple[str, ...]:
     metrics = METRICS.values()
     intervals = [f"{m.column}_{end}" for m in metrics if m.interval for end in ("lo", "hi")]
     return (*_HEAD, *(m.column for m in metrics if m.established), *_ESTABLISHED_TAIL, "status", "ranked_model",
-            "align", "teacher", *(m.column for m in metrics if not m.established), *intervals, *STATS,
+            *axis_columns(), *(m.column for m in metrics if not m.established), *intervals, *STATS,
             *_param_columns(), "pareto")
+
+
+def axis_columns() -> tuple[str, ...]:
+    """A column per declared search axis beyond the established ones (the regime's is ``finetune_regime``)."""
+    return tuple(c for c in axes.columns() if c not in _HEAD)
 
 
 def child_row(rec: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,7 +66,7 @@ def child_row(rec: Mapping[str, Any]) -> dict[str, Any]:
         "latency_q3": dig(rec, "latency_ms", "q3"),
     })
     row.update({c: cross.get(c[len("crossover_"):]) for c in _param_columns()})
-    row["align"], row["teacher"] = cross.get("align", "none"), rec.get("teacher")
+    row.update({a.key: a.read(rec) for a in AXES.values() if a.key not in _HEAD})
     return row
 
 

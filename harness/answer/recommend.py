@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.evaluate.metrics import METRICS
+from harness.search.axes import AXES
 
 ELIGIBLE = ("ok",)  # degenerate, diverged, return-drop, error and lost children are never recommended
 _PULL = 0.10  # every child closer to one parent than the other by more than this: the teacher pulls that way
@@ -41,8 +42,8 @@ def recommend(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) ->
     out: dict[str, Any] = {
         "counts": {s: sum(r["status"] == s for r in children) for s in sorted({r["status"] for r in children})},
         "children": len(children), "recommended": None, "prefer_parent": None, "tied_with_recommended": [],
-        "best_per_mode": _best_by(eligible, "crossover_mode"), "best_per_regime": _best_by(eligible, "finetune_regime"),
-        "best_per_align": _best_by(eligible, "align"), "best_per_teacher": _best_by(eligible, "teacher"),
+        "best_per_mode": _best_by(eligible, "crossover_mode"),
+        **{f"best_per_{a.name}": _best_by(eligible, a.key) for a in AXES.values()},
         "subset": subset_statement(manifest), "parents": {"agree_ab": ab, "bound": parents.get("bound"),
                                                            "returns": _parent_returns(parents)},
         "advice": [],
@@ -138,12 +139,11 @@ def advice(finished: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any],
 
 
 def levers(decision: Mapping[str, Any]) -> list[str]:
-    """For each axis the session searched with more than one value (mode, regime, alignment, teacher): which
+    """For each lever the session searched with more than one value (the mode and every declared axis): which
     value's best child was best, and whether that lead is beyond the noise (its interval clear of every other
     value's best)."""
     out = []
-    for axis, key in (("alignment", "best_per_align"), ("teacher", "best_per_teacher"), ("regime", "best_per_regime"),
-                      ("crossover mode", "best_per_mode")):
+    for axis, key in (*((a.lever, f"best_per_{a.name}") for a in AXES.values()), ("crossover mode", "best_per_mode")):
         best = decision.get(key) or {}
         if len(best) < 2:
             continue
@@ -208,9 +208,8 @@ def recommendation_text(rec: Mapping[str, Any]) -> str:
         lines += ["", f"Parents: they agree on {ab:.4f} of the held-out states, so the best possible primary is "
                       f"{rec['parents']['bound']:.4f}"
                   + "".join(f"; {k} return {v:.1f}" for k, v in rec["parents"]["returns"].items())]
-    for title, key in (("Best child per crossover mode", "best_per_mode"), ("Best child per regime",
-                                                                            "best_per_regime"),
-                       ("Best child per alignment", "best_per_align"), ("Best child per teacher", "best_per_teacher")):
+    for title, key in (("Best child per crossover mode", "best_per_mode"),
+                       *((f"Best child per {a.lever}", f"best_per_{a.name}") for a in AXES.values())):
         if rec.get(key) and (key in ("best_per_mode", "best_per_regime") or len(rec[key]) > 1):
             lines += ["", f"{title}:"]
             lines += [f"  {k:<12} {v['child_id']:<42} primary {_fmt(v['primary'], p.fmt)}" for k, v in rec[key].items()]

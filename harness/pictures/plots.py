@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from harness.answer.leaderboard import axis_columns
 from harness.pictures.figure import LINESTYLES, MARKERS, colour, handle, new_figure, side_legend
 
 if TYPE_CHECKING:
@@ -182,9 +183,9 @@ def tradeoffs(rows: Sequence[Mapping[str, Any]], parents: Mapping[str, Any] | No
 
 # -- heatmaps -------------------------------------------------------------------------------------------------------
 def facets(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The columns crossed with the mode: the regime, and teacher / align where the space has several."""
+    """The columns crossed with the mode: the regime, and every other axis where the space has several values."""
     kids = measured(rows)
-    return ["finetune_regime", *(c for c in ("teacher", "align") if len({r.get(c) for r in kids} - {None}) > 1)]
+    return ["finetune_regime", *(c for c in axis_columns() if len({r.get(c) for r in kids} - {None}) > 1)]
 
 
 def heatmaps(rows: Sequence[Mapping[str, Any]]) -> Figure | None:

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.answer.leaderboard import manifest_rows
+from harness.answer.leaderboard import axis_columns, manifest_rows
 from harness.core.errors import HarnessError, first_line
 from harness.evaluate.metrics import METRICS, RANKABLE
 from harness.pictures.page import document, esc, legend, table
+from harness.search.axes import AXES
 
 REPORT = "report.html"
 PICTURE_PREFIX = "report_"
@@ -80,16 +81,16 @@ def draw(pictures: Sequence[Any]) -> list[Drawn]:
 
 
 def _enrich(rows: list[dict[str, Any]], records: Sequence[Mapping[str, Any]], run_dir: Path | None) -> None:
-    """What the pictures use beyond the leaderboard's columns: ``teacher`` / ``align`` from the record where the
-    row has none, and ``model_kb``, the size of the ranked model's file (int8 children are smaller)."""
+    """What the pictures use beyond the leaderboard's columns: each axis's value from the record where the row has
+    none, and ``model_kb``, the size of the ranked model's file (int8 children are smaller)."""
     by_id = {r["child_id"]: r for r in records}
     for row in rows:
         rec = by_id.get(row["child_id"])
         if rec is None:
             continue
-        for key in ("teacher", "align"):
-            if row.get(key) is None:
-                row[key] = rec.get(key, (rec.get("crossover") or {}).get(key))
+        for axis in AXES.values():
+            if row.get(axis.key) is None:
+                row[axis.key] = axis.read(rec)
         files = rec.get("files") or {}
         rel = files.get("int8") if row.get("ranked_model") == "int8" else files.get("child")
         if run_dir is not None and rel and (run_dir / rel).is_file():
@@ -171,11 +172,11 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The leaderboard as an HTML table with its legend: every child, then the parents; a 95% interval under a
     value where the row has ``<column>_lo`` / ``_hi``; the best child and those tied with it highlighted.
 
-    Laid out for the 1160 px column: a metric no child has (return without episodes) and a teacher or alignment
-    every child shares get no column (the header line of the page and the heatmap say them)."""
+    Laid out for the 1160 px column: a metric no child has (return without episodes) and an axis value every child
+    shares get no column (the header line of the page and the heatmap say them)."""
     kids = [r for r in rows if not r.get("is_parent_baseline")]
     shown = [m for m in METRICS.values() if m.shown and any(r.get(m.column) is not None for r in kids)]
-    extra = [c for c in ("teacher", "align") if len({r.get(c) for r in kids} - {None}) > 1]
+    extra = [c for c in axis_columns() if len({r.get(c) for r in kids} - {None}) > 1]
     with_p = any(r.get("p_best") is not None for r in rows)
     with_tie = any(r.get("tied_with_best") is not None for r in rows)
     heads = ["rank", "child_id", "mode", "regime", *extra, *(m.label for m in shown), *(["p_best"] * with_p),

@@ -25,6 +25,7 @@ from typing import Any
 from harness.core.atomic import json_safe, write_json
 from harness.core.errors import HarnessError
 from harness.evaluate.metrics import METRICS
+from harness.search import axes
 
 DEFAULT_STORAGE = ".crossover"
 SCHEMA = "pytest-crossover-history"
@@ -101,7 +102,7 @@ def child_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
         "ranked_model": row.get("ranked_model"), "pareto": bool(row.get("pareto")),
         "crossover_mode": row.get("crossover_mode"), "crossover_alpha": row.get("crossover_alpha"),
         "crossover_seed": row.get("crossover_seed"), "finetune_regime": row.get("finetune_regime"),
-        "align": row.get("align"), "teacher": row.get("teacher"),
+        **{c: row.get(c) for c in axes.columns()},
     }
 
 

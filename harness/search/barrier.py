@@ -42,7 +42,7 @@ def interpolation(ctx: Context, aligns: Iterable[str] = ("none",), *, returns: b
         curve: dict[str, list[float | None]] = {k: [] for k in CURVES}
         curve_return: list[float | None] = []
         for alpha in ALPHAS:
-            child = ctx.new_child(ctx.cross(Recipe.of("weighted", alpha=alpha, align=align)))
+            child = ctx.new_child(ctx.cross(Recipe.of("weighted", alpha=alpha), align))
             m = ctx.evaluate(child)
             for key, value in (("primary", m["primary"]), ("agree_a", m["vs_parent_a"]["top1"]),
                                ("agree_b", m["vs_parent_b"]["top1"])):

@@ -22,7 +22,8 @@ from harness.evaluate.vs_parents import evaluate_model, parent_baseline, predict
 from harness.inputs.states import Buffer, Split, split_buffer
 from harness.networks.qnetwork import Architecture, QNetwork, infer_architecture, network_from_state_dict
 from harness.networks.quantize import is_int8
-from harness.search.populations import train
+from harness.search.populations import Trained, train
+from harness.search.result import ChildResult, _identity
 from harness.search.settings import Settings
 from harness.search.space import ChildSpec, Recipe
 from harness.train.finetune import TEMPERATURE, FinetuneResult, soft_targets
@@ -99,10 +100,6 @@ class Context:
                    train_states, eval_states_, probs_a, probs_b, train_states.to(device), logits_a, logits_b,
                    parent_baseline(logits_a, logits_b))
 
-    def teacher(self, spec: ChildSpec) -> str:
-        """The teacher a child distils from: its own when the space searches teachers, else the session's."""
-        return spec.teacher or self.settings.teacher
-
     def targets(self, teacher: str) -> torch.Tensor | Targets:
         """What a teacher trains toward on the fine-tune states, on the device: a static teacher's soft targets,
         or both parents' for an adaptive one (harness.train.teachers)."""
@@ -141,9 +138,9 @@ class Context:
             self._aligned[align] = align_b(self.sd_a, self.sd_b, align, states=self.train_states)
         return self._aligned[align]
 
-    def cross(self, recipe: Recipe) -> dict[str, torch.Tensor]:
-        """The recipe's crossover child of A and (aligned) B."""
-        return crossover(self.sd_a, self.aligned_b(recipe.align), recipe.operator, **recipe.kwargs)
+    def cross(self, recipe: Recipe, align: str = "none") -> dict[str, torch.Tensor]:
+        """The recipe's crossover child of A and B (aligned to A by ``align``)."""
+        return crossover(self.sd_a, self.aligned_b(align), recipe.operator, **recipe.kwargs)
 
     def new_child(self, state_dict: Mapping[str, torch.Tensor]) -> QNetwork:
         net = QNetwork.of(self.arch, dropout_rate=self.parent_a.dropout_rate)
@@ -171,14 +168,13 @@ class Context:
 
 @dataclass
 class ChildOutcome:
-    """A finished child: the JSON-safe record, plus the models (for latency timing and saving)."""
+    """A finished child: its result, plus the models (for latency timing and saving)."""
 
     spec: ChildSpec
-    record: dict[str, Any]
+    result: ChildResult
     crossed: dict[str, torch.Tensor]
     model: torch.nn.Module
     int8_model: torch.nn.Module | None = None
-    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def ranked_model(self) -> torch.nn.Module:
@@ -200,23 +196,19 @@ def child_status(primary: float | None, threshold: float, diverged: bool) -> str
     return "ok"
 
 
-def run_child(spec: ChildSpec, ctx: Context, *, finetuned: FinetuneResult | None = None) -> ChildOutcome:
+def run_child(spec: ChildSpec, ctx: Context, *, trained: Trained | None = None) -> ChildOutcome:
     """Cross, fine-tune and evaluate one child.
 
-    ``finetuned`` is the child's fine-tune result when it was trained in a population
-    (:class:`harness.search.populations.Finetuner`); without it the child trains alone (same numbers).
+    ``trained`` is the child's crossover and fine-tune result when it was trained in a population
+    (:class:`harness.search.populations.Finetuner`); without it the child is crossed and trains alone (same numbers).
     """
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    rec = spec.recipe
-    sd = ctx.cross(rec)
-    child = ctx.new_child(sd)
-    t = _timed(timings, "crossover", t)
-    before = ctx.evaluate(child)
+    trained = trained if trained is not None else train(ctx, [spec])[spec.child_id]
+    ft = trained.result
+    timings["crossover"], timings["finetune"] = trained.cross_seconds, ft.seconds
+    before = ctx.evaluate(ctx.new_child(trained.crossed))
     t = _timed(timings, "evaluate", t)
-    ft = finetuned if finetuned is not None else train(ctx, [spec])[spec.child_id]
-    timings["finetune"] = ft.seconds
-    t = time.perf_counter()
     float_actions: list[torch.Tensor] = []
     after = ctx.evaluate(ft.model, float_actions)
     ranked_actions = float_actions
@@ -228,41 +220,38 @@ def run_child(spec: ChildSpec, ctx: Context, *, finetuned: FinetuneResult | None
         int8 = ctx.evaluate(int8_model, ranked_actions)
         int8["vs_float"] = _agreement(predict(int8_model, ctx.eval_states), predict(ft.model, ctx.eval_states))
     t = _timed(timings, "evaluate", t)
-    returns = int8_returns = None
-    s = ctx.settings
-    if s.returns and not ft.diverged:
-        from harness.evaluate.rollout import episode_returns  # gymnasium only when returns are asked for
-
-        assert s.env_id is not None
-        returns = episode_returns(ft.model, s.env_id, s.episodes, seed=s.episode_seed)
-        if int8_model is not None:
-            int8_returns = episode_returns(int8_model, s.env_id, s.episodes, seed=s.episode_seed)
+    returns = _returns(ctx, ft, int8_model)
+    if returns is not None:
         _timed(timings, "rollout", t)
     # A QAT child ships as int8, so its int8 metrics rank it (the established tool ranked the float model).
     ranked = int8 if int8 is not None else after
     primary = ranked["primary"] if not ft.diverged else None
-    record = {
-        "child_id": spec.child_id,
-        "index": spec.index,
-        "crossover": rec.to_dict(),
-        "finetune_regime": spec.regime.to_dict(),
-        "teacher": ctx.teacher(spec),
-        "status": child_status(primary, s.degenerate_threshold, ft.diverged),
-        "primary": primary,
-        "ranked_model": "int8" if int8 is not None else "float",
-        "before_finetune": before,
-        "after_finetune": after,
-        "int8": int8,
-        "return": int8_returns if int8_returns is not None else returns,
-        "returns": {"float": returns, "int8": int8_returns},
-        "finetune": ft.history,
-        "finetune_steps": ft.history.get("steps"),
-        "model_bytes": None if ft.diverged else _model_bytes(int8_model if int8_model is not None else ft.model),
-        "timings_s": timings,
-        "split": ctx.split.digest,
-        "rows": None if ft.diverged else ctx.rows(ranked_actions),
-    }
-    return ChildOutcome(spec, record, sd, ft.model, int8_model, timings)
+    float_returns, int8_returns = returns or (None, None)
+    result = ChildResult(
+        **_identity(spec),
+        status=child_status(primary, ctx.settings.degenerate_threshold, ft.diverged), primary=primary,
+        ranked_model="int8" if int8 is not None else "float", before_finetune=before, after_finetune=after,
+        int8=int8, return_=int8_returns if int8_returns is not None else float_returns,
+        returns={"float": float_returns, "int8": int8_returns}, finetune=ft.history,
+        finetune_steps=ft.history.get("steps"),
+        model_bytes=None if ft.diverged else _model_bytes(int8_model if int8_model is not None else ft.model),
+        timings_s=timings, split=ctx.split.digest, rows=None if ft.diverged else ctx.rows(ranked_actions))
+    return ChildOutcome(spec, result, trained.crossed, ft.model, int8_model)
+
+
+def _returns(ctx: Context, ft: FinetuneResult, int8_model: torch.nn.Module | None) -> tuple[Any, Any] | None:
+    """(float model's, int8 model's) greedy returns, when the session measures returns."""
+    s = ctx.settings
+    if not s.returns or ft.diverged:
+        return None
+    from harness.evaluate.rollout import episode_returns  # gymnasium only when returns are asked for
+
+    assert s.env_id is not None
+    float_returns = episode_returns(ft.model, s.env_id, s.episodes, seed=s.episode_seed)
+    int8_returns = None
+    if int8_model is not None:
+        int8_returns = episode_returns(int8_model, s.env_id, s.episodes, seed=s.episode_seed)
+    return float_returns, int8_returns
 
 
 def _model_bytes(model: torch.nn.Module) -> int:
@@ -281,14 +270,15 @@ def run_config(spec: ChildSpec, ctx: Context) -> dict[str, Any]:
     reg = spec.regime
     return {
         "child_id": spec.child_id,
-        "crossover": spec.recipe.to_dict(),
+        "crossover": spec.crossover_record(),
         "finetune": {
             "regime": reg.name, "epochs": reg.epochs, "lr": reg.lr, "batch_size": reg.batch_size,
             "val_fraction": reg.val_fraction, "loss_fn": "kl", "seed": reg.seed,
             "quantization_applied": reg.quantization_applied, "temperature": TEMPERATURE,
             "optimizer": "adam", "max_grad_norm": 1.0,
         },
-        "teacher": ctx.teacher(spec),
+        "teacher": spec.teacher,
+        "levels": spec.levels.labels(),
         "holdout": ctx.settings.holdout,
         "settings": ctx.settings.to_dict(),
         "states": {"n_states": ctx.n_states, "n_finetune": ctx.n_train, "n_eval": ctx.n_eval},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.search.space import ChildSpec, Recipe
@@ -26,9 +27,8 @@ class TrainingContext(Protocol):
     @property
     def train_states_dev(self) -> torch.Tensor: ...
 
-    def teacher(self, spec: ChildSpec) -> str: ...
     def targets(self, teacher: str) -> torch.Tensor | Targets: ...
-    def cross(self, recipe: Recipe) -> dict[str, torch.Tensor]: ...
+    def cross(self, recipe: Recipe, align: str = "none") -> dict[str, torch.Tensor]: ...
     def new_child(self, state_dict: Any) -> torch.nn.Module: ...
 
 MERGE_LIMIT_FLOATS = 1 << 20  # parameters of a population that trains regimes together (4 MiB of float32)
@@ -62,6 +62,15 @@ def plan_populations(specs: Sequence[ChildSpec], *, n_params: int,
     return tuple(plan)
 
 
+@dataclass
+class Trained:
+    """A child crossed and fine-tuned: its crossed weights (crossed once, here) and its fine-tune result."""
+
+    crossed: dict[str, Any]
+    result: FinetuneResult
+    cross_seconds: float = 0.0
+
+
 class Finetuner:
     """Fine-tunes each population of a plan once, on the first request for one of its children.
 
@@ -71,9 +80,9 @@ class Finetuner:
     def __init__(self, ctx: TrainingContext, plan: Plan) -> None:
         self.ctx = ctx
         self._population = {s.child_id: members for members in plan for s in members}
-        self._results: dict[str, FinetuneResult] = {}
+        self._results: dict[str, Trained] = {}
 
-    def result(self, spec: ChildSpec) -> FinetuneResult:
+    def result(self, spec: ChildSpec) -> Trained:
         if spec.child_id not in self._results:
             members = self._population.pop(spec.child_id, (spec,))
             for s in members:
@@ -82,15 +91,19 @@ class Finetuner:
         return self._results.pop(spec.child_id)
 
 
-def train(ctx: TrainingContext, members: Sequence[ChildSpec]) -> dict[str, FinetuneResult]:
+def train(ctx: TrainingContext, members: Sequence[ChildSpec]) -> dict[str, Trained]:
     """Cross and fine-tune ``members`` as one population; each result carries its share of the time."""
-    teachers = {ctx.teacher(s) for s in members}
+    teachers = {s.teacher for s in members}
     assert len(teachers) == 1, "a population distils from one teacher"
-    models = [ctx.new_child(ctx.cross(s.recipe)) for s in members]
+    teacher = teachers.pop()
+    assert teacher is not None
     start = time.perf_counter()
-    results = finetune_population(models, ctx.train_states_dev, ctx.targets(teachers.pop()),
-                                  [s.regime for s in members])
+    crossed = [ctx.cross(s.recipe, s.align) for s in members]
+    models = [ctx.new_child(sd) for sd in crossed]
+    cross_seconds = (time.perf_counter() - start) / len(members)
+    start = time.perf_counter()
+    results = finetune_population(models, ctx.train_states_dev, ctx.targets(teacher), [s.regime for s in members])
     elapsed, epochs = time.perf_counter() - start, sum(s.regime.epochs for s in members)
     for s, r in zip(members, results):  # a child's share of the population's time, by its (equal-sized) epochs
         r.seconds = round(elapsed * s.regime.epochs / epochs, 6)
-    return {s.child_id: r for s, r in zip(members, results)}
+    return {s.child_id: Trained(sd, r, round(cross_seconds, 6)) for s, sd, r in zip(members, crossed, results)}

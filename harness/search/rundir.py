@@ -26,6 +26,7 @@ from harness.core.errors import HarnessError
 
 if TYPE_CHECKING:
     from harness.search.child import ChildOutcome, Context
+    from harness.search.result import ChildResult
 
 JOURNAL = "children.jsonl"
 REWRITE_INTERVAL_S = 1.0
@@ -44,8 +45,9 @@ def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(json_safe(obj), indent=2, allow_nan=False, default=str) + "\n").encode()
 
 
-def child_files(outcome: ChildOutcome, ctx: Context) -> dict[str, bytes]:
-    """The bytes of a child's files, by file name (built where the child ran; written by the directory's owner)."""
+def child_files(outcome: ChildOutcome, ctx: Context, result: ChildResult | None = None) -> dict[str, bytes]:
+    """The bytes of a child's files, by file name (built where the child ran; written by the directory's owner);
+    ``result``: the outcome's result with what was learned since (latency)."""
     import torch
 
     from harness.search.child import run_config
@@ -59,9 +61,9 @@ def child_files(outcome: ChildOutcome, ctx: Context) -> dict[str, bytes]:
     if outcome.int8_model is not None:
         files[CHILD_FILES["int8"]] = pt(outcome.int8_model.state_dict())
     cfg = run_config(outcome.spec, ctx)
-    cfg["finetune_metrics"] = outcome.record["finetune"]
+    cfg["finetune_metrics"] = outcome.result.finetune
     files[CHILD_FILES["run_config"]] = _json_bytes(cfg)
-    files[CHILD_FILES["eval"]] = _json_bytes(eval_report(outcome.record))
+    files[CHILD_FILES["eval"]] = _json_bytes(eval_report((result or outcome.result).to_dict()))
     return files
 
 

@@ -14,10 +14,9 @@ from typing import Any
 
 from harness.core.errors import HarnessError, SpaceError
 from harness.core.registry import Registry, check_name
-from harness.crossing.align import ALIGNMENTS
 from harness.crossing.operators import ID_SLOTS, OPERATORS, Operator
+from harness.search.axes import AXES, Levels, check_values, nested
 from harness.train.regimes import REGIMES, Regime
-from harness.train.teachers import TEACHERS
 
 _SLOT_NAMES = tuple(p.name for p in ID_SLOTS)
 
@@ -32,10 +31,8 @@ class Recipe:
 
     operator: str
     params: tuple[tuple[str, Any], ...] = ()
-    align: str = "none"  # how B's hidden units are permuted to A's before crossing (harness.crossing.align)
 
     def __post_init__(self) -> None:
-        check_name("alignment", self.align, ALIGNMENTS.names(), field="align")
         op = _operator(self.operator)
         try:
             resolved = op.resolve(dict(self.params))
@@ -45,8 +42,8 @@ class Recipe:
         object.__setattr__(self, "params", tuple(resolved.items()))
 
     @classmethod
-    def of(cls, operator: str, *, align: str = "none", **params: Any) -> Recipe:
-        return cls(operator, tuple(params.items()), align)
+    def of(cls, operator: str, **params: Any) -> Recipe:
+        return cls(operator, tuple(params.items()))
 
     @property
     def op(self) -> Operator:
@@ -70,17 +67,13 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """The established ``crossover`` record, ``{mode, alpha, seed}``, plus any other declared parameter."""
-        out = {"mode": self.operator, **{p.name: self.slot(p.name) for p in ID_SLOTS},
-               **{k: v for k, v in self.params if k not in _SLOT_NAMES}}
-        if self.align != "none":  # the established record shape, unless the recipe aligns
-            out["align"] = self.align
-        return out
+        return {"mode": self.operator, **{p.name: self.slot(p.name) for p in ID_SLOTS},
+                **{k: v for k, v in self.params if k not in _SLOT_NAMES}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
         op = _operator(str(data["mode"]))
-        return cls(op.name, tuple((p.name, data[p.name]) for p in op.params if p.name in data),
-                   str(data.get("align", "none")))
+        return cls(op.name, tuple((p.name, data[p.name]) for p in op.params if p.name in data))
 
 
 def _operator(name: str) -> Operator:
@@ -101,36 +94,52 @@ def _failing_param(op: Operator, given: Mapping[str, Any]) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class ChildSpec:
-    """One point of the grid: run index (position in recipe-major order), recipe, regime, and the teacher when
-    the space searches teachers (None: the session's ``--crossover-teacher``)."""
+    """One point of the space: run index (position in recipe-major order), recipe, and its value on every axis."""
 
     index: int
     recipe: Recipe
-    regime: Regime
-    teacher: str | None = None
+    levels: Levels
+
+    @property
+    def regime(self) -> Regime:
+        """The child's fine-tune regime: its regime level, adjusted by every axis that adjusts one."""
+        regime: Regime = self.levels["regime"]
+        for axis in AXES.values():
+            if axis.adjust is not None and axis.name in self.levels:
+                regime = axis.adjust(regime, self.levels[axis.name])
+        return regime
+
+    @property
+    def align(self) -> str:
+        return str(self.levels.get("align", "none"))
+
+    @property
+    def teacher(self) -> str:
+        return str(self.levels["teacher"])
 
     @property
     def child_id(self) -> str:
-        return child_id(self.index, self.recipe, self.regime.name, self.teacher)
+        """The established id, e.g. ``000_random_a0p50_s0_short`` (unused alpha shown, None seed as ``sNone``),
+        then each other axis's fragment (``…_short_aam``, ``…_tboth``)."""
+        return f"{self.index:03d}_{self.recipe.id}{self.levels.fragments()}"
 
-
-def child_id(index: int, recipe: Recipe, regime_name: str, teacher: str | None = None) -> str:
-    """The established id, e.g. ``000_random_a0p50_s0_short`` (unused alpha shown, None seed as ``sNone``); an
-    aligned recipe adds its method (``…_short_aam``) and a searched teacher its name (``…_tboth``)."""
-    key = ALIGNMENTS.get(recipe.align).id_key
-    suffix = (f"_{key}" if key else "") + (f"_t{teacher}" if teacher else "")
-    return f"{index:03d}_{recipe.id}_{regime_name}{suffix}"
+    def crossover_record(self) -> dict[str, Any]:
+        """The record's ``crossover`` entry: the recipe, and its alignment when it aligns (the established shape
+        otherwise)."""
+        out = self.recipe.to_dict()
+        if self.align != "none":
+            out["align"] = self.align
+        return out
 
 
 @dataclass(frozen=True, slots=True)
 class Space:
-    """A named preset: its recipes × its regimes, recipe-major."""
+    """A named preset: its recipes x the values it lists for each axis (others take their defaults)."""
 
     name: str
     recipes: tuple[Recipe, ...]
-    regimes: tuple[str, ...]
+    levels: Mapping[str, tuple[Any, ...]]
     description: str
-    teachers: tuple[str | None, ...] = (None,)
 
 
 SPACES: Registry[Space] = Registry("search space")
@@ -144,17 +153,20 @@ _DEFAULT = (*(Recipe.of("random", alpha=0.5, seed=s) for s in (0, 1, 2)), Recipe
 _MINIMAL = (Recipe.of("random", alpha=0.5, seed=0), Recipe.of("layer"), Recipe.of("weighted", alpha=0.5))
 # In the exact order of the established presets (the QAT column sits in the middle of minimal-qat).
 for _space in (
-    Space("smoke", _MINIMAL, ("short",), "one recipe per mode x short"),
-    Space("minimal", _MINIMAL, ("short", "medium", "long"), "one recipe per mode x short, medium, long"),
-    Space("default", _DEFAULT, ("short", "long"), "seven recipes x short, long"),
-    Space("minimal-qat", _MINIMAL, ("short", "short_qat", "long"), "one recipe per mode x short, short_qat, long"),
-    Space("default-qat", _DEFAULT, ("short", "long", "short_qat"), "seven recipes x short, long, short_qat"),
-    Space("extended", _DEFAULT, ("short", "medium", "long", "lr_high"), "seven recipes x four float regimes"),
+    Space("smoke", _MINIMAL, {"regime": ("short",)}, "one recipe per mode x short"),
+    Space("minimal", _MINIMAL, {"regime": ("short", "medium", "long")}, "one recipe per mode x short, medium, long"),
+    Space("default", _DEFAULT, {"regime": ("short", "long")}, "seven recipes x short, long"),
+    Space("minimal-qat", _MINIMAL, {"regime": ("short", "short_qat", "long")},
+          "one recipe per mode x short, short_qat, long"),
+    Space("default-qat", _DEFAULT, {"regime": ("short", "long", "short_qat")},
+          "seven recipes x short, long, short_qat"),
+    Space("extended", _DEFAULT, {"regime": ("short", "medium", "long", "lr_high")},
+          "seven recipes x four float regimes"),
     # The levers that make blends beat their parents: alignment, a teacher of both parents, regimes that converge.
-    Space("frontier", tuple(Recipe(r.operator, r.params, align) for r in (*_DEFAULT, Recipe.of("slerp", alpha=0.5))
-                            for align in ("none", "activations")),
-          ("short", "xlong"), "the seven default recipes and slerp 0.5, x align none/activations x regimes short, "
-          "xlong x teachers both, balanced", teachers=("both", "balanced")),
+    Space("frontier", (*_DEFAULT, Recipe.of("slerp", alpha=0.5)),
+          {"align": ("none", "activations"), "regime": ("short", "xlong"), "teacher": ("both", "balanced")},
+          "the seven default recipes and slerp 0.5, x align none/activations x regimes short, xlong x teachers both, "
+          "balanced"),
 ):
     SPACES.register(_space.name, _space)
 
@@ -176,65 +188,63 @@ def custom_recipes(modes: Sequence[str], grids: Mapping[str, Sequence[Any]] | No
     return recipes
 
 
+def build_space(
+    name: str,
+    *,
+    modes: Sequence[str] | None = None,
+    grids: Mapping[str, Sequence[Any]] | None = None,
+    levels: Mapping[str, Sequence[Any] | None] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    max_runs: int | None = None,
+    extra_regimes: Mapping[str, Regime] | None = None,
+) -> list[ChildSpec]:
+    """Enumerate a space recipe-major (each recipe x the product of the axes, :func:`harness.search.axes.nested`
+    order), then cut to ``max_runs``.
+
+    ``modes``, ``grids`` (parameter name -> values) and ``levels`` (axis name -> values) apply to the custom space
+    only; ``defaults`` (axis name -> value) is what a child takes on an axis its space does not list (the session's
+    teacher). Raises :class:`SpaceError` (with ``field`` set) for an unknown name, a value outside its declared range,
+    a value given twice, two values that give one child id, or a knob given to a preset space.
+    """
+    check_name("search space", name, space_names(), field="space")
+    known = {"regime": {**{n: REGIMES.get(n) for n in REGIMES.names()}, **(extra_regimes or {})}}
+    given = {k: tuple(v) for k, v in (levels or {}).items() if v}
+    if name == CUSTOM:
+        modes = tuple(modes or CUSTOM_MODES)
+        _check_unique("crossover mode", modes, "modes")
+        for param, values in (grids or {}).items():
+            _check_unique(param, values, param)
+        recipes: Sequence[Recipe] = custom_recipes(modes, grids)
+        listed = {"regime": CUSTOM_REGIMES, **given}
+    else:
+        knobs = [k for k, v in (("modes", modes), *(grids or {}).items()) if v]
+        knobs += [AXES.get(k).option for k in given]
+        if knobs:
+            raise SpaceError(f"{', '.join(knobs)} only apply to the custom space, not {name!r}", field=knobs[0])
+        space = SPACES.get(name)
+        recipes, listed = space.recipes, dict(space.levels)
+    axes = nested()
+    values = []
+    for axis in axes:
+        raw = listed.get(axis.name) or ((defaults or {}).get(axis.name, axis.default),)
+        check_values(axis, raw)
+        values.append([axis.resolve(v, known) for v in raw])
+    searched = frozenset(listed)
+    if max_runs is not None and (isinstance(max_runs, bool) or max_runs < 1):
+        raise SpaceError(f"max_runs must be >= 1, got {max_runs}", field="max_runs")
+    combos = [(rec, combo) for rec in recipes for combo in itertools.product(*values)]
+    specs = [ChildSpec(i, rec, Levels(tuple((a.name, v) for a, v in zip(axes, combo)), searched))
+             for i, (rec, combo) in enumerate(combos)]
+    _check_ids(specs)  # the whole space: a cut by max_runs must not hide a collision its full run would hit
+    return specs[:max_runs]
+
+
 def _check_unique(kind: str, values: Sequence[Any], field: str) -> None:
     seen = set()
     for v in values:
         if v in seen:
             raise SpaceError(f"{kind} {v!r} is given twice; give each value once", field=field)
         seen.add(v)
-
-
-def build_space(
-    name: str,
-    *,
-    modes: Sequence[str] | None = None,
-    grids: Mapping[str, Sequence[Any]] | None = None,
-    regimes: Sequence[str] | None = None,
-    aligns: Sequence[str] | None = None,
-    teachers: Sequence[str] | None = None,
-    max_runs: int | None = None,
-    extra_regimes: Mapping[str, Regime] | None = None,
-) -> list[ChildSpec]:
-    """Enumerate a space recipe-major (each recipe × every regime), then cut to ``max_runs``.
-
-    ``modes``, ``grids`` (parameter name -> values), ``regimes``, ``aligns`` (each recipe crossed after each
-    alignment) and ``teachers`` (each child distilled from each) apply to the custom space only. Raises
-    :class:`SpaceError` (with ``field`` set) for an unknown name, a value outside its declared range, a value given
-    twice, two values that give one child id, or a knob given to a preset space.
-    """
-    check_name("search space", name, space_names(), field="space")
-    known = {**{n: REGIMES.get(n) for n in REGIMES.names()}, **(extra_regimes or {})}
-    if name == CUSTOM:
-        modes = tuple(modes or CUSTOM_MODES)
-        _check_unique("crossover mode", modes, "modes")
-        for param, values in (grids or {}).items():
-            _check_unique(param, values, param)
-        align_names = tuple(aligns or ("none",))
-        _check_unique("alignment", align_names, "align")
-        recipes: Sequence[Recipe] = [Recipe(r.operator, r.params, a) for r in custom_recipes(modes, grids)
-                                     for a in align_names]
-        regime_names: Sequence[str] = tuple(regimes or CUSTOM_REGIMES)
-        _check_unique("fine-tune regime", regime_names, "regimes")
-        teacher_names: Sequence[str | None] = tuple(teachers) if teachers else (None,)
-        _check_unique("teacher", teacher_names, "teachers")
-        for t in teacher_names:
-            if t is not None:
-                check_name("teacher", t, TEACHERS.names(), field="teachers")
-    else:
-        given = [k for k, v in (("modes", modes), ("regimes", regimes), ("align", aligns), ("teachers", teachers),
-                                *(grids or {}).items()) if v]
-        if given:
-            raise SpaceError(f"{', '.join(given)} only apply to the custom space, not {name!r}", field=given[0])
-        space = SPACES.get(name)
-        recipes, regime_names, teacher_names = space.recipes, space.regimes, space.teachers
-    for r in regime_names:
-        check_name("fine-tune regime", r, known, field="regimes")
-    if max_runs is not None and (isinstance(max_runs, bool) or max_runs < 1):
-        raise SpaceError(f"max_runs must be >= 1, got {max_runs}", field="max_runs")
-    combos = [(rec, known[r], t) for rec in recipes for r in regime_names for t in teacher_names]
-    specs = [ChildSpec(i, rec, reg, t) for i, (rec, reg, t) in enumerate(combos)]
-    _check_ids(specs)  # the whole space: a cut by max_runs must not hide a collision its full run would hit
-    return specs[:max_runs]
 
 
 def _check_ids(specs: Sequence[ChildSpec]) -> None:

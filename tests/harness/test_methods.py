@@ -168,7 +168,7 @@ def test_frontier_space_crosses_every_lever() -> None:
     specs = build_space("frontier")
     assert len(specs) == 8 * 2 * 2 * 2 == 64
     assert {s.recipe.operator for s in specs} == {"random", "layer", "weighted", "slerp"}
-    assert {s.recipe.align for s in specs} == {"none", "activations"}
+    assert {s.align for s in specs} == {"none", "activations"}
     assert {s.regime.name for s in specs} == {"short", "xlong"}
     assert {s.teacher for s in specs} == {"both", "balanced"}
     ids = [s.child_id for s in specs]
@@ -184,4 +184,4 @@ def test_seed_spaces_keep_their_children() -> None:
     """Alignment and teachers default off: the established spaces' ids are unchanged."""
     ids = [s.child_id for s in build_space("minimal")]
     assert ids[0] == "000_random_a0p50_s0_short" and ids[-1] == "008_weighted_a0p50_sNone_long"
-    assert all(s.recipe.align == "none" and s.teacher is None for s in build_space("default-qat"))
+    assert all(s.align == "none" and s.teacher == "a" for s in build_space("default-qat"))

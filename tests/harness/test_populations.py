@@ -57,11 +57,11 @@ def test_the_finetuner_trains_a_population_once_and_gives_each_child_the_result_
     assert set(fin._results) == {"002_random_a0p50_s0_long", "003_layer_a0p50_sNone_short",
                                  "005_layer_a0p50_sNone_long"}  # trained with it, waiting for their turn
     long = fin.result(SPECS[2])
-    assert long.seconds == pytest.approx(4 * first.seconds, rel=1e-3)  # its share: 20 vs 5 epochs
+    assert long.result.seconds == pytest.approx(4 * first.result.seconds, rel=1e-3)  # its share: 20 vs 5 epochs
     for spec in (SPECS[0], SPECS[2], SPECS[4]):
-        together = run_child(spec, ctx, finetuned=Finetuner(ctx, plan).result(spec))
+        together = run_child(spec, ctx, trained=Finetuner(ctx, plan).result(spec))
         alone = run_child(spec, ctx)
-        assert together.record["after_finetune"] == alone.record["after_finetune"]
-        assert together.record["finetune"] == alone.record["finetune"]
+        assert together.result.after_finetune == alone.result.after_finetune
+        assert together.result.finetune == alone.result.finetune
     again = fin.result(SPECS[0])  # handed out once: asked again, the child trains alone, to the same numbers
-    assert again is not first and again.history == first.history
+    assert again is not first and again.result.history == first.result.history

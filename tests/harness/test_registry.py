@@ -77,7 +77,7 @@ def flip() -> Iterator[str]:
 
 
 def test_an_operator_registered_here_gets_its_grid_ids_and_checks_from_its_declaration(flip: str) -> None:
-    specs = build_space("custom", modes=["weighted", flip], grids={"alpha": [0.5]}, regimes=["short"])
+    specs = build_space("custom", modes=["weighted", flip], grids={"alpha": [0.5]}, levels={"regime": ["short"]})
     assert [s.child_id for s in specs] == ["000_weighted_a0p50_sNone_short", "001_flip_a0p50_sNone_k1_short",
                                            "002_flip_a0p50_sNone_k2_short"]
     assert Recipe.of("flip", k=2).to_dict() == {"mode": "flip", "alpha": 0.5, "seed": None, "k": 2}
@@ -90,18 +90,19 @@ def test_an_operator_registered_here_gets_its_grid_ids_and_checks_from_its_decla
 
 def test_colliding_and_duplicate_grid_values_are_refused() -> None:
     with pytest.raises(SpaceError, match=r"give the same child id \(weighted_a0p30_sNone_short\)") as info:
-        build_space("custom", modes=["weighted"], grids={"alpha": [0.301, 0.299]}, regimes=["short"])
+        build_space("custom", modes=["weighted"], grids={"alpha": [0.301, 0.299]}, levels={"regime": ["short"]})
     assert info.value.field == "alpha"
     with pytest.raises(SpaceError, match="alpha 0.5 is given twice") as info:
         build_space("custom", modes=["weighted"], grids={"alpha": [0.5, 0.5]})
-    with pytest.raises(SpaceError, match="fine-tune regime 'short' is given twice"):
-        build_space("custom", regimes=["short", "short"])
+    with pytest.raises(SpaceError, match="regime 'short' is given twice"):
+        build_space("custom", levels={"regime": ["short", "short"]})
 
 
 def test_regimes_register_and_parse_from_one_declaration() -> None:
     try:
         register_regime(Regime("tiny", epochs=1, lr=1e-3))
-        assert "tiny" in REGIMES and build_space("custom", modes=["layer"], regimes=["tiny"])[0].regime.epochs == 1
+        specs = build_space("custom", modes=["layer"], levels={"regime": ["tiny"]})
+        assert "tiny" in REGIMES and specs[0].regime.epochs == 1
         with pytest.raises(SpaceError, match="'tiny' is a built-in regime"):
             parse_regime("tiny:epochs=1,lr=1")
     finally:
