@@ -236,7 +236,18 @@ def build_space(
     specs = [ChildSpec(i, rec, Levels(tuple((a.name, v) for a, v in zip(axes, combo)), searched))
              for i, (rec, combo) in enumerate(combos)]
     _check_ids(specs)  # the whole space: a cut by max_runs must not hide a collision its full run would hit
+    _check_regimes(specs)
     return specs[:max_runs]
+
+
+def _check_regimes(specs: Sequence[ChildSpec]) -> None:
+    """An axis that adjusts the regime (a learning-rate factor) must leave a valid one: checked before any child."""
+    for s in specs:
+        try:
+            s.regime  # noqa: B018  (built and checked)
+        except SpaceError as exc:
+            axis = next(a for a in AXES.values() if a.adjust is not None and a.name in s.levels)
+            raise SpaceError(str(exc), field=axis.option) from None
 
 
 def _check_unique(kind: str, values: Sequence[Any], field: str) -> None:
