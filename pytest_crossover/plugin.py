@@ -11,6 +11,7 @@ from pytest_crossover.child import CrossoverChild
 from pytest_crossover.collect import FIXTURE, child_id_of
 from pytest_crossover.options import CrossoverOptions, add_options, resolve
 from pytest_crossover.session import (
+    BARRIER_KEY,
     FILES_KEY,
     GATEWAY_KEY,
     OPTIONS_KEY,
@@ -200,6 +201,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         share = _worker_share(cs)
         if share:
             session.config.workeroutput[PARENTS_KEY] = share  # type: ignore[attr-defined]
+            if "agree_ab" in share:  # the worker that computes the parents' agreement also computes the barrier
+                session.config.workeroutput[BARRIER_KEY] = cs.compute_barrier()  # type: ignore[attr-defined]
     # The controller: tryfirst, so before xdist's own hook waits for the workers' interpreters to exit (~0.1 s
     # each), the files are written meanwhile; every worker has reported by then.
     if cs is None or cs.is_worker or not cs.run_dir.owned:
@@ -231,7 +234,7 @@ def _worker_share(cs: CrossoverSession) -> dict[str, Any] | None:
     if share is None:
         return None
     names, agreement = share
-    return parent_baselines(cs.runtime.context(), names, agreement=agreement, barrier=cs.barrier_request())
+    return parent_baselines(cs.runtime.context(), names, agreement=agreement)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 RESULT_KEY = "crossover_result"
 FILES_KEY = "crossover_files"  # a child's files, {name: bytes}; taken off the report before anyone else sees it
 PARENTS_KEY = "crossover_parents"  # a worker's share of the parent baselines, in its workeroutput
+BARRIER_KEY = "crossover_barrier"  # the interpolation barrier, from the worker that computes it
 OPTIONS_KEY = "crossover_options"  # the controller's options, in each worker's workerinput
 GATEWAY_KEY = "crossover_gateway"  # one worker's own settings from its gateway spec, in its workerinput
 
@@ -115,22 +116,33 @@ class CrossoverSession:
         return [r.to_dict() for r in sorted(self.records.values(), key=lambda r: r.index)]
 
     def finalize_parents(self) -> None:
-        """The parent baselines: computed here in a serial session; under xdist, merged from the workers' shares,
-        and only a share a worker could not deliver (it crashed) is computed here, which imports torch."""
+        """The parent baselines and the interpolation barrier: computed here in a serial session; under xdist,
+        merged from the workers' shares, and only what a worker could not deliver (it crashed) is computed here,
+        which imports torch."""
         from harness.search.parents import merge, missing, parent_baselines
 
         if not self.distributed:
-            self.parents = parent_baselines(self.runtime.context(), barrier=self.barrier_request())
-        else:
-            merged = merge(self.worker_parents)
-            prov = self.runtime.provenance or {}
-            names, agreement = missing(merged, bool(prov.get("env_id") and prov.get("episodes")))
-            if (names or agreement) and self.complete:
-                merged = merge([*self.worker_parents, parent_baselines(
-                    self.runtime.context(), names, agreement=agreement, barrier=self.barrier_request())])
-            self.parents = merged or None
-        if self.parents is not None:
-            self.barrier = self.parents.pop("barrier", None)
+            self.parents = parent_baselines(self.runtime.context())
+            self.barrier = self.compute_barrier()
+            return
+        merged = merge(self.worker_parents)
+        prov = self.runtime.provenance or {}
+        names, agreement = missing(merged, bool(prov.get("env_id") and prov.get("episodes")))
+        if (names or agreement) and self.complete:
+            merged = merge([*self.worker_parents, parent_baselines(self.runtime.context(), names,
+                                                                   agreement=agreement)])
+        self.parents = merged or None
+        if self.barrier is None and self.complete:
+            self.barrier = self.compute_barrier()
+
+    def compute_barrier(self) -> dict[str, Any] | None:
+        """The interpolation barrier between the parents (harness.search.barrier), unless it is off."""
+        request = self.barrier_request()
+        if request is None:
+            return None
+        from harness.search.barrier import interpolation
+
+        return interpolation(self.runtime.context(), ("none", *request[0]), returns=request[1])
 
     def barrier_request(self) -> tuple[tuple[str, ...], bool] | None:
         """(the space's alignments, with returns) for the interpolation barrier, or None (``--crossover-barrier

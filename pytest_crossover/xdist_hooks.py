@@ -9,7 +9,7 @@ import pytest
 
 from pytest_crossover.collect import child_id_of
 from pytest_crossover.options import Sources, naming
-from pytest_crossover.session import GATEWAY_KEY, OPTIONS_KEY, PARENTS_KEY, CrossoverSession
+from pytest_crossover.session import BARRIER_KEY, GATEWAY_KEY, OPTIONS_KEY, PARENTS_KEY, CrossoverSession
 
 
 class XdistHooks:
@@ -58,9 +58,11 @@ class XdistHooks:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        share = getattr(node, "workeroutput", {}).get(PARENTS_KEY)
-        if share:
-            self.session.worker_parents.append(share)
+        output = getattr(node, "workeroutput", {})
+        if output.get(PARENTS_KEY):
+            self.session.worker_parents.append(output[PARENTS_KEY])
+        if output.get(BARRIER_KEY):
+            self.session.barrier = output[BARRIER_KEY]
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:

@@ -19,11 +19,9 @@ PARENTS = ("parent_a", "parent_b")
 PARTS = ("latency_ms", "returns")  # per-parent parts; everything else (agreement) is shared
 
 
-def parent_baselines(ctx: Context, names: Iterable[str] = PARENTS, *, agreement: bool = True,
-                     barrier: tuple[tuple[str, ...], bool] | None = None) -> dict[str, Any]:
+def parent_baselines(ctx: Context, names: Iterable[str] = PARENTS, *, agreement: bool = True) -> dict[str, Any]:
     """Builtins: ``agree_ab``/``bound``/``vs`` (with ``agreement``), and per named parent ``latency_ms`` and,
-    when the settings ask for returns, ``returns``; with ``agreement`` and ``barrier`` = (alignments, with
-    returns), the interpolation barrier between the parents (harness.search.barrier) under ``barrier``."""
+    when the settings ask for returns, ``returns``."""
     from harness.evaluate.timing import measure_latency
 
     nets = {"parent_a": ctx.parent_a, "parent_b": ctx.parent_b}
@@ -36,10 +34,6 @@ def parent_baselines(ctx: Context, names: Iterable[str] = PARENTS, *, agreement:
 
         assert s.env_id is not None
         out["returns"] = {n: episode_returns(nets[n], s.env_id, s.episodes, seed=s.episode_seed) for n in names}
-    if agreement and barrier is not None:
-        from harness.search.barrier import interpolation
-
-        out["barrier"] = interpolation(ctx, ("none", *barrier[0]), returns=barrier[1])
     return dict(json_safe(out))
 
 
