@@ -23,120 +23,16 @@ from harness.core.registry import check_name
 from harness.crossing.operators import OPERATORS
 from harness.search.axes import AXES
 from harness.search.barrier import MODES as BARRIER_MODES
-from harness.search.settings import DEVICES, parse
-from harness.search.space import ChildSpec, build_space, space_names
-from harness.train.regimes import REGIME_FIELDS, REGIMES, Regime, parse_regime
-from harness.train.teachers import TEACHERS
+from harness.search.settings import parse
+from harness.search.space import ChildSpec, build_space
+from harness.train.regimes import Regime, parse_regime
+from pytest_crossover.option_table import Option, option_table
 
-
-@dataclass(frozen=True, slots=True)
-class Option:
-    """One setting: its flag suffix, the library field it feeds, how its text parses, help and metavar."""
-
-    name: str
-    help: str
-    default: str | None = None
-    kind: str = "str"  # str, int, float, list, flag, lines, path
-    metavar: str = "VALUE"
-    item: type = str  # list items' type
-
-    @property
-    def dest(self) -> str:
-        return "crossover_" + self.name.replace("-", "_")
-
-
-def _operator_help() -> str:
-    return "; ".join(f"{op.name}: {op.description}" for op in OPERATORS.values())
-
-
-def _regime_help() -> str:
-    return "; ".join(f"{r.name}: {r.describe()}" for r in REGIMES.values())
-
-
-def option_table() -> tuple[Option, ...]:
-    """Every option of the search; help texts derive from the registries, so a registered entry shows up."""
-    knobs = [p for op in OPERATORS.values() for p in op.params if p.knob]
-    seen: dict[str, Any] = {}
-    for p in knobs:
-        seen.setdefault(p.knob, p)
-    return (
-        Option("space", f"Search space: {', '.join(space_names())} (default: default)", "default", metavar="NAME"),
-        Option("modes", f"Custom space only: crossover operators, comma-separated ({_operator_help()})", kind="list",
-               metavar="MODES"),
-        *(Option(knob, f"Custom space only: values of {p.name} ({p.help}), comma-separated (default "
-                       f"{','.join(map(str, p.grid))})", kind="list", item=p.kind, metavar=knob.upper())
-          for knob, p in seen.items()),
-        Option("param", "Custom space only: values of another operator parameter, NAME=V1,V2 (repeatable)",
-               kind="lines", metavar="NAME=VALUES"),
-        Option("regimes", f"Custom space only: fine-tune regimes, comma-separated ({_regime_help()}; or a defined "
-                          "one)", kind="list", metavar="REGIMES"),
-        Option("align", "Custom space only: align B's hidden units to A's before crossover, comma-separated: none "
-               "(default), weights (weight matching), activations (activation matching on the fine-tune states)",
-               kind="list", metavar="METHODS"),
-        Option("teachers", "Custom space only: distillation teachers to search, comma-separated ("
-               + ", ".join(TEACHERS.names()) + "); each child id then ends _t<teacher>", kind="list",
-               metavar="TEACHERS"),
-        Option("axis", "Custom space only: values of any declared search axis, NAME=V1,V2 (repeatable; axes: "
-               + ", ".join(f"{a.name}: {a.description}" for a in AXES.values()) + ")", kind="lines",
-               metavar="NAME=VALUES"),
-        Option("define-regime", "Custom space only: define a regime for --crossover-regimes, NAME:"
-               + ",".join(f"{k}=…" for k in REGIME_FIELDS) + " (epochs and lr required); repeatable (ini: one per "
-               "line)", kind="lines", metavar="SPEC"),
-        Option("max-runs", "Run only the first N children of the space (N >= 1)", kind="int", metavar="N"),
-        Option("parent-a", "Parent A checkpoint (.pt state dict); default: the embedded LunarLander parents",
-               kind="path", metavar="PATH"),
-        Option("parent-b", "Parent B checkpoint (.pt state dict); default: the embedded LunarLander parents",
-               kind="path", metavar="PATH"),
-        Option("states", "States buffer: .npy (N x input_dim) or .npz with 'states' and optional 'episode' ids (one "
-               "integer per row: the holdout then keeps whole episodes out of fine-tuning); default: the embedded "
-               "states", kind="path", metavar="PATH"),
-        Option("eval-states", "A separate evaluation buffer (.npy or .npz, as --crossover-states): every state of "
-               "--crossover-states fine-tunes and these score the children (instead of a holdout)", kind="path",
-               metavar="PATH"),
-        Option("allow-unsafe-unpickle", "Allow full-pickle checkpoints: unpickling runs arbitrary code from the file, "
-               "so only for files you trust (default: off)", kind="flag"),
-        Option("holdout", "Fraction of states held out of fine-tuning and used for every metric; 0 = evaluate on all "
-               "(default 0.2)", "0.2", kind="float", metavar="FRACTION"),
-        Option("split-seed", "Seed of the holdout split (default 0)", "0", kind="int", metavar="N"),
-        Option("teacher", "Distillation teacher: " + "; ".join(f"{t.name}: {t.description}" for t in TEACHERS.values())
-               + " (default a)", "a", metavar="|".join(TEACHERS.names())),
-        Option("degenerate-threshold", "Fail children whose primary metric is below X; 0 disables (default 0)", "0",
-               kind="float", metavar="X"),
-        Option("run-dir", "Where results are written (default runs/crossover_search)", "runs/crossover_search",
-               kind="path", metavar="DIR"),
-        Option("env", "Gymnasium environment for returns (default: LunarLander-v3 with the embedded parents)",
-               metavar="ID"),
-        Option("episodes", "Greedy episodes per child for returns; 0 disables (default 10 with an environment)",
-               kind="int", metavar="N"),
-        Option("barrier", "Interpolation barrier between the parents before fine-tuning (barrier.json): on (agreement "
-               "curves of the weighted child at alpha 0, 0.1, ..., 1 with each alignment of the space), returns (also "
-               "greedy returns at every alpha: 11 x episodes per alignment), off (default on)", "on",
-               metavar="on|returns|off"),
-        Option("threads", "Torch intra-op threads per process (default 1: xdist workers must not fight over cores)",
-               "1", kind="int", metavar="N"),
-        Option("device", f"{' or '.join(DEVICES)} (default cpu)", "cpu", metavar="|".join(DEVICES)),
-        Option("report", "Write report.html (leaderboard and pictures; needs matplotlib) in the run directory at "
-               "the end of the session: on or off (default on)", "on", metavar="on|off"),
-    )
-
+CONTROLS_FROM = 9  # --crossover-controls auto: spaces of this many children or more get controls
+MAX_REPLICATES = 100
 
 # Library field (HarnessError.field) -> option name, where they differ.
 _FIELD_OPTION = {"env_id": "env", "regime": "define-regime", "mode": "modes"}
-
-
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("crossover", "crossover search harness")
-    for opt in option_table():
-        flag = f"--crossover-{opt.name}"
-        if opt.kind == "flag":
-            group.addoption(flag, action="store_true", default=None, dest=opt.dest, help=opt.help)
-            parser.addini(opt.dest, opt.help, type="bool", default=False)
-        elif opt.kind == "lines":
-            group.addoption(flag, action="append", default=None, dest=opt.dest, metavar=opt.metavar, help=opt.help)
-            parser.addini(opt.dest, opt.help, type="linelist", default=[])
-        else:
-            group.addoption(flag, action="store", default=None, dest=opt.dest, metavar=opt.metavar, help=opt.help)
-            parser.addini(opt.dest, opt.help, type="string", default="")
 
 
 @dataclass(frozen=True)
@@ -188,6 +84,8 @@ class CrossoverOptions:
     teachers: tuple[str, ...] | None
     axes: Mapping[str, tuple[Any, ...]]  # other declared axes' values (--crossover-axis NAME=V1,V2)
     define_regime: tuple[str, ...]  # the definitions as given
+    replicates: int
+    controls: str  # "on", "off" or "auto"
     max_runs: int | None
     parent_a: str | None
     parent_b: str | None
@@ -245,12 +143,19 @@ class CrossoverOptions:
 
     def levels(self) -> dict[str, tuple[Any, ...] | None]:
         """Each declared axis's values as given: its own option (``--crossover-regimes``), else ``--crossover-axis``."""
-        own = {"regime": self.regimes, "align": self.align, "teacher": self.teachers}
+        own = {"regime": self.regimes, "align": self.align, "teacher": self.teachers,
+               "replicate": tuple(range(self.replicates)) if self.replicates > 1 else None}
         return {a.name: own[a.name] if a.name in own else self.axes.get(a.name) for a in AXES.values()}
 
     def space_specs(self, **overrides: Any) -> list[ChildSpec]:
         knobs: dict[str, Any] = {"modes": self.modes, "grids": self.grids, "levels": self.levels(),
                                  "defaults": {"teacher": self.teacher}, "max_runs": self.max_runs, **overrides}
+        if self.controls == "auto":  # on for a space of 9 children or more (before its replicates)
+            base = build_space(self.space, extra_regimes=self.extra_regimes(),
+                               **{**knobs, "levels": {**knobs["levels"], "replicate": None}, "max_runs": None})
+            knobs.setdefault("controls", len(base) >= CONTROLS_FROM)
+        else:
+            knobs.setdefault("controls", self.controls == "on")
         return build_space(self.space, extra_regimes=self.extra_regimes(), **knobs)
 
 
@@ -320,7 +225,8 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
     opts = CrossoverOptions(
         space=values["space"], modes=values["modes"], grids=grids, regimes=values["regimes"],
         align=values["align"], teachers=values["teachers"], axes=axes,
-        define_regime=values["define-regime"] or (), max_runs=values["max-runs"], parent_a=values["parent-a"],
+        define_regime=values["define-regime"] or (), replicates=values["replicates"], controls=values["controls"],
+        max_runs=values["max-runs"], parent_a=values["parent-a"],
         parent_b=values["parent-b"], states=values["states"], eval_states=values["eval-states"],
         allow_unsafe_unpickle=bool(values["allow-unsafe-unpickle"]), split_seed=values["split-seed"],
         holdout=_holdout(values, origin), teacher=values["teacher"],
@@ -394,6 +300,10 @@ def _check(opts: CrossoverOptions) -> None:
                                "scores); drop one of them", field="holdout")
         _ignored(opts)
         check_name("barrier mode", opts.barrier, BARRIER_MODES, field="barrier")
+        check_name("controls switch", opts.controls, ("on", "off", "auto"), field="controls")
+        if not 1 <= opts.replicates <= MAX_REPLICATES:
+            raise HarnessError(f"{opts.replicates} is outside [1, {MAX_REPLICATES}]; 3 to 5 replicates resolve the "
+                               "levers that matter", field="replicates")
         Settings(holdout=opts.holdout, teacher=opts.teacher, degenerate_threshold=opts.degenerate_threshold,
                  env_id=opts.env, episodes=opts.episodes or 0, threads=opts.threads, device=opts.device,
                  split_seed=opts.split_seed)

@@ -9,7 +9,8 @@ import pytest
 
 from pytest_crossover.child import CrossoverChild
 from pytest_crossover.collect import FIXTURE, child_id_of
-from pytest_crossover.options import CrossoverOptions, add_options, resolve
+from pytest_crossover.option_table import add_options
+from pytest_crossover.options import CrossoverOptions, resolve
 from pytest_crossover.session import (
     BARRIER_KEY,
     FILES_KEY,

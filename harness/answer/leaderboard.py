@@ -136,7 +136,7 @@ def attach_statistics(rows: list[dict[str, Any]], records: Sequence[Mapping[str,
         row["return_se"] = got["return_se"]
         vs_weaker = got.get("return_vs_weaker_parent")
         row["return_vs_weaker_parent_hi"] = None if vs_weaker is None else vs_weaker[1]
-        if vs_weaker is not None and vs_weaker[1] < 0:
+        if vs_weaker is not None and vs_weaker[1] < 0 and row["status"] == "ok":
             row["status"] = "return-drop"
 
 
@@ -229,6 +229,8 @@ STATUSES = {
     "diverged": "non-finite fine-tune loss; no metric is shown (its test fails)",
     "error": "the child raised (its test fails)", "lost": "its xdist worker died while running it",
     "baseline": "a parent: primary = the parents' agreement agree_ab",
+    "control": "a control, what crossing must beat: a parent fine-tuned (control_a, control_b) or a fresh network "
+               "distilled (control_distill) by the same regime and teacher; never gated",
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from harness.core.registry import Registry
 
-RANKABLE = ("ok", "degenerate")  # statuses whose metrics describe the fine-tuned model
+RANKABLE = ("ok", "degenerate", "control")  # statuses whose metrics describe the fine-tuned model
 
 
 def ranked_metrics(record: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -15,6 +15,8 @@ A child's value of every axis is in its ``levels``; its record carries them as `
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +58,8 @@ class Axis:
     option: str = "axis"  # the custom-space option listing its values (``--crossover-axis NAME=V1,V2``)
     # How a value changes the child's fine-tune regime (a "train" or "seed" axis): (regime, value) -> regime.
     adjust: Callable[[Regime, Any], Regime] | None = None
+    # How a value changes the parameters the child is crossed with (a "seed" axis): (params, value) -> params.
+    adjust_params: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
     nest: int = 100  # position in the product (outer first); ids list fragments in registry order
     column: str = ""  # the leaderboard column (default: the name)
     resolve: Callable[[Any, Mapping[str, Any]], Any] = _same
@@ -69,6 +73,11 @@ class Axis:
     @property
     def key(self) -> str:
         return self.column or self.name
+
+    @property
+    def lever_axis(self) -> bool:
+        """Whether the recommendation weighs its values against each other (a repetition is no lever)."""
+        return self.stage != "seed"
 
     def read(self, record: Mapping[str, Any]) -> Any:
         """This axis's label in a child record (``levels``, else where older records keep it, else the default)."""
@@ -118,6 +127,27 @@ def _align_fragment(value: Any, searched: bool) -> str:
     return f"_{key}" if key else ""
 
 
+def derived_seed(seed: int, replicate: int) -> int:
+    """Replicate ``replicate``'s seed for a base ``seed``: the seed itself for replicate 0 (one replicate is the
+    child as it always was), else the first 63 bits of sha256("seed:replicate")."""
+    if replicate == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}:{replicate}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _replicate(value: Any, known: Mapping[str, Any]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SpaceError(f"replicate {value!r} is not an integer >= 0", field="replicates")
+    return value
+
+
+def _reseed_params(params: dict[str, Any], r: Any) -> dict[str, Any]:
+    if params.get("seed") is None:
+        return params  # an operator without a seed (or a seed of None: OS entropy) draws nothing to vary
+    return {**params, "seed": derived_seed(int(params["seed"]), int(r))}
+
+
 for _axis in (
     Axis("regime", "regime", "train", None, lambda r, searched: f"_{r.name}", option="regimes", nest=1,
          column="finetune_regime", resolve=_regime, label=lambda r: r.name if isinstance(r, Regime) else r,
@@ -132,6 +162,13 @@ for _axis in (
          resolve=_named("teacher", TEACHERS.names, "teachers"), legacy=("teacher",),
          description="teacher: whose soft targets the child is distilled toward (id suffix _t<teacher> when the "
                      "space searches teachers)"),
+    Axis("replicate", "replicate", "seed", 0, lambda r, searched: f"_r{r}" if searched else "", option="replicates",
+         nest=3, resolve=_replicate,
+         adjust=lambda regime, r: dataclasses.replace(regime, seed=derived_seed(regime.seed, r)) if r else regime,
+         adjust_params=_reseed_params,
+         description="replicate: the same recipe trained again, its fine-tune seed (split, batch order, dropout) and "
+                     "its operator's seed derived from the base seeds and the replicate number (id suffix _r<k> "
+                     "when --crossover-replicates > 1)"),
 ):
     register_axis(_axis)
 
@@ -155,9 +192,10 @@ class Levels:
     def get(self, name: str, default: Any = None) -> Any:
         return next((v for k, v in self.values if k == name), default)
 
-    def fragments(self) -> str:
-        """The id's tail: each axis's fragment in registry order."""
-        return "".join(a.fragment(self[a.name], a.name in self.searched) for a in AXES.values() if a.name in self)
+    def fragments(self, *, units: bool = False) -> str:
+        """The id's tail: each axis's fragment in registry order (``units``: without the repetition axes)."""
+        return "".join(a.fragment(self[a.name], a.name in self.searched) for a in AXES.values()
+                       if a.name in self and not (units and a.stage == "seed"))
 
     def labels(self) -> dict[str, Any]:
         return {a.name: a.label(self[a.name]) for a in AXES.values() if a.name in self}

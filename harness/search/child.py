@@ -188,9 +188,12 @@ def _timed(timings: dict[str, float], phase: str, start: float) -> float:
     return now
 
 
-def child_status(primary: float | None, threshold: float, diverged: bool) -> str:
+def child_status(primary: float | None, threshold: float, diverged: bool, control: bool = False) -> str:
+    """diverged, control (a control that finished: never gated), degenerate (below the threshold) or ok."""
     if diverged or primary is None or not np.isfinite(primary):
         return "diverged"
+    if control:
+        return "control"
     if threshold > 0 and primary < threshold:
         return "degenerate"
     return "ok"
@@ -229,7 +232,8 @@ def run_child(spec: ChildSpec, ctx: Context, *, trained: Trained | None = None) 
     float_returns, int8_returns = returns or (None, None)
     result = ChildResult(
         **_identity(spec),
-        status=child_status(primary, ctx.settings.degenerate_threshold, ft.diverged), primary=primary,
+        status=child_status(primary, ctx.settings.degenerate_threshold, ft.diverged, spec.control),
+        primary=primary,
         ranked_model="int8" if int8 is not None else "float", before_finetune=before, after_finetune=after,
         int8=int8, return_=int8_returns if int8_returns is not None else float_returns,
         returns={"float": float_returns, "int8": int8_returns}, finetune=ft.history,

@@ -98,7 +98,7 @@ def train(ctx: TrainingContext, members: Sequence[ChildSpec]) -> dict[str, Train
     teacher = teachers.pop()
     assert teacher is not None
     start = time.perf_counter()
-    crossed = [ctx.cross(s.recipe, s.align) for s in members]
+    crossed = [ctx.cross(s.crossed_recipe, s.align) for s in members]
     models = [ctx.new_child(sd) for sd in crossed]
     cross_seconds = (time.perf_counter() - start) / len(members)
     start = time.perf_counter()

@@ -15,6 +15,7 @@ from typing import Any
 from harness.core.errors import HarnessError, SpaceError
 from harness.core.registry import Registry, check_name
 from harness.crossing.operators import ID_SLOTS, OPERATORS, Operator
+from harness.crossing.operators.controls import CONTROLS
 from harness.search.axes import AXES, Levels, check_values, nested
 from harness.train.regimes import REGIMES, Regime
 
@@ -59,14 +60,20 @@ class Recipe:
 
     @property
     def id(self) -> str:
-        """``random_a0p50_s0``: operator, the alpha and seed slots, then any other parameter as key+value."""
+        """``random_a0p50_s0``: operator, the alpha and seed slots, then any other parameter as key+value (a
+        control: its name and its own parameters, ``control_distill_s0``)."""
         kw = self.kwargs
+        if self.op.control:
+            return "_".join([self.operator, *(p.fragment(kw[p.name]) for p in self.op.params)])
         parts = [self.operator, *(p.fragment(self.slot(p.name)) for p in ID_SLOTS)]
         parts += [p.fragment(kw[p.name]) for p in self.op.params if p.name not in _SLOT_NAMES]
         return "_".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        """The established ``crossover`` record, ``{mode, alpha, seed}``, plus any other declared parameter."""
+        """The established ``crossover`` record, ``{mode, alpha, seed}``, plus any other declared parameter (a
+        control: its mode and parameters)."""
+        if self.op.control:
+            return {"mode": self.operator, **dict(self.params)}
         return {"mode": self.operator, **{p.name: self.slot(p.name) for p in ID_SLOTS},
                 **{k: v for k, v in self.params if k not in _SLOT_NAMES}}
 
@@ -108,6 +115,27 @@ class ChildSpec:
             if axis.adjust is not None and axis.name in self.levels:
                 regime = axis.adjust(regime, self.levels[axis.name])
         return regime
+
+    @property
+    def crossed_recipe(self) -> Recipe:
+        """The recipe the child is crossed with: its recipe, its parameters adjusted by every axis that adjusts them
+        (a replicate's operator seed)."""
+        params = dict(self.recipe.params)
+        for axis in AXES.values():
+            if axis.adjust_params is not None and axis.name in self.levels:
+                params = axis.adjust_params(params, self.levels[axis.name])
+        same = params == dict(self.recipe.params)
+        return self.recipe if same else Recipe(self.recipe.operator, tuple(params.items()))
+
+    @property
+    def control(self) -> bool:
+        return self.recipe.op.control
+
+    @property
+    def unit_id(self) -> str:
+        """What replicates share: the id without the run index and without the repetition axes' fragments (the
+        unit the answer ranks)."""
+        return f"{self.recipe.id}{self.levels.fragments(units=True)}"
 
     @property
     def align(self) -> str:
@@ -197,14 +225,18 @@ def build_space(
     defaults: Mapping[str, Any] | None = None,
     max_runs: int | None = None,
     extra_regimes: Mapping[str, Regime] | None = None,
+    controls: bool = False,
 ) -> list[ChildSpec]:
     """Enumerate a space recipe-major (each recipe x the product of the axes, :func:`harness.search.axes.nested`
     order), then cut to ``max_runs``.
 
     ``modes``, ``grids`` (parameter name -> values) and ``levels`` (axis name -> values) apply to the custom space
-    only; ``defaults`` (axis name -> value) is what a child takes on an axis its space does not list (the session's
-    teacher). Raises :class:`SpaceError` (with ``field`` set) for an unknown name, a value outside its declared range,
-    a value given twice, two values that give one child id, or a knob given to a preset space.
+    only, but for the repetition axes (``replicate``), which any space takes; ``defaults`` (axis name -> value) is
+    what a child takes on an axis its space does not list (the session's teacher). With ``controls`` the space ends
+    with the control children (:mod:`harness.crossing.operators.controls`) on every combination of the other axes
+    but those applied before crossing (alignment). Raises :class:`SpaceError` (with ``field`` set) for an unknown
+    name, a value outside its declared range, a value given twice, two values that give one child id, or a knob
+    given to a preset space.
     """
     check_name("search space", name, space_names(), field="space")
     known = {"regime": {**{n: REGIMES.get(n) for n in REGIMES.names()}, **(extra_regimes or {})}}
@@ -218,11 +250,12 @@ def build_space(
         listed = {"regime": CUSTOM_REGIMES, **given}
     else:
         knobs = [k for k, v in (("modes", modes), *(grids or {}).items()) if v]
-        knobs += [AXES.get(k).option for k in given]
+        knobs += [AXES.get(k).option for k in given if AXES.get(k).stage != "seed"]
         if knobs:
             raise SpaceError(f"{', '.join(knobs)} only apply to the custom space, not {name!r}", field=knobs[0])
         space = SPACES.get(name)
-        recipes, listed = space.recipes, dict(space.levels)
+        recipes, listed = space.recipes, {**space.levels, **{k: v for k, v in given.items()
+                                                             if AXES.get(k).stage == "seed"}}
     axes = nested()
     values = []
     for axis in axes:
@@ -233,6 +266,9 @@ def build_space(
     if max_runs is not None and (isinstance(max_runs, bool) or max_runs < 1):
         raise SpaceError(f"max_runs must be >= 1, got {max_runs}", field="max_runs")
     combos = [(rec, combo) for rec in recipes for combo in itertools.product(*values)]
+    if controls:
+        plain = [vals if a.stage != "cross" else [a.resolve(a.default, known)] for a, vals in zip(axes, values)]
+        combos += [(Recipe.of(c), combo) for c in CONTROLS for combo in itertools.product(*plain)]
     specs = [ChildSpec(i, rec, Levels(tuple((a.name, v) for a, v in zip(axes, combo)), searched))
              for i, (rec, combo) in enumerate(combos)]
     _check_ids(specs)  # the whole space: a cut by max_runs must not hide a collision its full run would hit

@@ -10,17 +10,11 @@ from harness.crossing.operators import random  # noqa: F401  (importing an opera
 from harness.crossing.operators import layer  # noqa: F401
 from harness.crossing.operators import weighted  # noqa: F401
 from harness.crossing.operators import slerp  # noqa: F401
+from harness.crossing.operators import controls  # noqa: F401
 
 # isort: on
-from harness.crossing.operators.base import (
-           ALPHA,
-           ID_SLOTS,
-           OPERATORS,
-           SEED,
-           Operator,
-           Param,
-           child_value,
-           register_operator,
+from harness.crossing.operators.base import (  # noqa: I001
+    ALPHA, ID_SLOTS, OPERATORS, SEED, Operator, Param, child_value, register_operator,
 )
 from harness.crossing.operators.layer import layer_blocks
 

@@ -85,6 +85,7 @@ class Operator:
     fn: Callable[..., StateDict]
     params: tuple[Param, ...]
     description: str
+    control: bool = False  # not a crossover: a baseline a crossover must beat (harness.crossing.operators.controls)
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -105,8 +106,8 @@ class Operator:
 OPERATORS: Registry[Operator] = Registry("crossover operator", group="pytest_crossover.operators")
 
 
-def register_operator(name: str, *, description: str, params: Sequence[Param] = (),
-                      replace: bool = False) -> Callable[[Callable[..., StateDict]], Callable[..., StateDict]]:
+def register_operator(name: str, *, description: str, params: Sequence[Param] = (), replace: bool = False,
+                      control: bool = False) -> Callable[[Callable[..., StateDict]], Callable[..., StateDict]]:
     """Register the decorated ``fn(sd_a, sd_b, **params) -> state dict`` as crossover operator ``name``.
 
     ``params`` are declared in custom-space grid order, outermost first. The function receives every declared
@@ -116,7 +117,7 @@ def register_operator(name: str, *, description: str, params: Sequence[Param] = 
     """
 
     def wrap(fn: Callable[..., StateDict]) -> Callable[..., StateDict]:
-        OPERATORS.register(name, Operator(name, fn, tuple(params), description), replace=replace)
+        OPERATORS.register(name, Operator(name, fn, tuple(params), description, control), replace=replace)
         return fn
 
     return wrap
