@@ -262,7 +262,7 @@ def _param_grids(lines: tuple[str, ...]) -> dict[str, tuple[Any, ...]]:
 
 def _axis_values(lines: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     """``NAME=V1,V2`` lines -> {axis: values as text} (each axis resolves its own values)."""
-    own = {"regime": "regimes", "align": "align", "teacher": "teachers"}
+    own = {a.name: a.option for a in AXES.values() if a.option != "axis"}
     out: dict[str, tuple[str, ...]] = {}
     for line in lines:
         name, eq, values = line.partition("=")

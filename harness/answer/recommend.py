@@ -43,7 +43,7 @@ def recommend(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) ->
         "counts": {s: sum(r["status"] == s for r in children) for s in sorted({r["status"] for r in children})},
         "children": len(children), "recommended": None, "prefer_parent": None, "tied_with_recommended": [],
         "best_per_mode": _best_by(eligible, "crossover_mode"),
-        **{f"best_per_{a.name}": _best_by(eligible, a.key) for a in AXES.values()},
+        **{f"best_per_{a.name}": _best_by(eligible, a.key) for a in AXES.values() if a.lever_axis},
         "subset": subset_statement(manifest), "parents": {"agree_ab": ab, "bound": parents.get("bound"),
                                                            "returns": _parent_returns(parents)},
         "advice": [],
@@ -143,7 +143,8 @@ def levers(decision: Mapping[str, Any]) -> list[str]:
     value's best child was best, and whether that lead is beyond the noise (its interval clear of every other
     value's best)."""
     out = []
-    for axis, key in (*((a.lever, f"best_per_{a.name}") for a in AXES.values()), ("crossover mode", "best_per_mode")):
+    for axis, key in (*((a.lever, f"best_per_{a.name}") for a in AXES.values() if a.lever_axis),
+                      ("crossover mode", "best_per_mode")):
         best = decision.get(key) or {}
         if len(best) < 2:
             continue
@@ -209,7 +210,7 @@ def recommendation_text(rec: Mapping[str, Any]) -> str:
                       f"{rec['parents']['bound']:.4f}"
                   + "".join(f"; {k} return {v:.1f}" for k, v in rec["parents"]["returns"].items())]
     for title, key in (("Best child per crossover mode", "best_per_mode"),
-                       *((f"Best child per {a.lever}", f"best_per_{a.name}") for a in AXES.values())):
+                       *((f"Best child per {a.lever}", f"best_per_{a.name}") for a in AXES.values() if a.lever_axis)):
         if rec.get(key) and (key in ("best_per_mode", "best_per_regime") or len(rec[key]) > 1):
             lines += ["", f"{title}:"]
             lines += [f"  {k:<12} {v['child_id']:<42} primary {_fmt(v['primary'], p.fmt)}" for k, v in rec[key].items()]

@@ -84,7 +84,7 @@ class Axis:
         levels = record.get("levels")
         if isinstance(levels, Mapping) and self.name in levels:
             return levels[self.name]
-        value: Any = record
+        value: Any = record if self.legacy else None
         for part in self.legacy:
             value = value.get(part) if isinstance(value, Mapping) else None
         return self.label(self.default) if value is None and self.default is not None else value

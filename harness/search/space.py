@@ -279,11 +279,13 @@ def build_space(
 def _check_regimes(specs: Sequence[ChildSpec]) -> None:
     """An axis that adjusts the regime (a learning-rate factor) must leave a valid one: checked before any child."""
     for s in specs:
-        try:
-            s.regime  # noqa: B018  (built and checked)
-        except SpaceError as exc:
-            axis = next(a for a in AXES.values() if a.adjust is not None and a.name in s.levels)
-            raise SpaceError(str(exc), field=axis.option) from None
+        regime: Regime = s.levels["regime"]
+        for axis in AXES.values():
+            if axis.adjust is not None and axis.name in s.levels:
+                try:
+                    regime = axis.adjust(regime, s.levels[axis.name])
+                except SpaceError as exc:
+                    raise SpaceError(str(exc), field=axis.option) from None
 
 
 def _check_unique(kind: str, values: Sequence[Any], field: str) -> None:

@@ -131,7 +131,7 @@ def test_teacher_and_align_get_their_own_heatmaps_when_the_space_varies_them():
         k["teacher"] = ("a", "both")[i // 3]
     rows = report.session_rows(m)
     report._enrich(rows, m["children"], None)
-    assert plots.facets(rows) == ["finetune_regime", "teacher", "align"]
+    assert plots.facets(rows) == ["finetune_regime", "align", "teacher"]
     with figure.style():
         fig = plots.heatmaps(rows)
     assert fig is not None and len(fig.axes) == 3

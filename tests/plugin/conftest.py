@@ -40,8 +40,9 @@ def base_args(files: dict[str, Path], run_dir: Path | str = "runs") -> list[str]
     return [
         f"--crossover-parent-a={files['parent_a']}", f"--crossover-parent-b={files['parent_b']}",
         f"--crossover-states={files['states']}", f"--crossover-run-dir={run_dir}", "--crossover-episodes=0",
-        # The report costs ~0.8 s a session; the tests about it (test_report.py) turn it on.
-        "--crossover-report=off", "-p", "no:cacheprovider", "-p", "no:randomly",
+        # The report costs ~0.8 s a session; the tests about it (test_report.py) turn it on. Controls double a
+        # 9-child session; the tests about them turn them on.
+        "--crossover-report=off", "--crossover-controls=off", "-p", "no:cacheprovider", "-p", "no:randomly",
     ]
 
 

@@ -100,20 +100,20 @@ def test_child_that_raises_is_marked_error_and_others_go_on(pytester, search_fil
     client = _client("""
 if cid.startswith("001_"):
     def boom(*args, **kwargs):
-        raise RuntimeError("injected fault in crossover")
-    monkeypatch.setattr(harness.search.child, "crossover", boom)
+        raise RuntimeError("injected fault in evaluation")
+    monkeypatch.setattr(harness.search.child, "evaluate_model", boom)
 crossover_child.run()
 """)
     result = run_search(pytester, search_files, "--crossover-space=smoke", client=client)
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*raise RuntimeError(\"injected fault in crossover\")*",
-                                 "E*RuntimeError: injected fault in crossover"])  # the traceback, as usual
+    result.stdout.fnmatch_lines(["*raise RuntimeError(\"injected fault in evaluation\")*",
+                                 "E*RuntimeError: injected fault in evaluation"])  # the traceback, as usual
     rows = _rows(pytester.path / "runs")
     assert rows[SMOKE[1]]["status"] == "error" and rows[SMOKE[1]]["rank"] == 3
     assert rows[SMOKE[1]]["primary_metric"] is None
     assert rows[SMOKE[0]]["status"] == rows[SMOKE[2]]["status"] == "ok"
     child = {c["child_id"]: c for c in _strict_json(pytester.path / "runs" / "manifest.json")["children"]}
-    assert child[SMOKE[1]]["message"] == "call: RuntimeError: injected fault in crossover"
+    assert child[SMOKE[1]]["message"] == "call: RuntimeError: injected fault in evaluation"
 
 
 @pytest.mark.slow
