@@ -3,7 +3,8 @@
 Parents load with ``torch.load(weights_only=True)``: a full pickle (a saved ``nn.Module``) can run
 arbitrary code when unpickled, so it is refused unless the caller opts in. ``peek_parent`` runs the same
 checks on a checkpoint's tensor metadata without importing torch (harness.checkpoint_meta); this module
-imports torch only when a checkpoint is actually loaded.
+imports torch only when a checkpoint is actually loaded. Both rename a plain ``nn.Sequential`` state dict's keys to
+the built-in family that computes the same function (:mod:`harness.sequential`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from harness.architecture import check_parents, is_tensor
 from harness.checkpoint_meta import TensorMeta, read_meta
 from harness.errors import CheckpointError, HarnessError, existing_file, first_line
+from harness.sequential import convert
 from harness.states import load_states
 
 if TYPE_CHECKING:
@@ -57,7 +59,9 @@ def load_parent(path: str | os.PathLike[str], *, allow_unsafe_unpickle: bool = F
 
     Accepts a ``.pt``/``.pth`` state dict (``torch.save(model.state_dict())``, or the established tool's plain
     dict of tensors), optionally nested under ``"state_dict"`` or ``"model_state_dict"``, and ``.safetensors``
-    when the ``safetensors`` package is installed. A full pickled ``nn.Module`` is refused unless
+    when the ``safetensors`` package is installed. A plain ``nn.Sequential`` of Linear, ReLU (and optionally
+    LayerNorm and Dropout) layers, under any key prefix, comes back under the keys of the built-in family that
+    computes the same function (:func:`harness.sequential.convert`). A full pickled ``nn.Module`` is refused unless
     ``allow_unsafe_unpickle=True``, because unpickling runs arbitrary code from the file; with the opt-in its
     ``state_dict()`` is returned. Any other problem raises :class:`CheckpointError` naming the path and the fix.
     """
@@ -119,7 +123,7 @@ def _state_dict_of(payload: Any, p: Path) -> dict[str, Any]:
             f"parent checkpoint {str(p)!r} has non-tensor entries ({shown}); save only "
             "model.state_dict(), not optimizer state or metadata"
         )
-    return dict(payload)
+    return convert(payload)
 
 
 def _torch_load(data: bytes, p: Path, allow_unsafe_unpickle: bool) -> Any:

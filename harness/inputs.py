@@ -72,9 +72,11 @@ def _sources(parent_a: str | Path | None, parent_b: str | Path | None, states: s
 def _check(src: _Sources, sd_a: Any, sd_b: Any, shas: tuple[str, str], states_given: bool,
            check_environment: bool) -> tuple[Buffer, Buffer | None, dict[str, Any]]:
     """The checks shared by both paths, on tensors or their metadata: (buffer, eval buffer, provenance)."""
-    check_parents(sd_a, sd_b)
     with as_field("parent_a"):
         arch = infer_architecture(sd_a)
+    with as_field("parent_b"):
+        infer_architecture(sd_b)
+    check_parents(sd_a, sd_b)
     check_weights(sd_a, "A")
     check_weights(sd_b, "B")
     if not states_given and not src.embedded and arch.input_dim != embedded.INPUT_DIM:

@@ -20,7 +20,7 @@ from harness.crossover import check_parents, crossover
 from harness.errors import StatesError
 from harness.evaluate import evaluate_model, parent_baseline, predict
 from harness.finetune import TEMPERATURE, FinetuneResult, soft_targets
-from harness.networks import Architecture, QNetwork, infer_architecture, network_from_state_dict
+from harness.networks import Architecture, build_network, infer_architecture, network_from_state_dict
 from harness.populations import train
 from harness.quantize import is_int8
 from harness.settings import Settings
@@ -53,8 +53,8 @@ class Context:
     sd_a: Mapping[str, torch.Tensor]
     sd_b: Mapping[str, torch.Tensor]
     arch: Architecture
-    parent_a: QNetwork
-    parent_b: QNetwork
+    parent_a: torch.nn.Module
+    parent_b: torch.nn.Module
     n_states: int
     train_states: torch.Tensor
     eval_states: np.ndarray
@@ -145,8 +145,8 @@ class Context:
         """The recipe's crossover child of A and (aligned) B."""
         return crossover(self.sd_a, self.aligned_b(recipe.align), recipe.operator, **recipe.kwargs)
 
-    def new_child(self, state_dict: Mapping[str, torch.Tensor]) -> QNetwork:
-        net = QNetwork.of(self.arch, dropout_rate=self.parent_a.dropout_rate)
+    def new_child(self, state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+        net = build_network(self.arch)
         net.load_state_dict(state_dict, strict=True)
         return net.eval()
 
