@@ -13,7 +13,6 @@ from typing import Any
 
 from harness.errors import CrossoverError
 
-
 DEFAULT_FAMILY = "qnetwork"
 
 

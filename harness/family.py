@@ -52,7 +52,7 @@ class Blocks:
     def units(self) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
         """Per hidden layer, the keys whose rows carry its units (its Linear, its LayerNorm) and those whose
         columns do (the next Linear's weight): what alignment permutes, leaving the function unchanged."""
-        out = []
+        out: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         for k, block in enumerate(self.hidden):
             rows = [f"{block.linear}.weight", f"{block.linear}.bias"]
             if block.norm is not None:
@@ -91,7 +91,8 @@ class Family:
 
     def shapes(self, arch: Architecture) -> dict[str, tuple[int, ...]]:
         """Every state-dict key of ``arch`` and its shape, in module order."""
-        blocks, out = self.blocks(arch), {}
+        blocks = self.blocks(arch)
+        out: dict[str, tuple[int, ...]] = {}
         widths = (arch.input_dim, *arch.hidden)
         for k, block in enumerate(blocks.hidden):
             width = arch.hidden[k]
