@@ -118,7 +118,7 @@ def pre_activations(sd: Mapping[str, np.ndarray], blocks: Blocks, x: np.ndarray)
         if block.norm is not None:
             n = (z - z.mean(1, keepdims=True)) / np.sqrt(z.var(1, keepdims=True) + LAYER_NORM_EPS)
             z = n * sd[f"{block.norm}.weight"] + sd[f"{block.norm}.bias"]
-        h = np.maximum(z, 0.0)
+        h = blocks.activate(z)
     return out
 
 

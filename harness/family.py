@@ -21,7 +21,7 @@ A user brings another architecture by registering a :class:`Family` (entry-point
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,14 +29,15 @@ from harness.architecture import DEFAULT_FAMILY, Architecture, is_tensor
 from harness.errors import CheckpointError
 from harness.registry import Registry
 
-if TYPE_CHECKING:  # torch loads when a module is built, not with the registry (the controller's checks)
+if TYPE_CHECKING:  # numpy and torch load when they are used, not with the registry (the plugin's load)
+    import numpy as np
     from torch import nn
 
 
 @dataclass(frozen=True, slots=True)
 class Block:
     """One hidden layer: its Linear's key prefix, and its LayerNorm's (directly after the Linear) or None.
-    Every block computes ``ReLU(norm(Linear(h)))``, then its dropout when training."""
+    Every block computes ``activation(norm(Linear(h)))`` (:class:`Blocks`), then its dropout when training."""
 
     linear: str
     norm: str | None = None
@@ -44,10 +45,21 @@ class Block:
 
 @dataclass(frozen=True, slots=True)
 class Blocks:
-    """A family's network as the harness reads it: the hidden blocks in order, then the output Linear."""
+    """A family's network as the harness reads it: the hidden blocks in order, then the output Linear, and the
+    hidden blocks' activation as a numpy function (None: ReLU) for the checks that compute the network in numpy
+    (finiteness, activation matching)."""
 
     hidden: tuple[Block, ...]
     output: str
+    activation: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def activate(self, h: np.ndarray) -> np.ndarray:
+        if self.activation is not None:
+            return self.activation(h)
+        import numpy as np
+
+        out: np.ndarray = np.maximum(h, 0.0)
+        return out
 
     def units(self) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
         """Per hidden layer, the keys whose rows carry its units (its Linear, its LayerNorm) and those whose

@@ -63,7 +63,7 @@ def forward(sd: Mapping[str, np.ndarray], arch: Architecture, x: np.ndarray) -> 
                 var = ((a - mean) ** 2).mean(axis=1, keepdims=True)
                 ok &= var[:, 0] <= FLOAT32_MAX
                 a = (a - mean) / np.sqrt(var + LAYER_NORM_EPS) * sd[f"{block.norm}.weight"] + sd[f"{block.norm}.bias"]
-            h = np.maximum(a, 0)
+            h = blocks.activate(a)
         out: np.ndarray = h @ sd[f"{blocks.output}.weight"].T + sd[f"{blocks.output}.bias"]
     ok &= np.isfinite(out).all(axis=1) & (np.abs(out) <= FLOAT32_MAX).all(axis=1)
     return out, ok

@@ -72,12 +72,9 @@ def test_an_unconvertible_parent_stops_the_session_in_one_line(pytester: pytest.
 
 
 CONFTEST = '''
-import re
-
-import torch.nn.functional as F
+import numpy as np
 from torch import nn
 
-from harness.architecture import Architecture
 from harness.family import FAMILIES, Block, Blocks, Family, register_family
 
 
@@ -98,7 +95,7 @@ class TanhFamily(Family):
         return self.fit(state_dict, ["fc1", "fc2"]) if "fc1.weight" in state_dict else None
 
     def blocks(self, arch):
-        return Blocks((Block("fc1"),), "fc2")
+        return Blocks((Block("fc1"),), "fc2", activation=np.tanh)
 
     def build(self, arch, dropout_rate):
         return Tanh(arch.input_dim, arch.hidden, arch.output_dim)
