@@ -80,8 +80,27 @@ def read_parent(path: str | os.PathLike[str], *,
     from torch import nn
 
     if isinstance(payload, nn.Module):
+        _check_activations(payload, p)
         payload = payload.state_dict()
     return _state_dict_of(payload, p), hashlib.sha256(data).hexdigest()
+
+
+def _check_activations(module: Any, p: Path) -> None:
+    """A pickled module shows what its state dict cannot: a Sequential whose parameter-free layers are not ReLU
+    and Dropout would convert to a different function (harness.sequential), so it is refused."""
+    from torch import nn
+
+    from harness.sequential import convertible
+
+    if not isinstance(module, nn.Sequential) and not any(isinstance(m, nn.Sequential) for m in module.children()):
+        return  # a module of its own kind: a registered family decides
+    free = {type(m).__name__ for m in module.modules() if not any(True for _ in m.children())
+            and not any(True for _ in m.parameters(recurse=False))}
+    other = sorted(free - {"ReLU", "Dropout", "Identity"})
+    if other and not convertible(module.state_dict()):
+        raise CheckpointError(f"parent checkpoint {str(p)!r} has {', '.join(other)} layers, but a plain Sequential "
+                              "is converted as Linear, ReLU and Dropout layers; use ReLU, or register a network "
+                              "family for your architecture (README: Your own networks)")
 
 
 def peek_parent(path: str | os.PathLike[str]) -> dict[str, TensorMeta] | None:

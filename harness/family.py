@@ -209,6 +209,17 @@ def family_of(arch: Architecture) -> Family:
     return FAMILIES.get(arch.family)
 
 
+def claimed(state_dict: Mapping[str, Any]) -> bool:
+    """Whether some family takes ``state_dict`` for one of its own, even one with a wrong key or shape."""
+    for family in FAMILIES.values():
+        try:
+            if family.recognise(state_dict) is not None:
+                return True
+        except CheckpointError:
+            return True
+    return False
+
+
 def infer(state_dict: Mapping[str, Any]) -> Architecture:
     """The architecture of the first family that recognises ``state_dict``; else a one-line CheckpointError
     saying why no conversion applies and what to change."""

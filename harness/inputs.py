@@ -16,7 +16,8 @@ from typing import Any
 from harness import embedded
 from harness.architecture import check_parents, infer_architecture
 from harness.checkpoints import peek_parent_sha, read_parent
-from harness.errors import HarnessError, StatesError, as_field
+from harness.errors import CrossoverError, HarnessError, StatesError, as_field
+from harness.family import claimed
 from harness.finite import check_outputs, check_weights
 from harness.states import Buffer, load_buffer
 
@@ -72,11 +73,18 @@ def _sources(parent_a: str | Path | None, parent_b: str | Path | None, states: s
 def _check(src: _Sources, sd_a: Any, sd_b: Any, shas: tuple[str, str], states_given: bool,
            check_environment: bool) -> tuple[Buffer, Buffer | None, dict[str, Any]]:
     """The checks shared by both paths, on tensors or their metadata: (buffer, eval buffer, provenance)."""
+    try:
+        check_parents(sd_a, sd_b)
+    except CrossoverError:
+        # A parent that is no network the harness knows is named, with what to change, rather than its keys
+        # listed against the other parent's.
+        for name, sd in (("parent_a", sd_a), ("parent_b", sd_b)):
+            if not claimed(sd):
+                with as_field(name):
+                    infer_architecture(sd)
+        raise
     with as_field("parent_a"):
         arch = infer_architecture(sd_a)
-    with as_field("parent_b"):
-        infer_architecture(sd_b)
-    check_parents(sd_a, sd_b)
     check_weights(sd_a, "A")
     check_weights(sd_b, "B")
     if not states_given and not src.embedded and arch.input_dim != embedded.INPUT_DIM:

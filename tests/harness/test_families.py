@@ -217,3 +217,14 @@ def test_a_registered_family_is_aligned_through_its_blocks(fc_family: Family) ->
         torch.testing.assert_close(net(x), network_from_state_dict(a)(x))  # a permutation keeps the function
     back = align(a, shuffled, "weights")
     assert all(torch.equal(back[k], a[k]) for k in a)
+
+
+def test_a_pickled_sequential_with_another_activation_is_refused_not_converted(tmp_path: Path) -> None:
+    """Its state dict alone would convert to a ReLU network, a different function: the pickled module shows the
+    Tanh, so it is refused (with the opt-in that lets a full pickle load at all)."""
+    path = tmp_path / "tanh.pt"
+    torch.save(nn.Sequential(nn.Linear(8, 12), nn.Tanh(), nn.Linear(12, 4)), path)
+    with pytest.raises(HarnessError, match=r"has Tanh layers, but a plain Sequential is converted as Linear, ReLU"):
+        load_parent(path, allow_unsafe_unpickle=True)
+    torch.save(Holder("net", _plain()), path)  # ReLU: converted as its state dict would be
+    assert list(load_parent(path, allow_unsafe_unpickle=True))[0] == "network.0.weight"
