@@ -142,7 +142,7 @@ def _state_dict_of(payload: Any, p: Path) -> dict[str, Any]:
             f"parent checkpoint {str(p)!r} has non-tensor entries ({shown}); save only "
             "model.state_dict(), not optimizer state or metadata"
         )
-    return convert(payload)
+    return dict(convert(payload))
 
 
 def _torch_load(data: bytes, p: Path, allow_unsafe_unpickle: bool) -> Any:

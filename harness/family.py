@@ -230,6 +230,9 @@ def infer(state_dict: Mapping[str, Any]) -> Architecture:
     from harness.sequential import convertible
 
     reason = convertible(state_dict)
+    if not reason:
+        raise CheckpointError("state dict is a plain nn.Sequential's, not yet renamed to its family's keys; load it "
+                              "with harness.checkpoints.load_parent, or pass harness.sequential.convert(state_dict)")
     known = ", ".join(FAMILIES.names())
     raise CheckpointError(f"state dict is not a network of a known family ({known}) nor a convertible "
                           f"nn.Sequential: {reason}; {UNKNOWN_FIX}")

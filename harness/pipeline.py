@@ -23,6 +23,7 @@ from harness.finetune import TEMPERATURE, FinetuneResult, soft_targets
 from harness.networks import Architecture, build_network, infer_architecture, network_from_state_dict
 from harness.populations import train
 from harness.quantize import is_int8
+from harness.sequential import convert
 from harness.settings import Settings
 from harness.space import ChildSpec, Recipe
 from harness.states import Buffer, Split, split_buffer
@@ -73,6 +74,7 @@ class Context:
               provenance: Mapping[str, Any] | None = None) -> Context:
         """``states`` (an array, or a :class:`harness.states.Buffer` with episode ids) is split by
         :func:`harness.states.split_buffer`; with ``eval_states`` every state fine-tunes and those evaluate."""
+        sd_a, sd_b = convert(sd_a), convert(sd_b)  # a plain nn.Sequential's keys, renamed to its family's
         check_parents(sd_a, sd_b)
         settings = settings or Settings()
         settings.check_device()

@@ -18,16 +18,20 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from harness.architecture import is_tensor
+
 _KEY = re.compile(r"^((?:.*\.)?)(\d+)\.([A-Za-z_]+)$")
 
 
-def convert(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+def convert(state_dict: Any) -> Any:
     """``state_dict`` with its keys renamed to the built-in family that computes its function, or unchanged
-    (as a new dict) when it is not a convertible Sequential; a state dict already in a built-in layout is its own
-    conversion."""
+    when it is not a convertible Sequential (or not a mapping at all: the caller's checks say what it is); a
+    state dict already in a built-in layout is its own conversion."""
+    if not isinstance(state_dict, Mapping):
+        return state_dict
     renamed = _rename(state_dict)
     if isinstance(renamed, str):
-        return dict(state_dict)
+        return state_dict
     return {renamed[k]: v for k, v in state_dict.items()}
 
 
@@ -43,6 +47,8 @@ def _layers(state_dict: Mapping[str, Any]) -> tuple[str, dict[int, dict[str, Any
     layers: dict[int, dict[str, Any]] = {}
     for key, value in state_dict.items():
         m = _KEY.match(str(key))
+        if not is_tensor(value):
+            return f"{key!r} is not a tensor"
         if m is None:
             return f"{key!r} is not a parameter of a numbered layer (<prefix><index>.weight)"
         prefixes.add(m.group(1))

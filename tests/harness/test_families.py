@@ -228,3 +228,14 @@ def test_a_pickled_sequential_with_another_activation_is_refused_not_converted(t
         load_parent(path, allow_unsafe_unpickle=True)
     torch.save(Holder("net", _plain()), path)  # ReLU: converted as its state dict would be
     assert list(load_parent(path, allow_unsafe_unpickle=True))[0] == "network.0.weight"
+
+
+def test_the_library_takes_a_plain_sequential_state_dict_as_it_is() -> None:
+    modules = [_randomised(_plain(), seed) for seed in (1, 2)]
+    states = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
+    ctx = Context.build(modules[0].state_dict(), modules[1].state_dict(), states, Settings(holdout=0.2))
+    assert ctx.arch.family == "mlp" and list(ctx.sd_a)[0] == "network.0.weight"
+    with torch.no_grad():
+        assert torch.equal(ctx.parent_b(torch.from_numpy(states)), modules[1](torch.from_numpy(states)))
+    with pytest.raises(HarnessError, match="not yet renamed to its family's keys; load it with"):
+        infer_architecture(modules[0].state_dict())
