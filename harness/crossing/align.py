@@ -26,11 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import HarnessError
 from harness.core.registry import Registry
+from harness.networks.architecture import infer_architecture
+from harness.networks.family import Blocks, family_of
 
 if TYPE_CHECKING:  # numpy and scipy load when an alignment is computed, not with the registry (the plugin's load)
     import numpy as np
 
     Perms = list[np.ndarray]  # one permutation of B's units per hidden layer: aligned unit i is B's unit perm[i]
+    Units = list[tuple[tuple[str, ...], tuple[str, ...]]]  # Blocks.units(): per layer, its row keys and column keys
 
 MAX_SWEEPS = 50
 
@@ -40,20 +43,13 @@ class Alignment:
     name: str
     id_key: str  # appended to a child id (``…_short_aam``); "" for none
     description: str
-    solve: Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray], int, np.ndarray | None], Perms] | None
+    solve: Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray], Blocks, np.ndarray | None], Perms] | None
 
 
 ALIGNMENTS: Registry[Alignment] = Registry("alignment", group="pytest_crossover.alignments")
 
 
-def _depth(sd: Mapping[str, Any]) -> int:
-    from harness.networks.architecture import infer_architecture
-
-    return len(infer_architecture(sd).hidden)
-
-
 def _arrays(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
-
     out = {}
     for k, v in sd.items():
         t = v.detach().cpu()
@@ -61,33 +57,47 @@ def _arrays(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def _lin(k: int) -> str:
-    return f"network.{4 * k}"
+def _oriented(arrays: Mapping[str, np.ndarray], key: str, axis: int, perm: np.ndarray | None) -> np.ndarray:
+    """The tensor ``key`` with the units of the layer in question along its rows (``axis`` 1: transposed), its
+    other axis in the order ``perm`` (the permutation of the layer on that axis, if any)."""
+    value = arrays[key]
+    if perm is not None and value.ndim == 2:
+        value = value[:, perm] if axis == 0 else value[perm]
+    return value if axis == 0 else value.T
 
 
-def _norm(k: int) -> str:
-    return f"network.{4 * k + 1}"
+def _layer_cost(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], units: Units, k: int,
+                perms: Perms) -> np.ndarray:
+    """Inner products between A's units and B's units of hidden layer ``k``, summed over every tensor that carries
+    them, B's other layers held at ``perms``."""
+    import numpy as np
+
+    rows, cols = units[k]
+    # A Linear's columns carry the previous layer's units (the inputs for the first); the next Linear's rows carry
+    # the next layer's (the outputs for the last).
+    terms = [(key, 0, perms[k - 1] if k > 0 else None) for key in rows]
+    terms += [(key, 1, perms[k + 1] if k + 1 < len(perms) else None) for key in cols]
+    cost: np.ndarray | None = None
+    for key, axis, other in terms:
+        wa, wb = _oriented(a, key, axis, None), _oriented(b, key, axis, other)
+        term = np.outer(wa, wb) if wa.ndim == 1 else wa @ wb.T
+        cost = term if cost is None else cost + term
+    assert cost is not None
+    return cost
 
 
-def weight_matching(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], depth: int,
+def weight_matching(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], blocks: Blocks,
                     states: np.ndarray | None = None) -> Perms:
     """Permutations maximising the summed inner products of A's and permuted B's weights (see module doc)."""
     import numpy as np
     from scipy.optimize import linear_sum_assignment
 
-    perms = [np.arange(a[f"{_lin(k)}.weight"].shape[0]) for k in range(depth)]
+    units = blocks.units()
+    perms = [np.arange(a[f"{block.linear}.weight"].shape[0]) for block in blocks.hidden]
     for _ in range(MAX_SWEEPS):
         changed = False
-        for k in range(depth):
-            prev = perms[k - 1] if k > 0 else np.arange(a[f"{_lin(0)}.weight"].shape[1])
-            wa, wb = a[f"{_lin(k)}.weight"], b[f"{_lin(k)}.weight"][:, prev]
-            cost = wa @ wb.T + np.outer(a[f"{_lin(k)}.bias"], b[f"{_lin(k)}.bias"])
-            cost += np.outer(a[f"{_norm(k)}.weight"], b[f"{_norm(k)}.weight"])
-            cost += np.outer(a[f"{_norm(k)}.bias"], b[f"{_norm(k)}.bias"])
-            nxt_a = a[f"{_lin(k + 1)}.weight"]
-            nxt_b = b[f"{_lin(k + 1)}.weight"] if k + 1 == depth else b[f"{_lin(k + 1)}.weight"][perms[k + 1]]
-            cost += nxt_a.T @ nxt_b
-            _, cols = linear_sum_assignment(cost, maximize=True)
+        for k in range(len(perms)):
+            _, cols = linear_sum_assignment(_layer_cost(a, b, units, k, perms), maximize=True)
             if not np.array_equal(cols, perms[k]):
                 perms[k], changed = cols, True
         if not changed:
@@ -95,22 +105,24 @@ def weight_matching(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], de
     return perms
 
 
-def pre_activations(sd: Mapping[str, np.ndarray], depth: int, x: np.ndarray) -> list[np.ndarray]:
-    """Each hidden layer's Linear output (before LayerNorm; eval mode) for the rows of ``x``, in float64."""
+def pre_activations(sd: Mapping[str, np.ndarray], blocks: Blocks, x: np.ndarray) -> list[np.ndarray]:
+    """Each hidden layer's Linear output (before its LayerNorm; eval mode) for the rows of ``x``, in float64."""
     import numpy as np
 
     from harness.networks.checks import LAYER_NORM_EPS
 
     h, out = np.asarray(x, dtype=np.float64), []
-    for k in range(depth):
-        z = h @ sd[f"{_lin(k)}.weight"].T + sd[f"{_lin(k)}.bias"]
+    for block in blocks.hidden:
+        z = h @ sd[f"{block.linear}.weight"].T + sd[f"{block.linear}.bias"]
         out.append(z)
-        n = (z - z.mean(1, keepdims=True)) / np.sqrt(z.var(1, keepdims=True) + LAYER_NORM_EPS)
-        h = np.maximum(n * sd[f"{_norm(k)}.weight"] + sd[f"{_norm(k)}.bias"], 0.0)
+        if block.norm is not None:
+            n = (z - z.mean(1, keepdims=True)) / np.sqrt(z.var(1, keepdims=True) + LAYER_NORM_EPS)
+            z = n * sd[f"{block.norm}.weight"] + sd[f"{block.norm}.bias"]
+        h = blocks.activate(z)
     return out
 
 
-def activation_matching(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], depth: int,
+def activation_matching(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], blocks: Blocks,
                         states: np.ndarray | None = None) -> Perms:
     """Per layer, the assignment maximising the summed products of A's and B's pre-activations on ``states``."""
 
@@ -119,19 +131,24 @@ def activation_matching(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]
     if states is None or len(states) < 2:
         raise HarnessError("activation matching needs the fine-tune states (two rows at least)")
     return [linear_sum_assignment(za.T @ zb, maximize=True)[1]
-            for za, zb in zip(pre_activations(a, depth, states), pre_activations(b, depth, states))]
+            for za, zb in zip(pre_activations(a, blocks, states), pre_activations(b, blocks, states))]
 
 
-def permute(sd_b: Mapping[str, Any], perms: Perms) -> dict[str, Any]:
-    """B's state dict with every tensor that carries a hidden unit reordered by ``perms`` (new tensors)."""
+def permute(sd_b: Mapping[str, Any], perms: Perms, blocks: Blocks | None = None) -> dict[str, Any]:
+    """B's state dict with every tensor that carries a hidden unit reordered by ``perms`` (new tensors); the
+    blocks are B's family's (inferred when not given)."""
     import torch
 
+    if blocks is None:
+        arch = infer_architecture(sd_b)
+        blocks = family_of(arch).blocks(arch)
     out = {k: v.detach().clone() for k, v in sd_b.items()}
-    for k, perm in enumerate(perms):
+    for (rows, cols), perm in zip(blocks.units(), perms):
         p = torch.as_tensor(perm, dtype=torch.long)
-        for key in (f"{_lin(k)}.weight", f"{_lin(k)}.bias", f"{_norm(k)}.weight", f"{_norm(k)}.bias"):
+        for key in rows:
             out[key] = out[key][p].clone()
-        out[f"{_lin(k + 1)}.weight"] = out[f"{_lin(k + 1)}.weight"][:, p].clone()
+        for key in cols:
+            out[key] = out[key][:, p].clone()
     return out
 
 
@@ -147,9 +164,10 @@ def align(sd_a: Mapping[str, Any], sd_b: Mapping[str, Any], method: str, *,
     entry = ALIGNMENTS.get(method)
     if entry.solve is None:
         return {k: v.detach().clone() for k, v in sd_b.items()}
-    depth = _depth(sd_a)
+    arch = infer_architecture(sd_a)
+    blocks = family_of(arch).blocks(arch)
     x = None if states is None else np.asarray(states.cpu() if hasattr(states, "cpu") else states)
-    return permute(sd_b, entry.solve(_arrays(sd_a), _arrays(sd_b), depth, x))
+    return permute(sd_b, entry.solve(_arrays(sd_a), _arrays(sd_b), blocks, x), blocks)
 
 
 for _alignment in (

@@ -3,7 +3,8 @@
 Parents load with ``torch.load(weights_only=True)``: a full pickle (a saved ``nn.Module``) can run
 arbitrary code when unpickled, so it is refused unless the caller opts in. ``peek_parent`` runs the same
 checks on a checkpoint's tensor metadata without importing torch (harness.inputs.checkpoint_meta); this module
-imports torch only when a checkpoint is actually loaded.
+imports torch only when a checkpoint is actually loaded. Both rename a plain ``nn.Sequential`` state dict's keys to
+the built-in family that computes the same function (:mod:`harness.networks.sequential`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from harness.core.errors import CheckpointError, HarnessError, existing_file, fi
 from harness.inputs.checkpoint_meta import TensorMeta, read_meta
 from harness.inputs.states import load_states
 from harness.networks.architecture import check_parents, is_tensor
+from harness.networks.sequential import convert
 
 if TYPE_CHECKING:
     import torch
@@ -57,9 +59,12 @@ def load_parent(path: str | os.PathLike[str], *, allow_unsafe_unpickle: bool = F
 
     Accepts a ``.pt``/``.pth`` state dict (``torch.save(model.state_dict())``, or the established tool's plain
     dict of tensors), optionally nested under ``"state_dict"`` or ``"model_state_dict"``, and ``.safetensors``
-    when the ``safetensors`` package is installed. A full pickled ``nn.Module`` is refused unless
-    ``allow_unsafe_unpickle=True``, because unpickling runs arbitrary code from the file; with the opt-in its
-    ``state_dict()`` is returned. Any other problem raises :class:`CheckpointError` naming the path and the fix.
+    when the ``safetensors`` package is installed. A plain ``nn.Sequential`` of Linear, ReLU (and optionally
+    LayerNorm and Dropout) layers, under any key prefix, comes back under the keys of the built-in family that
+    computes the same function (:func:`harness.networks.sequential.convert`). A full pickled ``nn.Module`` is
+    refused unless ``allow_unsafe_unpickle=True``, because unpickling runs arbitrary code from the file; with the
+    opt-in its ``state_dict()`` is returned. Any other problem raises :class:`CheckpointError` naming the path and
+    the fix.
     """
     return read_parent(path, allow_unsafe_unpickle=allow_unsafe_unpickle)[0]
 
@@ -76,8 +81,27 @@ def read_parent(path: str | os.PathLike[str], *,
     from torch import nn
 
     if isinstance(payload, nn.Module):
+        _check_activations(payload, p)
         payload = payload.state_dict()
     return _state_dict_of(payload, p), hashlib.sha256(data).hexdigest()
+
+
+def _check_activations(module: Any, p: Path) -> None:
+    """A pickled module shows what its state dict cannot: a Sequential whose parameter-free layers are not ReLU
+    and Dropout would convert to a different function (harness.networks.sequential), so it is refused."""
+    from torch import nn
+
+    from harness.networks.sequential import convertible
+
+    if not isinstance(module, nn.Sequential) and not any(isinstance(m, nn.Sequential) for m in module.children()):
+        return  # a module of its own kind: a registered family decides
+    free = {type(m).__name__ for m in module.modules() if not any(True for _ in m.children())
+            and not any(True for _ in m.parameters(recurse=False))}
+    other = sorted(free - {"ReLU", "Dropout", "Identity"})
+    if other and not convertible(module.state_dict()):
+        raise CheckpointError(f"parent checkpoint {str(p)!r} has {', '.join(other)} layers, but a plain Sequential "
+                              "is converted as Linear, ReLU and Dropout layers; use ReLU, or register a network "
+                              "family for your architecture (README: Your own networks)")
 
 
 def peek_parent(path: str | os.PathLike[str]) -> dict[str, TensorMeta] | None:
@@ -119,7 +143,7 @@ def _state_dict_of(payload: Any, p: Path) -> dict[str, Any]:
             f"parent checkpoint {str(p)!r} has non-tensor entries ({shown}); save only "
             "model.state_dict(), not optimizer state or metadata"
         )
-    return dict(payload)
+    return dict(convert(payload))
 
 
 def _torch_load(data: bytes, p: Path, allow_unsafe_unpickle: bool) -> Any:

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import HarnessError, StatesError, as_field
+from harness.core.errors import CrossoverError, HarnessError, StatesError, as_field
 from harness.inputs import embedded
 from harness.inputs.checkpoints import peek_parent_sha, read_parent
 from harness.inputs.states import Buffer, load_buffer
 from harness.networks.architecture import check_parents, infer_architecture
 from harness.networks.checks import check_outputs, check_weights
+from harness.networks.family import claimed
 
 DEFAULT_EPISODES = 10
 
@@ -72,7 +73,16 @@ def _sources(parent_a: str | Path | None, parent_b: str | Path | None, states: s
 def _check(src: _Sources, sd_a: Any, sd_b: Any, shas: tuple[str, str], states_given: bool,
            check_environment: bool) -> tuple[Buffer, Buffer | None, dict[str, Any]]:
     """The checks shared by both paths, on tensors or their metadata: (buffer, eval buffer, provenance)."""
-    check_parents(sd_a, sd_b)
+    try:
+        check_parents(sd_a, sd_b)
+    except CrossoverError:
+        # A parent that is no network the harness knows is named, with what to change, rather than its keys
+        # listed against the other parent's.
+        for name, sd in (("parent_a", sd_a), ("parent_b", sd_b)):
+            if not claimed(sd):
+                with as_field(name):
+                    infer_architecture(sd)
+        raise
     with as_field("parent_a"):
         arch = infer_architecture(sd_a)
     check_weights(sd_a, "A")

@@ -1,4 +1,5 @@
-"""What a state dict's shapes say: the QNetwork architecture, and whether two parents can be crossed.
+"""What a state dict's shapes say: its architecture (through its network family), and whether two parents can be
+crossed.
 
 Only shapes and dtype kinds are read, so the same checks run on real tensors and on the metadata that
 :mod:`harness.inputs.checkpoint_meta` reads from a checkpoint without importing torch (the plugin's controller).
@@ -6,22 +7,24 @@ Only shapes and dtype kinds are read, so the same checks run on real tensors and
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from harness.core.errors import CheckpointError, CrossoverError
+from harness.core.errors import CrossoverError
+
+DEFAULT_FAMILY = "qnetwork"
 
 
 @dataclass(frozen=True, slots=True)
 class Architecture:
-    """``.network = [Linear, LayerNorm, ReLU, Dropout] * len(hidden), Linear``: the established Q-network is
-    ``hidden=(64, 64)`` (keys ``network.0/1/4/5/8``)."""
+    """A network's widths and its family (:mod:`harness.networks.family`), which names the keys: the Q-network of the
+    ``qnetwork`` family with ``hidden=(64, 64)`` has keys ``network.0/1/4/5/8``."""
 
     input_dim: int
     output_dim: int
     hidden: tuple[int, ...]
+    family: str = DEFAULT_FAMILY
 
     @property
     def hidden_size(self) -> int:
@@ -29,58 +32,34 @@ class Architecture:
         return self.hidden[0]
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every state-dict key of the layout and its shape."""
-        out: dict[str, tuple[int, ...]] = {}
-        widths = (self.input_dim, *self.hidden)
-        for k, width in enumerate(self.hidden):
-            out[f"network.{4 * k}.weight"], out[f"network.{4 * k}.bias"] = (width, widths[k]), (width,)
-            out[f"network.{4 * k + 1}.weight"], out[f"network.{4 * k + 1}.bias"] = (width,), (width,)
-        last = 4 * len(self.hidden)
-        out[f"network.{last}.weight"], out[f"network.{last}.bias"] = (self.output_dim, widths[-1]), (self.output_dim,)
-        return out
+        """Every state-dict key of the layout and its shape (the family's
+        :meth:`~harness.networks.family.Family.shapes`)."""
+        from harness.networks.family import family_of
+
+        return family_of(self).shapes(self)
 
     def describe_layers(self) -> str:
         return "-".join(str(n) for n in (self.input_dim, *self.hidden, self.output_dim))
 
     def to_dict(self) -> dict[str, Any]:
+        # The default family is left out, so a Q-network's run_config.json reads as it always has.
+        family = {} if self.family == DEFAULT_FAMILY else {"family": self.family}
         return {"input_dim": self.input_dim, "output_dim": self.output_dim, "hidden_size": self.hidden_size,
-                "hidden": list(self.hidden)}
+                "hidden": list(self.hidden), **family}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Architecture:
         hidden = data.get("hidden") or [data["hidden_size"]] * 2
-        return cls(int(data["input_dim"]), int(data["output_dim"]), tuple(int(h) for h in hidden))
-
-
-_LINEAR = re.compile(r"^network\.(\d+)\.weight$")
-LAYOUT_FIX = ("pass a checkpoint of the Q-network layout: .network = [Linear, LayerNorm, ReLU, Dropout]*, Linear "
-              "(keys network.0/1/4/5/8.{weight,bias} for two hidden layers)")
+        return cls(int(data["input_dim"]), int(data["output_dim"]), tuple(int(h) for h in hidden),
+                   str(data.get("family", DEFAULT_FAMILY)))
 
 
 def infer_architecture(state_dict: Mapping[str, Any]) -> Architecture:
-    """The layout from the Linear weights (``network.{4k}.weight``), with every key and shape checked.
+    """The architecture of the first registered family (:data:`harness.networks.family.FAMILIES`) whose layout the keys
+    follow, every key and shape checked; else a one-line :class:`CheckpointError` that says what to change."""
+    from harness.networks.family import infer
 
-    Raises :class:`CheckpointError` listing every missing key, every extra key and every shape that does not fit
-    the inferred layout (a LayerNorm of the wrong width, a Linear whose input is not the previous width, ...).
-    """
-    linears = sorted(int(m.group(1)) for k in state_dict if (m := _LINEAR.match(str(k))) and int(m.group(1)) % 4 == 0)
-    weights = [state_dict[f"network.{i}.weight"] for i in linears]
-    if len(linears) < 2 or linears != list(range(0, 4 * len(linears), 4)) or \
-            any(len(tuple(w.shape)) != 2 for w in weights):
-        found = ", ".join(sorted(map(str, state_dict))[:8]) or "no keys"
-        raise CheckpointError(f"state dict is not of the Q-network layout (found {found}); {LAYOUT_FIX}")
-    arch = Architecture(int(weights[0].shape[1]), int(weights[-1].shape[0]), tuple(int(w.shape[0]) for w in
-                                                                                    weights[:-1]))
-    expected = arch.shapes()
-    problems = [f"missing {k}" for k in expected if k not in state_dict]
-    problems += [f"unexpected {k}" for k in state_dict if k not in expected]
-    problems += [f"{k} has shape {tuple(state_dict[k].shape)}, expected {shape}" for k, shape in expected.items()
-                 if k in state_dict and is_tensor(state_dict[k]) and tuple(state_dict[k].shape) != shape]
-    if problems:
-        shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
-        raise CheckpointError(f"state dict does not fit the Q-network layout {arch.describe_layers()}: {shown}; "
-                              f"{LAYOUT_FIX}")
-    return arch
+    return infer(state_dict)
 
 
 def is_tensor(value: Any) -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 from harness.core.errors import CheckpointError, StatesError
 from harness.networks.architecture import Architecture
 
-LAYER_NORM_EPS = 1e-5  # torch's default, which every QNetwork LayerNorm uses
+LAYER_NORM_EPS = 1e-5  # torch's default, which every LayerNorm of a built-in family uses
 _CHUNK = 65_536
 _ORDINARY = 1e6
 
@@ -46,20 +46,25 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def forward(sd: Mapping[str, np.ndarray], arch: Architecture, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The Q-network's eval-mode forward in float64 numpy, and per row whether it stays within float32's range
-    at every step torch computes in float32 (pre-activations, the LayerNorm variance, the Q-values)."""
+    """The network's eval-mode forward (its family's blocks) in float64 numpy, and per row whether it stays within
+    float32's range at every step torch computes in float32 (pre-activations, the LayerNorm variance, the
+    Q-values)."""
+    from harness.networks.family import family_of
+
+    blocks = family_of(arch).blocks(arch)
     h = np.asarray(x, dtype=np.float64)
     ok = np.ones(len(h), dtype=bool)
     with np.errstate(over="ignore", invalid="ignore"):
-        for k in range(len(arch.hidden)):
-            a = h @ sd[f"network.{4 * k}.weight"].T + sd[f"network.{4 * k}.bias"]
-            mean = a.mean(axis=1, keepdims=True)
-            var = ((a - mean) ** 2).mean(axis=1, keepdims=True)
-            ok &= (np.abs(a) <= FLOAT32_MAX).all(axis=1) & (var[:, 0] <= FLOAT32_MAX)
-            n = (a - mean) / np.sqrt(var + LAYER_NORM_EPS)
-            h = np.maximum(n * sd[f"network.{4 * k + 1}.weight"] + sd[f"network.{4 * k + 1}.bias"], 0)
-        last = 4 * len(arch.hidden)
-        out: np.ndarray = h @ sd[f"network.{last}.weight"].T + sd[f"network.{last}.bias"]
+        for block in blocks.hidden:
+            a = h @ sd[f"{block.linear}.weight"].T + sd[f"{block.linear}.bias"]
+            ok &= (np.abs(a) <= FLOAT32_MAX).all(axis=1)
+            if block.norm is not None:
+                mean = a.mean(axis=1, keepdims=True)
+                var = ((a - mean) ** 2).mean(axis=1, keepdims=True)
+                ok &= var[:, 0] <= FLOAT32_MAX
+                a = (a - mean) / np.sqrt(var + LAYER_NORM_EPS) * sd[f"{block.norm}.weight"] + sd[f"{block.norm}.bias"]
+            h = blocks.activate(a)
+        out: np.ndarray = h @ sd[f"{blocks.output}.weight"].T + sd[f"{blocks.output}.bias"]
     ok &= np.isfinite(out).all(axis=1) & (np.abs(out) <= FLOAT32_MAX).all(axis=1)
     return out, ok
 

@@ -1,4 +1,4 @@
-"""Q-networks of the established layout (architecture inference lives in harness.networks.architecture)."""
+"""The modules of the built-in network families (:mod:`harness.networks.family`): the Q-network and the plain MLP."""
 
 from __future__ import annotations
 
@@ -9,10 +9,41 @@ from torch import nn
 
 from harness.networks.architecture import Architecture, infer_architecture
 
-__all__ = ["Architecture", "QNetwork", "StudentQNetwork", "infer_architecture", "network_from_state_dict"]
+__all__ = ["DROPOUT", "Architecture", "PlainMLP", "QNetwork", "build_network", "infer_architecture",
+           "network_from_state_dict"]
+
+DROPOUT = 0.1  # the dropout children fine-tune with
 
 
-class QNetwork(nn.Module):
+def _sequential(input_dim: int, output_dim: int, widths: tuple[int, ...], dropout_rate: float,
+                norm: bool) -> nn.Sequential:
+    """``[Linear, (LayerNorm,) ReLU, Dropout] * len(widths), Linear``, Linear weights xavier-uniform, biases 0."""
+    layers: list[nn.Module] = []
+    previous = input_dim
+    for width in widths:
+        layers += [nn.Linear(previous, width), *([nn.LayerNorm(width)] if norm else []), nn.ReLU(),
+                   nn.Dropout(dropout_rate)]
+        previous = width
+    layers.append(nn.Linear(previous, output_dim))
+    network = nn.Sequential(*layers)
+    for layer in network:
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return network
+
+
+class _SequentialNet(nn.Module):
+    """A ``.network`` Sequential that takes one state (a vector) or a batch (rows)."""
+
+    network: nn.Sequential
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.network(x.unsqueeze(0)).squeeze(0) if x.dim() == 1 else self.network(x)
+        return out
+
+
+class QNetwork(_SequentialNet):
     """Linear → LayerNorm → ReLU → Dropout per hidden layer, then Linear (keys ``network.0/1/4/5/8`` for two).
 
     Same module tree and state-dict keys as the established tool's ``BaseQNetwork`` (two hidden layers of
@@ -20,43 +51,39 @@ class QNetwork(nn.Module):
     follows the caller's ``train()``/``eval()``.
     """
 
-    def __init__(self, input_dim: int, output_dim: int, hidden_size: int = 64, dropout_rate: float = 0.1, *,
+    def __init__(self, input_dim: int, output_dim: int, hidden_size: int = 64, dropout_rate: float = DROPOUT, *,
                  hidden: tuple[int, ...] | None = None) -> None:
         super().__init__()
         widths = tuple(hidden) if hidden is not None else (hidden_size, hidden_size)
         self.architecture = Architecture(input_dim, output_dim, widths)
         self.dropout_rate = dropout_rate
-        layers: list[nn.Module] = []
-        previous = input_dim
-        for width in widths:
-            layers += [nn.Linear(previous, width), nn.LayerNorm(width), nn.ReLU(), nn.Dropout(dropout_rate)]
-            previous = width
-        layers.append(nn.Linear(previous, output_dim))
-        self.network = nn.Sequential(*layers)
-        for layer in self.network:
-            if isinstance(layer, nn.Linear):
-                nn.init.xavier_uniform_(layer.weight)
-                nn.init.zeros_(layer.bias)
+        self.network = _sequential(input_dim, output_dim, widths, dropout_rate, norm=True)
 
     @classmethod
-    def of(cls, arch: Architecture, dropout_rate: float = 0.1) -> QNetwork:
+    def of(cls, arch: Architecture, dropout_rate: float = DROPOUT) -> QNetwork:
         return cls(arch.input_dim, arch.output_dim, dropout_rate=dropout_rate, hidden=arch.hidden)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.network(x.unsqueeze(0)).squeeze(0) if x.dim() == 1 else self.network(x)
-        return out
+
+class PlainMLP(_SequentialNet):
+    """Linear → ReLU → Dropout per hidden layer, then Linear (keys ``network.0/3/6`` for two): the ``mlp`` family,
+    a plain multilayer perceptron without normalisation."""
+
+    def __init__(self, input_dim: int, output_dim: int, hidden: tuple[int, ...], dropout_rate: float = DROPOUT) -> None:
+        super().__init__()
+        self.architecture = Architecture(input_dim, output_dim, tuple(hidden), "mlp")
+        self.dropout_rate = dropout_rate
+        self.network = _sequential(input_dim, output_dim, tuple(hidden), dropout_rate, norm=False)
 
 
-class StudentQNetwork(QNetwork):
-    """The half-size student: ``H = max(16, parent_hidden_size // 2)``, dropout 0.05."""
+def build_network(arch: Architecture, dropout_rate: float = DROPOUT) -> nn.Module:
+    """A new module of ``arch``, built by its family (train mode, as torch builds modules)."""
+    from harness.networks.family import family_of
 
-    def __init__(self, input_dim: int, output_dim: int, parent_hidden_size: int = 64) -> None:
-        super().__init__(input_dim, output_dim, max(16, parent_hidden_size // 2), dropout_rate=0.05)
-        self.parent_hidden_size = parent_hidden_size
+    return family_of(arch).build(arch, dropout_rate)
 
 
-def network_from_state_dict(state_dict: Mapping[str, torch.Tensor], dropout_rate: float = 0.1) -> QNetwork:
-    """A QNetwork of the inferred architecture with ``state_dict`` loaded strictly, in eval mode."""
-    net = QNetwork.of(infer_architecture(state_dict), dropout_rate=dropout_rate)
+def network_from_state_dict(state_dict: Mapping[str, torch.Tensor], dropout_rate: float = DROPOUT) -> nn.Module:
+    """A module of the inferred architecture's family with ``state_dict`` loaded strictly, in eval mode."""
+    net = build_network(infer_architecture(state_dict), dropout_rate)
     net.load_state_dict({k: v.dequantize() if v.is_quantized else v for k, v in state_dict.items()}, strict=True)
     return net.eval()

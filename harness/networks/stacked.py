@@ -16,11 +16,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from harness.core.errors import HarnessError
+from harness.networks.family import Blocks, Family, family_of
 from harness.networks.quantize import MIN_SCALE, QMAX, QMIN, SCALE_DIVISOR
 
 PAD = 64  # floats: each child's parameter block is a whole number of (unrolled) SIMD chunks
@@ -70,23 +72,24 @@ class Layout:
     output: str
 
     @classmethod
-    def of(cls, model: nn.Module) -> Layout:
-        """The layout of a ``.network = [Linear, LayerNorm, ReLU, Dropout]*, Linear`` module; else a HarnessError."""
+    def of(cls, model: nn.Module, blocks: Blocks) -> Layout:
+        """The layout of a module of a fast family (``.network = [Linear, LayerNorm, ReLU, Dropout]*, Linear``,
+        keys named by ``blocks``); else a HarnessError."""
         seq = getattr(model, "network", None)
-        mods = list(seq.named_children()) if isinstance(seq, nn.Sequential) else []
-        if not mods or (len(mods) - 1) % 4 or not _layout_ok([m for _, m in mods]):
+        mods = list(seq.children()) if isinstance(seq, nn.Sequential) else []
+        if not mods or (len(mods) - 1) % 4 or not _layout_ok(mods) or len(mods) // 4 != len(blocks.hidden):
             raise HarnessError(
-                f"finetune needs the QNetwork layout (.network = [Linear, LayerNorm, ReLU, Dropout]*, Linear), "
-                f"got {type(model).__name__}; build the child with harness.networks.qnetwork.network_from_state_dict")
+                f"the fast trainer needs the QNetwork layout (.network = [Linear, LayerNorm, ReLU, Dropout]*, "
+                f"Linear), got {type(model).__name__}; build the child with "
+                "harness.networks.qnetwork.network_from_state_dict")
         named = list(model.named_parameters())
         hidden = []
-        for i in range(0, len(mods) - 1, 4):
-            (li, _), (ni, norm), _, (_, drop) = mods[i:i + 4]
-            assert isinstance(norm, nn.LayerNorm) and isinstance(drop, nn.Dropout)  # checked by _layout_ok
-            hidden.append((f"network.{li}", f"network.{ni}", list(norm.normalized_shape), float(norm.eps),
-                           float(drop.p)))
+        for block, i in zip(blocks.hidden, range(0, len(mods) - 1, 4)):
+            _, norm, _, drop = mods[i:i + 4]
+            assert isinstance(norm, nn.LayerNorm) and isinstance(drop, nn.Dropout) and block.norm  # _layout_ok
+            hidden.append((block.linear, block.norm, list(norm.normalized_shape), float(norm.eps), float(drop.p)))
         return cls(tuple(n for n, _ in named), tuple(tuple(p.shape) for _, p in named), tuple(hidden),
-                   f"network.{mods[-1][0]}")
+                   blocks.output)
 
     @property
     def n_params(self) -> int:
@@ -111,7 +114,7 @@ class StackedMLP:
 
     def __init__(self, children: Sequence[nn.Module], *, qat: bool, temperature: float,
                  device: torch.device) -> None:
-        layouts = [Layout.of(c) for c in children]
+        layouts = [Layout.of(c, _blocks(c)) for c in children]
         self.layout = layouts[0]
         if any(lay != self.layout for lay in layouts[1:]):
             raise HarnessError("population children must share one architecture; fine-tune children of one "
@@ -211,3 +214,63 @@ class StackedMLP:
             layer.grad_weight.copy_(torch.bmm(da.transpose(1, 2), h_in))
             layer.grad_bias.copy_(da.sum(1))
             d, w_next = da, ws[li]
+
+
+class Stack(Protocol):
+    """What the trainer (:func:`harness.train.finetune.finetune_population`) needs of a population's networks: the
+    (K, P_pad) parameter and gradient buffers (rows = children; Adam steps them), the dropout sites, the eval
+    forward and the training step. :class:`StackedMLP` is the fast one, :class:`harness.networks.autograd.
+    AutogradStack` the one for every family."""
+
+    full_flat: torch.Tensor
+    full_grad: torch.Tensor
+    flat: torch.Tensor
+    k: int
+    in_dim: int
+    out_dim: int
+    temperature: float
+    widths: list[int]
+    dropout: list[float]
+
+    def narrow(self, k: int) -> None: ...
+
+    def state_dict(self, row: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def train_step(self, x: torch.Tensor, p: torch.Tensor, masks: Sequence[torch.Tensor | None],
+                   log_q_out: torch.Tensor) -> None: ...
+
+
+def family_of_module(model: nn.Module) -> Family:
+    """The family whose layout ``model``'s state dict follows; else a HarnessError that says what to pass."""
+    from harness.core.errors import CheckpointError
+    from harness.networks.architecture import infer_architecture
+
+    try:
+        return family_of(infer_architecture(model.state_dict()))
+    except CheckpointError as exc:
+        raise HarnessError(f"finetune needs a network of a registered family, got {type(model).__name__} ({exc}); "
+                           "for the QNetwork layout build the child with "
+                           "harness.networks.qnetwork.network_from_state_dict"
+                           ) from None
+
+
+def _blocks(model: nn.Module) -> Blocks:
+    from harness.networks.architecture import infer_architecture
+
+    arch = infer_architecture(model.state_dict())
+    return family_of(arch).blocks(arch)
+
+
+def stack_children(children: Sequence[nn.Module], *, qat: bool, temperature: float, device: torch.device,
+                   fast: bool | None = None) -> Stack:
+    """The population's stack: the fast :class:`StackedMLP` when the children's family has it, else the autograd
+    stack (``fast=False`` forces the autograd one, for checking the fast one against it)."""
+    if fast is None:
+        fast = family_of_module(children[0]).fast
+    if fast:
+        return StackedMLP(children, qat=qat, temperature=temperature, device=device)
+    from harness.networks.autograd import AutogradStack
+
+    return AutogradStack(children, qat=qat, temperature=temperature, device=device)

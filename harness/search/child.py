@@ -20,8 +20,9 @@ from harness.crossing.crossover import check_parents, crossover
 from harness.evaluate.statistics import pack_bits
 from harness.evaluate.vs_parents import evaluate_model, parent_baseline, predict
 from harness.inputs.states import Buffer, Split, split_buffer
-from harness.networks.qnetwork import Architecture, QNetwork, infer_architecture, network_from_state_dict
+from harness.networks.qnetwork import Architecture, build_network, infer_architecture, network_from_state_dict
 from harness.networks.quantize import is_int8
+from harness.networks.sequential import convert
 from harness.search.populations import Trained, train
 from harness.search.result import ChildResult, _identity
 from harness.search.settings import Settings
@@ -54,8 +55,8 @@ class Context:
     sd_a: Mapping[str, torch.Tensor]
     sd_b: Mapping[str, torch.Tensor]
     arch: Architecture
-    parent_a: QNetwork
-    parent_b: QNetwork
+    parent_a: torch.nn.Module
+    parent_b: torch.nn.Module
     n_states: int
     train_states: torch.Tensor
     eval_states: np.ndarray
@@ -74,6 +75,7 @@ class Context:
               provenance: Mapping[str, Any] | None = None) -> Context:
         """``states`` (an array, or a :class:`harness.inputs.states.Buffer` with episode ids) is split by
         :func:`harness.inputs.states.split_buffer`; with ``eval_states`` every state fine-tunes and those evaluate."""
+        sd_a, sd_b = convert(sd_a), convert(sd_b)  # a plain nn.Sequential's keys, renamed to its family's
         check_parents(sd_a, sd_b)
         settings = settings or Settings()
         settings.check_device()
@@ -142,8 +144,8 @@ class Context:
         """The recipe's crossover child of A and B (aligned to A by ``align``)."""
         return crossover(self.sd_a, self.aligned_b(align), recipe.operator, **recipe.kwargs)
 
-    def new_child(self, state_dict: Mapping[str, torch.Tensor]) -> QNetwork:
-        net = QNetwork.of(self.arch, dropout_rate=self.parent_a.dropout_rate)
+    def new_child(self, state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+        net = build_network(self.arch)
         net.load_state_dict(state_dict, strict=True)
         return net.eval()
 

@@ -197,8 +197,8 @@ def load_child(child_dir: str | os.PathLike[str]) -> Any:
     import torch
 
     from harness.networks.architecture import Architecture
-    from harness.networks.qnetwork import QNetwork
-    from harness.networks.quantize import convert_int8
+    from harness.networks.family import family_of
+    from harness.networks.qnetwork import build_network
 
     folder = Path(child_dir)
     try:
@@ -208,8 +208,8 @@ def load_child(child_dir: str | os.PathLike[str]) -> Any:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HarnessError(f"{str(folder)!r} is not a child folder of a crossover run ({type(exc).__name__}: "
                            f"{exc}); pass <run-dir>/<child_id>") from None
-    net = QNetwork.of(arch)
+    net = build_network(arch)
     name = CHILD_FILES["int8"] if ranked == "int8" else CHILD_FILES["child"]
-    model: torch.nn.Module = convert_int8(net) if ranked == "int8" else net
+    model: torch.nn.Module = family_of(arch).int8(net) if ranked == "int8" else net
     model.load_state_dict(torch.load(folder / name, map_location="cpu", weights_only=True), strict=True)
     return model.eval()

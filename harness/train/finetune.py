@@ -25,7 +25,7 @@ from torch import nn
 from harness.core.errors import HarnessError, StatesError
 from harness.networks.adam import StackedAdam
 from harness.networks.quantize import convert_int8
-from harness.networks.stacked import StackedMLP
+from harness.networks.stacked import Stack, stack_children
 from harness.train.regimes import Regime
 from harness.train.teachers import Targets, Teacher
 
@@ -82,7 +82,7 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _check_inputs(states: Any, target_probs: Any, net: StackedMLP) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_inputs(states: Any, target_probs: Any, net: Stack) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.as_tensor(states).detach().to(torch.float32)
     p = torch.as_tensor(target_probs).detach().to(device=x.device, dtype=torch.float32)
     if x.dim() != 2 or x.shape[0] < 1 or x.shape[1] != net.in_dim:
@@ -99,7 +99,7 @@ def _check_inputs(states: Any, target_probs: Any, net: StackedMLP) -> tuple[torc
     return x.contiguous(), p.contiguous()
 
 
-def _evaluate(net: StackedMLP, x: torch.Tensor, p: torch.Tensor,
+def _evaluate(net: Stack, x: torch.Tensor, p: torch.Tensor,
               target_args: Sequence[torch.Tensor]) -> tuple[list[float], list[list[float]]]:
     """Per child: T²·mean KL to ``p`` ((n, A) shared, or (K, n, A) one per child) and the top-1 agreement with each
     of ``target_args`` (per-row actions) on a whole split, in chunks, summed in float64."""
@@ -124,7 +124,7 @@ class _Targets:
     """What a population trains toward: one shared (N, A) target (a static teacher), or, for an adaptive teacher
     (harness.train.teachers), one mix of the parents' soft targets per child, reweighed after every epoch."""
 
-    def __init__(self, target_probs: torch.Tensor | Targets, net: StackedMLP, x: torch.Tensor, tr: torch.Tensor,
+    def __init__(self, target_probs: torch.Tensor | Targets, net: Stack, x: torch.Tensor, tr: torch.Tensor,
                  va: torch.Tensor) -> None:
         self.teacher = target_probs.teacher if isinstance(target_probs, Targets) else None
         self.adaptive = self.teacher is not None and self.teacher.adaptive
@@ -263,7 +263,7 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
     ref = regimes[order[0]]
     x_in = torch.as_tensor(states)
     device = x_in.device
-    net = StackedMLP([children[i] for i in order], qat=ref.qat, temperature=TEMPERATURE, device=device)
+    net = stack_children([children[i] for i in order], qat=ref.qat, temperature=TEMPERATURE, device=device)
     x, _ = _check_inputs(x_in, target_probs.probs_a if isinstance(target_probs, Targets) else target_probs, net)
     train_np, val_np = split_indices(x.shape[0], ref.val_fraction, ref.seed)
     tr, va = torch.from_numpy(train_np).to(device), torch.from_numpy(val_np).to(device)
