@@ -1,0 +1,201 @@
+"""How sure a ranking of recipes is: each recipe's primary over its replicates, and a stratified bootstrap that
+resamples replicates and evaluation episodes together.
+
+A recipe (operator, parameters, regime, teacher) is trained K times with different seeds (its replicates); each
+replicate is evaluated on the same held-out states, recorded as packed per-row agreement bits with parent A and B
+(:func:`harness.bootstrap.pack_bits`). The recipe's primary is the mean over its replicates of
+min(agree_a, agree_b).
+
+The bootstrap has two strata. Evaluation episodes (whole episodes when the buffer has ids, else single states)
+are resampled with replacement exactly as :func:`harness.bootstrap.agreement_intervals` does, from the same
+generator, so the episode resamples are the same for every recipe (paired) and, with K = 1, the same as the
+per-child intervals bit for bit. Replicates are resampled with replacement by index from a second, independent
+generator: on each resample, every recipe with K replicates takes the same draw of K indices. Drawing by index is
+valid whether or not replicate r of two recipes share seeds (if they do, the pairing is used; if they do not, the
+gap's variance is still the sum of the two recipes'). Each resample's statistic is the replicate-weighted mean of
+the per-replicate min(agree_a, agree_b), each computed on the episode-resampled rows.
+
+Besides the joint resamples, two one-stratum sets are kept (replicates only, on all episodes; episodes only, over
+all replicates): their variances say which stratum dominates a gap's uncertainty, which
+:mod:`harness.verdicts` uses to say how many replicates or episodes would decide a lever.
+
+numpy only, local seeded generators: the same inputs give the same intervals bitwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from harness.bootstrap import _CHUNK, RESAMPLES, SEED, _interval, _weights, unpack_bits
+from harness.errors import HarnessError
+
+_REPLICATE_STREAM = 0x7265706C  # "repl": the replicate draws' generator, independent of the episode draws
+SIDES = ("a", "b")
+
+
+@dataclass(frozen=True)
+class Gap:
+    """``x`` minus ``y`` in primary: the point gap, its 95 % interval, and the variance of the gap under
+    resampling replicates only and episodes only (what scales with more seeds, and with more episodes)."""
+
+    point: float
+    lo: float
+    hi: float
+    var_seeds: float
+    var_episodes: float
+
+
+@dataclass(frozen=True)
+class RecipeStats:
+    """Per recipe (in ``ids`` order): point values and bootstrap resamples of its replicate-mean primary,
+    agree_a and agree_b (``samples[m]``: (resamples, recipes)), the one-stratum resamples of its primary, and the
+    spread of its replicates. ``best`` is the recipe the tied set and the gaps in :meth:`summary` refer to."""
+
+    ids: tuple[str, ...]
+    replicates: tuple[int, ...]
+    units: int
+    point: dict[str, np.ndarray]
+    sd: np.ndarray
+    samples: dict[str, np.ndarray]
+    seeds_only: np.ndarray
+    episodes_only: np.ndarray
+    parents: np.ndarray | None
+    best: str
+
+    def column(self, recipe: str) -> int:
+        if recipe not in self.ids:
+            raise HarnessError(f"unknown recipe {recipe!r}; known: {', '.join(self.ids)}")
+        return self.ids.index(recipe)
+
+    def interval(self, recipe: str, metric: str = "primary") -> tuple[float, float]:
+        lo, hi = _interval(self.samples[metric][:, self.column(recipe)])
+        return float(lo), float(hi)
+
+    def gap(self, x: str, y: str) -> Gap:
+        """The paired gap ``x − y`` in primary, on the same resamples."""
+        i, j = self.column(x), self.column(y)
+        lo, hi = _interval(self.samples["primary"][:, i] - self.samples["primary"][:, j])
+        return Gap(float(self.point["primary"][i] - self.point["primary"][j]), float(lo), float(hi),
+                   float(np.var(self.seeds_only[:, i] - self.seeds_only[:, j])),
+                   float(np.var(self.episodes_only[:, i] - self.episodes_only[:, j])))
+
+    def p_best(self) -> np.ndarray:
+        """Per recipe, the share of resamples in which its primary is the highest (ties share a win)."""
+        primary = self.samples["primary"]
+        top = primary == primary.max(axis=1, keepdims=True)
+        wins = top / top.sum(axis=1, keepdims=True)
+        return np.array([wins[:, i].mean() for i in range(wins.shape[1])])  # column by column, as the per-child
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per recipe id: intervals of ``primary``, ``agree_a``, ``agree_b``, of the ``gap`` to the best recipe and
+        (with parents) of ``vs_parents`` (its primary minus the parents' agreement), ``tied_with_best`` (the gap's
+        interval contains 0), ``p_best``, ``units`` (evaluation episodes), ``mean`` (the replicate-mean primary),
+        ``sd`` (its replicates' standard deviation, None below 2) and ``replicates``; with K = 1 everywhere, the
+        keys of :func:`harness.bootstrap.agreement_intervals` hold the same values."""
+        primary = self.samples["primary"]
+        named = [("primary", primary), ("agree_a", self.samples["agree_a"]), ("agree_b", self.samples["agree_b"]),
+                 ("gap", primary - primary[:, [self.column(self.best)]])]
+        if self.parents is not None:
+            named.append(("vs_parents", primary - self.parents[:, None]))
+        out: dict[str, dict[str, Any]] = {r: {} for r in self.ids}
+        for name, samples in named:
+            lo, hi = _interval(samples)
+            for i, r in enumerate(self.ids):
+                out[r][name] = (float(lo[i]), float(hi[i]))
+        wins = self.p_best()
+        for i, r in enumerate(self.ids):
+            gap_lo, gap_hi = out[r]["gap"]
+            out[r].update(tied_with_best=bool(gap_lo <= 0.0 <= gap_hi), p_best=float(wins[i]), units=self.units,
+                          mean=float(self.point["primary"][i]), replicates=self.replicates[i],
+                          sd=None if self.replicates[i] < 2 else float(self.sd[i]))
+        return out
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Which stacked replicate columns belong to which recipe, by replicate count K."""
+
+    k: int
+    recipes: np.ndarray  # (n,) recipe indices with K replicates
+    cols: np.ndarray  # (n, K) their columns in the stacked replicate matrix
+    draws: np.ndarray  # (resamples, K) replicate resample counts
+
+
+def _layouts(counts: Sequence[int], resamples: int, seed: int) -> list[_Layout]:
+    starts = np.cumsum([0, *counts])
+    out = []
+    for k in sorted(set(counts)):
+        recipes = np.array([i for i, c in enumerate(counts) if c == k])
+        cols = np.stack([np.arange(starts[i], starts[i] + k) for i in recipes])
+        # K = 1 has nothing to resample: all-ones draws keep the per-child numbers bit for bit
+        draws = (np.ones((resamples, 1)) if k == 1
+                 else _weights(np.random.default_rng([seed, _REPLICATE_STREAM, k]), k, resamples))
+        out.append(_Layout(k, recipes, cols, draws))
+    return out
+
+
+def _over_replicates(values: np.ndarray, layouts: Sequence[_Layout], draws: slice | None) -> np.ndarray:
+    """(c, replicate columns) -> (c, recipes): the draw-weighted mean over each recipe's replicates (the plain
+    mean when ``draws`` is None)."""
+    out = np.empty((values.shape[0], sum(len(lay.recipes) for lay in layouts)))
+    for lay in layouts:
+        w = np.ones((values.shape[0], lay.k)) if draws is None else lay.draws[draws]
+        out[:, lay.recipes] = (values[:, lay.cols] * w[:, None, :]).sum(axis=2) / lay.k
+    return out
+
+
+def recipe_statistics(recipes: Mapping[str, Sequence[Mapping[str, Any]]], groups: np.ndarray, *,
+                      best: str | None = None, parents: str | None = None, resamples: int = RESAMPLES,
+                      seed: int = SEED) -> RecipeStats:
+    """The statistics of every recipe: ``recipes`` maps a recipe id to its replicates' ``rows`` records
+    (``{"n", "agree_a", "agree_b"}``, packed bits over the evaluation rows); ``groups`` gives each evaluation row
+    its resampling unit (:func:`harness.bootstrap.groups_from_rle`); ``best`` (default: the highest mean
+    primary, the first on ties) is the recipe gaps and the tied set refer to; ``parents`` (packed agreement of A
+    with B) adds ``vs_parents``."""
+    ids = list(recipes)
+    n = len(groups)
+    if not ids:
+        raise HarnessError("no recipe to compare; pass at least one recipe with one replicate")
+    for r in ids:
+        if not recipes[r] or any(int(rep["n"]) != n for rep in recipes[r]):
+            raise HarnessError(f"recipe {r!r} has no replicate or one evaluated on other rows than the {n} "
+                               "evaluation rows; pass replicates evaluated on the session's split")
+    counts = [len(recipes[r]) for r in ids]
+    _, unit = np.unique(groups, return_inverse=True)
+    units = int(unit.max()) + 1
+    size = np.bincount(unit, minlength=units).astype(np.float64)
+    flat = [rep for r in ids for rep in recipes[r]]
+    per_unit = {side: np.stack([np.bincount(unit, weights=unpack_bits(rep[f"agree_{side}"], n), minlength=units)
+                                for rep in flat]) for side in SIDES}
+    layouts = _layouts(counts, resamples, seed)
+    whole = {side: per_unit[side].sum(axis=1)[None, :] / size.sum() for side in SIDES}  # (1, replicates)
+    rep_primary = np.minimum(whole["a"], whole["b"])
+    point = {"primary": _over_replicates(rep_primary, layouts, None)[0],
+             **{f"agree_{s}": _over_replicates(whole[s], layouts, None)[0] for s in SIDES}}
+    sd = np.array([np.std(rep_primary[0, int(s):int(s) + c], ddof=1) if c > 1 else np.nan
+                   for s, c in zip(np.cumsum([0, *counts[:-1]]), counts)])
+    seeds_only = _over_replicates(np.repeat(rep_primary, resamples, axis=0), layouts, slice(None))
+    ab_unit = None if parents is None else np.bincount(unit, weights=unpack_bits(parents, n), minlength=units)
+    blocks: dict[str, list[np.ndarray]] = {m: [] for m in ("primary", "agree_a", "agree_b", "episodes", "ab")}
+    rng = np.random.default_rng(seed)
+    for start in range(0, resamples, _CHUNK):
+        w = _weights(rng, units, min(_CHUNK, resamples - start))
+        total = w @ size
+        agree = {side: (w @ per_unit[side].T) / total[:, None] for side in SIDES}
+        primary = np.minimum(agree["a"], agree["b"])
+        rows = slice(start, start + len(w))
+        blocks["primary"].append(_over_replicates(primary, layouts, rows))
+        blocks["episodes"].append(_over_replicates(primary, layouts, None))
+        for side in SIDES:
+            blocks[f"agree_{side}"].append(_over_replicates(agree[side], layouts, rows))
+        if ab_unit is not None:
+            blocks["ab"].append((w @ ab_unit[None, :].T)[:, 0] / total)
+    samples = {m: np.concatenate(blocks[m]) for m in ("primary", "agree_a", "agree_b")}
+    chosen = best if best is not None else ids[int(np.argmax(point["primary"]))]
+    return RecipeStats(tuple(ids), tuple(counts), units, point, sd, samples, seeds_only,
+                       np.concatenate(blocks["episodes"]), np.concatenate(blocks["ab"]) if ab_unit is not None
+                       else None, chosen)
