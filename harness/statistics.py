@@ -35,6 +35,17 @@ from harness.errors import HarnessError
 
 _REPLICATE_STREAM = 0x7265706C  # "repl": the replicate draws' generator, independent of the episode draws
 SIDES = ("a", "b")
+# Student's t 97.5 % quantiles by degrees of freedom (1..30); beyond, a Cornish-Fisher expansion around 1.96.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+_Z975 = 1.959964
+
+
+def _t975(df: int) -> float:
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = _Z975
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,67 @@ def _over_replicates(values: np.ndarray, layouts: Sequence[_Layout], draws: slic
     return out
 
 
+def _shrink(cells: np.ndarray, size: np.ndarray, layouts: Sequence[_Layout]) -> np.ndarray:
+    """Per recipe, the factor on its replicate stratum that makes the two-stratum variance match a crossed
+    random-effects design's: seeds/K + episodes/E + cells/(K·E).
+
+    Resampling replicates (whole-data means, which carry each replicate's cell noise averaged over episodes) and
+    episodes (which carry it averaged over replicates) counts the replicate-by-episode noise twice and, with few
+    replicates, the seed variance short by (K-1)/K. With ``S²`` the replicates' sample variance and ``V_cell`` the
+    cell noise's share of the mean's variance (from the two-way residuals of the (replicate, episode) agreement
+    rates), the seed part is ``max(0, S²/K − V_cell)``; the factor scales the bootstrap's replicate part
+    (expected variance ``S²(K−1)/K²``) to it, times t(K−1)/z at 97.5 %: with a handful of replicates their spread
+    is itself uncertain, as in a t interval. K = 1 has no replicate part (factor 1, no effect).
+    """
+    share = size / size.sum()
+    out = np.ones(sum(len(lay.recipes) for lay in layouts))
+    for lay in layouts:
+        if lay.k < 2:
+            continue
+        y = cells[lay.cols]  # (recipes, K, units)
+        rows = (y * share).sum(axis=2, keepdims=True)
+        cols = y.mean(axis=1, keepdims=True)
+        resid = y - rows - cols + (cols * share).sum(axis=2, keepdims=True)
+        units = y.shape[2]
+        v_cell = ((resid ** 2).sum(axis=1) * share ** 2).sum(axis=1) / (lay.k * (lay.k - 1)) * units / max(units - 1, 1)
+        s2 = rows[..., 0].var(axis=1, ddof=1)
+        seed_part = np.maximum(0.0, s2 / lay.k - v_cell)
+        boot = s2 * (lay.k - 1) / lay.k ** 2
+        scale = np.sqrt(np.divide(seed_part, boot, out=np.zeros_like(boot), where=boot > 0))
+        out[lay.recipes] = scale * _t975(lay.k - 1) / _Z975
+    return out
+
+
+def _mix(plain: np.ndarray, drawn: np.ndarray, shrink: np.ndarray) -> np.ndarray:
+    """The replicate-mean on the episode resample plus the scaled replicate draw's deviation from it (exactly
+    ``plain`` where a recipe has one replicate)."""
+    return np.asarray(plain + shrink * (drawn - plain))
+
+
+def _resample(per_unit: Mapping[str, np.ndarray], size: np.ndarray, ab_unit: np.ndarray | None,
+              layouts: Sequence[_Layout], shrink: Mapping[str, np.ndarray], resamples: int,
+              seed: int) -> dict[str, np.ndarray]:
+    """(resamples, recipes) samples of primary, agree_a and agree_b (both strata), of primary with episodes only
+    (``episodes``), and with parents' rows (``ab``, (resamples,)) their agreement; the episode draws and their
+    arithmetic are :func:`harness.bootstrap.agreement_intervals`'s."""
+    blocks: dict[str, list[np.ndarray]] = {m: [] for m in ("primary", "agree_a", "agree_b", "episodes", "ab")}
+    rng = np.random.default_rng(seed)
+    for start in range(0, resamples, _CHUNK):
+        w = _weights(rng, len(size), min(_CHUNK, resamples - start))
+        total = w @ size
+        agree = {side: (w @ per_unit[side].T) / total[:, None] for side in SIDES}
+        values = {"primary": np.minimum(agree["a"], agree["b"]), "agree_a": agree["a"], "agree_b": agree["b"]}
+        rows = slice(start, start + len(w))
+        for m, v in values.items():
+            plain = _over_replicates(v, layouts, None)
+            blocks[m].append(_mix(plain, _over_replicates(v, layouts, rows), shrink[m]))
+            if m == "primary":
+                blocks["episodes"].append(plain)
+        if ab_unit is not None:
+            blocks["ab"].append((w @ ab_unit[None, :].T)[:, 0] / total)
+    return {m: np.concatenate(b) for m, b in blocks.items() if b}
+
+
 def recipe_statistics(recipes: Mapping[str, Sequence[Mapping[str, Any]]], groups: np.ndarray, *,
                       best: str | None = None, parents: str | None = None, resamples: int = RESAMPLES,
                       seed: int = SEED) -> RecipeStats:
@@ -178,24 +250,14 @@ def recipe_statistics(recipes: Mapping[str, Sequence[Mapping[str, Any]]], groups
              **{f"agree_{s}": _over_replicates(whole[s], layouts, None)[0] for s in SIDES}}
     sd = np.array([np.std(rep_primary[0, int(s):int(s) + c], ddof=1) if c > 1 else np.nan
                    for s, c in zip(np.cumsum([0, *counts[:-1]]), counts)])
-    seeds_only = _over_replicates(np.repeat(rep_primary, resamples, axis=0), layouts, slice(None))
+    cells = {side: per_unit[side] / size for side in SIDES}  # (replicate, unit) agreement rates
+    lower_a = (whole["a"][0] <= whole["b"][0])[:, None]
+    shrink = {"primary": _shrink(np.where(lower_a, cells["a"], cells["b"]), size, layouts),
+              "agree_a": _shrink(cells["a"], size, layouts), "agree_b": _shrink(cells["b"], size, layouts)}
+    reps = np.repeat(rep_primary, resamples, axis=0)
+    seeds_only = _mix(point["primary"][None, :], _over_replicates(reps, layouts, slice(None)), shrink["primary"])
     ab_unit = None if parents is None else np.bincount(unit, weights=unpack_bits(parents, n), minlength=units)
-    blocks: dict[str, list[np.ndarray]] = {m: [] for m in ("primary", "agree_a", "agree_b", "episodes", "ab")}
-    rng = np.random.default_rng(seed)
-    for start in range(0, resamples, _CHUNK):
-        w = _weights(rng, units, min(_CHUNK, resamples - start))
-        total = w @ size
-        agree = {side: (w @ per_unit[side].T) / total[:, None] for side in SIDES}
-        primary = np.minimum(agree["a"], agree["b"])
-        rows = slice(start, start + len(w))
-        blocks["primary"].append(_over_replicates(primary, layouts, rows))
-        blocks["episodes"].append(_over_replicates(primary, layouts, None))
-        for side in SIDES:
-            blocks[f"agree_{side}"].append(_over_replicates(agree[side], layouts, rows))
-        if ab_unit is not None:
-            blocks["ab"].append((w @ ab_unit[None, :].T)[:, 0] / total)
-    samples = {m: np.concatenate(blocks[m]) for m in ("primary", "agree_a", "agree_b")}
+    samples = _resample(per_unit, size, ab_unit, layouts, shrink, resamples, seed)
     chosen = best if best is not None else ids[int(np.argmax(point["primary"]))]
-    return RecipeStats(tuple(ids), tuple(counts), units, point, sd, samples, seeds_only,
-                       np.concatenate(blocks["episodes"]), np.concatenate(blocks["ab"]) if ab_unit is not None
-                       else None, chosen)
+    episodes_only, ab = samples.pop("episodes"), samples.pop("ab", None)
+    return RecipeStats(tuple(ids), tuple(counts), units, point, sd, samples, seeds_only, episodes_only, ab, chosen)
