@@ -38,7 +38,7 @@ SIDES = ("a", "b")
 # Student's t 97.5 % quantiles by degrees of freedom (1..30); beyond, a Cornish-Fisher expansion around 1.96.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-_Z975 = 1.959964
+_Z975 = 1.959964  # the normal 97.5 % quantile
 
 
 def _t975(df: int) -> float:
@@ -51,7 +51,9 @@ def _t975(df: int) -> float:
 @dataclass(frozen=True)
 class Gap:
     """``x`` minus ``y`` in primary: the point gap, its 95 % interval, and the variance of the gap under
-    resampling replicates only and episodes only (what scales with more seeds, and with more episodes)."""
+    resampling replicates only and episodes only (what scales with more seeds, and with more episodes). The seed
+    part is the plain variance of replicate means, S²/K per recipe, with no correction: an upper estimate, which
+    includes the replicates' evaluation noise."""
 
     point: float
     lo: float
@@ -255,7 +257,10 @@ def recipe_statistics(recipes: Mapping[str, Sequence[Mapping[str, Any]]], groups
     shrink = {"primary": _shrink(np.where(lower_a, cells["a"], cells["b"]), size, layouts),
               "agree_a": _shrink(cells["a"], size, layouts), "agree_b": _shrink(cells["b"], size, layouts)}
     reps = np.repeat(rep_primary, resamples, axis=0)
-    seeds_only = _mix(point["primary"][None, :], _over_replicates(reps, layouts, slice(None)), shrink["primary"])
+    plain_k = np.ones(len(ids))
+    for lay in layouts:
+        plain_k[lay.recipes] = np.sqrt(lay.k / max(lay.k - 1, 1))  # resampled variance S²(K-1)/K² -> S²/K
+    seeds_only = _mix(point["primary"][None, :], _over_replicates(reps, layouts, slice(None)), plain_k)
     ab_unit = None if parents is None else np.bincount(unit, weights=unpack_bits(parents, n), minlength=units)
     samples = _resample(per_unit, size, ab_unit, layouts, shrink, resamples, seed)
     chosen = best if best is not None else ids[int(np.argmax(point["primary"]))]
