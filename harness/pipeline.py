@@ -103,12 +103,10 @@ class Context:
         """The teacher a child distils from: its own when the space searches teachers, else the session's."""
         return spec.teacher or self.settings.teacher
 
-    def targets(self, teacher: str) -> torch.Tensor | Targets:
-        """What a teacher trains toward on the fine-tune states, on the device: a static teacher's soft targets,
-        or both parents' for an adaptive one (harness.teachers)."""
-        chosen = TEACHERS.get(teacher)
-        return Targets(self.probs_a, self.probs_b, chosen) if chosen.adaptive else chosen.mix(self.probs_a,
-                                                                                              self.probs_b)
+    def targets(self, teacher: str) -> Targets:
+        """What a teacher trains toward on the fine-tune states, on the device: both parents' soft targets and the
+        teacher that mixes them (harness.teachers); the trainer also measures the validation primary with them."""
+        return Targets(self.probs_a, self.probs_b, TEACHERS.get(teacher))
 
     @property
     def n_train(self) -> int:
