@@ -90,3 +90,29 @@ def test_a_stopped_child_has_as_many_curve_points_as_epochs_it_ran(parents: Pare
     h = finetune_population([copy.deepcopy(_net(7))], x, Targets(pa, pb, TEACHERS.get("a")), regime)[0].history
     assert h["early_stopped"] and len(h["val_primary"]) == len(h["epoch_steps"]) == len(h["val_losses"]) < 40
     assert np.all(np.diff(h["epoch_steps"]) > 0)
+
+
+def test_budget_points_and_the_curve_picture_draw_the_mean_and_the_band_over_replicates() -> None:
+    from harness import figure, plots
+
+    def history(initial: float, values: list[float]) -> dict[str, object]:
+        return {"initial_val_primary": initial, "val_primary": values,
+                "epoch_steps": [100 * (e + 1) for e in range(len(values))]}
+
+    crossover = [history(0.5, [0.6, 0.7, 0.8]), history(0.5, [0.62, 0.72]), history(0.5, [0.58, 0.74, 0.78])]
+    control = [history(0.1, [0.4, 0.6, 0.7])]
+    assert plots.budget_points(crossover[1]) == ([0, 100, 200], [0.5, 0.62, 0.72])
+    assert plots.budget_points({"val_primary": []}) == ([], [])
+    with figure.style():
+        fig = plots.budget_curves({"slerp": crossover, "control_distill": control, "none": [{}]})
+        assert fig is not None
+        ax = fig.axes[0]
+        mean, single = ax.lines
+        assert np.asarray(mean.get_xdata()).tolist() == [0, 100, 200, 300]
+        assert np.asarray(mean.get_ydata()).tolist() == pytest.approx([0.5, 0.6, 0.72, 0.79], abs=1e-6)
+        assert np.asarray(single.get_ydata()).tolist() == [0.1, 0.4, 0.6, 0.7]
+        assert len(ax.collections) == 1  # a band only where there are replicates to span
+        labels = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert labels[:2] == ["slerp (3 replicates)", "control_distill (1 replicate)"]
+        assert figure.png(fig)[:4] == b"\x89PNG"
+        assert plots.budget_curves({"none": [{}]}) is None
