@@ -12,8 +12,11 @@ generator, so the episode resamples are the same for every recipe (paired) and, 
 per-child intervals bit for bit. Replicates are resampled with replacement by index from a second, independent
 generator: on each resample, every recipe with K replicates takes the same draw of K indices. Drawing by index is
 valid whether or not replicate r of two recipes share seeds (if they do, the pairing is used; if they do not, the
-gap's variance is still the sum of the two recipes'). Each resample's statistic is the replicate-weighted mean of
-the per-replicate min(agree_a, agree_b), each computed on the episode-resampled rows.
+gap's variance is still the sum of the two recipes'). Each resample's statistic is the replicate-mean of the
+per-replicate min(agree_a, agree_b) on the episode-resampled rows, plus the replicate draw's deviation from it,
+scaled so that the two strata together have a crossed random-effects design's variance (:func:`_shrink`: the
+replicate-by-episode noise counted once, not twice, and the seed part widened as a t interval for few
+replicates). With that, the 95 % interval covers the true mean in 93-97 % of simulated sessions (the tests).
 
 Besides the joint resamples, two one-stratum sets are kept (replicates only, on all episodes; episodes only, over
 all replicates): their variances say which stratum dominates a gap's uncertainty, which

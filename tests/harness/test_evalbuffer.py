@@ -72,6 +72,7 @@ def test_collect_plays_the_parents_alternately_then_reuses_the_cache(
     a, b = parents
     spec = EvalSpec("LunarLander-v3", 3, stride=7, epsilon=0.2)
     first = collect(a, b, spec, tmp_path)
+    assert first.episodes is not None
     assert first.n_episodes == 3 and sorted(set(first.episodes.tolist())) == [5_000_000, 5_000_001, 5_000_002]
     assert np.all(np.diff(first.episodes) >= 0)  # each episode's rows together, in seed order
     for seed, net in ((5_000_000, a), (5_000_001, b), (5_000_002, a)):
@@ -84,6 +85,7 @@ def test_collect_plays_the_parents_alternately_then_reuses_the_cache(
 
     monkeypatch.setattr(gym, "make_vec", no_env)
     again = collect(a, b, spec, tmp_path)
+    assert again.episodes is not None
     assert again.sha256 == first.sha256 and np.array_equal(again.states, first.states)
     assert np.array_equal(again.episodes, first.episodes)
     with pytest.raises(AssertionError, match="played again"):  # other parents: another buffer
