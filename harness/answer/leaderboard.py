@@ -14,7 +14,7 @@ from tabulate import tabulate
 
 from harness.answer.recommend import recommend, recommendation_text, subset_statement
 from harness.crossing.operators import OPERATORS
-from harness.evaluate import statistics as bootstrap
+from harness.evaluate import intervals as bootstrap
 from harness.evaluate.metrics import METRICS, RANKABLE, dig
 from harness.search import axes
 from harness.search.axes import AXES
@@ -105,7 +105,7 @@ def _sort_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
 
 def attach_statistics(rows: list[dict[str, Any]], records: Sequence[Mapping[str, Any]],
                       parents: Mapping[str, Any] | None, split: Mapping[str, Any] | None) -> None:
-    """Bootstrap intervals, the tied set, P(best) and return-drop on ranked ``rows`` (harness.evaluate.statistics).
+    """Bootstrap intervals, the tied set, P(best) and return-drop on ranked ``rows`` (harness.evaluate.intervals).
 
     Agreement resamples the evaluation units of ``split`` (episodes when the buffer has ids); returns resample the
     episodes. A child whose return is significantly below the weaker parent's gets status ``return-drop``.

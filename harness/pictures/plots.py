@@ -256,6 +256,45 @@ def finetune(records: Sequence[Mapping[str, Any]]) -> Figure | None:
     return fig
 
 
+# -- budget curves -------------------------------------------------------------------------------------------------
+
+
+def budget_points(history: Mapping[str, Any]) -> tuple[list[int], list[float]]:
+    """(fine-tune steps, validation primary) of one trained model's history (:mod:`harness.train.finetune`): step 0 is
+    the model before fine-tuning, then one point per validated epoch; empty when the history has no curve."""
+    ys = [history.get("initial_val_primary"), *(history.get("val_primary") or [])]
+    xs = [0, *(history.get("epoch_steps") or [])][:len(ys)]
+    return [x for x, y in zip(xs, ys) if y is not None], [y for x, y in zip(xs, ys) if y is not None]
+
+
+def budget_curves(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> Figure | None:
+    """Validation primary against fine-tune steps, one line per group (a label -> its replicates' fine-tune
+    histories, e.g. the best recipe of each operator and each control): the line is the mean over the replicates
+    that reached that step, the band spans them (lowest to highest); the legend says how many replicates."""
+    curves = {label: [budget_points(h) for h in hs] for label, hs in groups.items()}
+    curves = {label: [c for c in cs if c[0]] for label, cs in curves.items()}
+    curves = {label: cs for label, cs in curves.items() if cs}
+    if not curves:
+        return None
+    fig = new_figure(4.6)
+    ax = fig.subplots()
+    handles = []
+    for i, (label, reps) in enumerate(curves.items()):
+        steps = sorted({x for xs, _ in reps for x in xs})
+        at = [[dict(zip(xs, ys))[x] for xs, ys in reps if x in xs] for x in steps]
+        c = colour(i)
+        ax.plot(steps, [sum(v) / len(v) for v in at], color=c, marker=MARKERS[i % len(MARKERS)], ms=3.5)
+        if len(reps) > 1:
+            ax.fill_between(steps, [min(v) for v in at], [max(v) for v in at], color=c, alpha=0.18, lw=0)
+        handles.append(handle(f"{label} ({len(reps)} replicate{'s' if len(reps) != 1 else ''})", color=c,
+                              linestyle="-", marker=MARKERS[i % len(MARKERS)]))
+    ax.set_xlabel("fine-tune steps (0 = before fine-tuning)")
+    ax.set_ylabel("validation primary min(agree_a, agree_b)")
+    handles.append(handle("band: lowest to highest replicate", color="grey", linestyle="-", alpha=0.4, lw=6))
+    side_legend(fig, handles)
+    return fig
+
+
 # -- barrier -------------------------------------------------------------------------------------------------------
 def barrier(data: Mapping[str, Any]) -> Figure | None:
     """The interpolation curve per alignment method: primary (solid), agree_a / agree_b (thin), and the return

@@ -17,7 +17,7 @@ import torch
 
 from harness.core.errors import StatesError
 from harness.crossing.crossover import check_parents, crossover
-from harness.evaluate.statistics import pack_bits
+from harness.evaluate.intervals import pack_bits
 from harness.evaluate.vs_parents import evaluate_model, parent_baseline, predict
 from harness.inputs.states import Buffer, Split, split_buffer
 from harness.networks.qnetwork import Architecture, build_network, infer_architecture, network_from_state_dict
@@ -102,12 +102,10 @@ class Context:
                    train_states, eval_states_, probs_a, probs_b, train_states.to(device), logits_a, logits_b,
                    parent_baseline(logits_a, logits_b))
 
-    def targets(self, teacher: str) -> torch.Tensor | Targets:
-        """What a teacher trains toward on the fine-tune states, on the device: a static teacher's soft targets,
-        or both parents' for an adaptive one (harness.train.teachers)."""
-        chosen = TEACHERS.get(teacher)
-        return Targets(self.probs_a, self.probs_b, chosen) if chosen.adaptive else chosen.mix(self.probs_a,
-                                                                                              self.probs_b)
+    def targets(self, teacher: str) -> Targets:
+        """What a teacher trains toward on the fine-tune states, on the device: both parents' soft targets and the
+        teacher that mixes them (harness.train.teachers); the trainer also measures the validation primary with them."""
+        return Targets(self.probs_a, self.probs_b, TEACHERS.get(teacher))
 
     @property
     def n_train(self) -> int:

@@ -54,7 +54,10 @@ class Settings:
     degenerate_threshold: float = 0.0
     env_id: str | None = None
     episodes: int = 0
-    episode_seed: int = 10_000
+    # Return episode i starts from reset(seed=episode_seed + i): past every seed the embedded parents were trained,
+    # selected or measured on and their states were gathered from (metadata.json: 10,000-20,003, 500,000+,
+    # 1,000,000+, 2,000,000+, 3,000,000+), and before the large evaluation's (harness.inputs.evalbuffer, 5,000,000+).
+    episode_seed: int = 4_000_000
     split_seed: int = 0
     chunk_size: int = 65_536
     device: str = "cpu"

@@ -128,17 +128,28 @@ class _Targets:
                  va: torch.Tensor) -> None:
         self.teacher = target_probs.teacher if isinstance(target_probs, Targets) else None
         self.adaptive = self.teacher is not None and self.teacher.adaptive
-        if isinstance(target_probs, Targets) and not self.adaptive:
-            assert self.teacher is not None
-            target_probs = self.teacher.mix(target_probs.probs_a, target_probs.probs_b)
-        parts = [target_probs.probs_a, target_probs.probs_b] if isinstance(target_probs, Targets) else [target_probs]
+        if isinstance(target_probs, Targets):
+            parents = [target_probs.probs_a, target_probs.probs_b]
+            parts = parents if self.adaptive else [target_probs.teacher.mix(*parents)]
+        else:
+            parents, parts = [], [target_probs]
         checked = [_check_inputs(x, q, net)[1] for q in parts]
         self.train_parts, self.val_parts = [q[tr] for q in checked], [q[va] for q in checked]
         # softmax is monotone: a teacher's argmax, up to exact float ties
         self.val_args = [q.argmax(1) for q in self.val_parts]
+        # Where the agreements with A's and B's argmax sit among the evaluated ones (the validation primary, for
+        # budget curves): an adaptive teacher's targets are the parents'; a static one's are appended.
+        self.parents_at: tuple[int, int] | None = (0, 1) if self.adaptive else (1, 2) if parents else None
+        self.own = len(self.val_args)  # the teacher's own targets: the agreements selection and teachers read
+        if parents and not self.adaptive:
+            self.val_args += [torch.as_tensor(q).to(x.device)[va].argmax(1) for q in parents]
         self.weights = [self.teacher.weight_a] * net.k if self.adaptive and self.teacher else []
         if not self.adaptive:
             self.kl_const = torch.xlogy(self.train_parts[0], self.train_parts[0]).sum(1)  # Σ p log p per row
+
+    def primary(self, agrees: Sequence[Sequence[float]], i: int) -> float | None:
+        """Child ``i``'s validation min(agree_a, agree_b) among ``agrees`` (None when the parents are unknown)."""
+        return None if self.parents_at is None else min(agrees[j][i] for j in self.parents_at)
 
     def _mix(self, parts: Sequence[torch.Tensor], active: int) -> torch.Tensor:
         w = torch.tensor(self.weights[:active], dtype=torch.float32, device=parts[0].device).view(-1, 1, 1)
@@ -174,7 +185,11 @@ def _new_history(n_train: int, n_val: int, qat: bool, teacher: Teacher | None) -
         "train_losses": [], "val_losses": [], "val_agreements": [], "initial_val_loss": None,
         "initial_val_agreement": None, "best_epoch": -1, "best_val_loss": None,
         "selection": "val" if n_val else "train", "steps": 0, "diverged": False, "early_stopped": False,
-        "n_train": n_train, "n_val": n_val, "temperature": TEMPERATURE, "qat": qat}
+        "n_train": n_train, "n_val": n_val, "temperature": TEMPERATURE, "qat": qat,
+        # the budget curve: optimiser steps at the end of each recorded epoch, and the validation primary
+        # min(agree with A's argmax, agree with B's argmax) at each validated epoch (known when the trainer is
+        # given both parents' targets, harness.train.teachers.Targets)
+        "epoch_steps": [], "val_primary": [], "initial_val_primary": None}
     if teacher is not None and teacher.adaptive:
         history.update({"teacher_weights": [], "val_agreements_a": [], "val_agreements_b": [],
                         "selection": "val min(agree_a, agree_b)" if n_val else "train"})
@@ -275,8 +290,9 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
     if n_val:
         losses, agrees = _evaluate(net, x_val, targets.val(net.k), targets.val_args)
         for i, (row, loss) in enumerate(zip(rows, losses)):
-            first = [a[i] for a in agrees]
+            first = [a[i] for a in agrees[:targets.own]]
             row.history["initial_val_loss"], row.history["initial_val_agreement"] = _finite(loss), min(first)
+            row.history["initial_val_primary"] = targets.primary(agrees, i)
     order_gen = torch.Generator().manual_seed(ref.seed)
     drop_gen = torch.Generator().manual_seed((ref.seed ^ _DROPOUT_STREAM) & 0xFFFF_FFFF_FFFF)
     adam = StackedAdam(net.full_flat, net.full_grad, [r.regime.lr for r in rows])
@@ -303,14 +319,19 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
             adam.step()
         train_losses = ((ce - (pe * log_q).sum(2)).double().mean(1) * (TEMPERATURE * TEMPERATURE)).tolist()
         vals: list[tuple[float, list[float]] | None] = [None] * active
+        primaries: list[float | None] = [None] * active
         if n_val:
             losses, agrees = _evaluate(net, x_val, targets.val(active), targets.val_args)
-            vals = [(loss, [a[i] for a in agrees]) for i, loss in enumerate(losses)]
+            vals = [(loss, [a[i] for a in agrees[:targets.own]]) for i, loss in enumerate(losses)]
+            primaries = [targets.primary(agrees, i) for i in range(active)]
         for i, row in enumerate(rows[:active]):
             if row.alive:
                 if targets.adaptive:
                     row.history["teacher_weights"].append(targets.weights[i])
                 val = vals[i]
+                row.history["epoch_steps"].append(adam.steps)
+                if val is not None and primaries[i] is not None:
+                    row.history["val_primary"].append(primaries[i])
                 row.end_epoch(epoch, train_losses[i], val, adam.steps, net.flat[i])
                 if val is not None:
                     targets.after_epoch(i, val[1])

@@ -11,7 +11,7 @@ import numpy as np
 
 from harness.answer.leaderboard import build_rows, columns, legend, markdown, outputs, pareto_front, table, to_csv
 from harness.answer.recommend import recommend, recommendation_text
-from harness.evaluate.statistics import pack_bits
+from harness.evaluate.intervals import pack_bits
 
 ESTABLISHED_CSV = [
     "rank", "child_id", "crossover_mode", "crossover_alpha", "crossover_seed", "finetune_regime", "finetune_epochs",

@@ -1,0 +1,125 @@
+"""How sure a ranking is: a paired bootstrap over the held-out states, and over the evaluation episodes for returns.
+
+Every child of a session is evaluated on the same held-out states, so children are compared on the same resamples
+(paired): a resample draws evaluation units with replacement — whole episodes when the buffer has episode ids
+(neighbouring states of one trajectory are not independent), else single states — and every child's agreement
+with A and with B is recomputed on it. From the resamples: a 95 % percentile interval for each child's primary,
+agree_a and agree_b; the interval of its gap to the rank-1 child (a child whose gap interval contains 0 is
+statistically tied with #1); and its probability of being best (the share of resamples in which it is). Returns
+are paired the same way over the episodes, which every child and parent plays with the same seeds.
+
+numpy only (the plugin's controller runs it), with a seeded local generator: the same inputs give the same
+intervals bitwise.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+RESAMPLES = 1000
+SEED = 20_231  # fixed: a session's intervals are a function of its inputs alone
+LEVEL = 0.95
+_CHUNK = 200  # resamples per block: bounds memory at big evaluation sets
+
+
+def pack_bits(mask: Any) -> str:
+    """A boolean vector as compact text (base64 of its packed bits), for records that travel as builtins."""
+    arr = np.asarray(mask.cpu() if hasattr(mask, "cpu") else mask, dtype=bool)
+    return base64.b64encode(np.packbits(arr).tobytes()).decode("ascii")
+
+
+def unpack_bits(text: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8), count=n).astype(bool)
+
+
+def groups_from_rle(rle: Sequence[Sequence[int]] | None, n: int) -> np.ndarray:
+    """Evaluation units per row from ``[[unit, count], ...]`` (None: every row is its own unit)."""
+    if not rle:
+        return np.arange(n)
+    return np.repeat(np.array([u for u, _ in rle]), np.array([c for _, c in rle]))
+
+
+def _weights(rng: np.random.Generator, units: int, count: int) -> np.ndarray:
+    """(count, units) multinomial resample counts: each row of the result is one bootstrap resample."""
+    picks = rng.integers(0, units, size=(count, units))
+    flat = (np.arange(count)[:, None] * units + picks).ravel()
+    return np.bincount(flat, minlength=count * units).reshape(count, units).astype(np.float64)
+
+
+def _interval(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    tail = (1 - LEVEL) / 2 * 100
+    lo, hi = np.percentile(samples, [tail, 100 - tail], axis=0)
+    return lo, hi
+
+
+def agreement_intervals(rows: Mapping[str, Mapping[str, Any]], groups: np.ndarray, best: str,
+                        *, parents: str | None = None, resamples: int = RESAMPLES,
+                        seed: int = SEED) -> dict[str, dict[str, Any]]:
+    """Per child id (``rows``: its packed per-row agreement with A and B), intervals of primary, agree_a and
+    agree_b, whether it is tied with ``best`` (the rank-1 child) and its probability of being best; with
+    ``parents`` (the packed per-row agreement of A with B), the interval of its primary minus the parents'
+    agreement, on the same resamples."""
+    ids = list(rows)
+    if not ids:
+        return {}
+    n = len(groups)
+    _, unit = np.unique(groups, return_inverse=True)
+    units = int(unit.max()) + 1
+    size = np.bincount(unit, minlength=units).astype(np.float64)
+    per_unit = {side: np.stack([np.bincount(unit, weights=unpack_bits(rows[c][f"agree_{side}"], n), minlength=units)
+                                for c in ids]) for side in ("a", "b")}
+    if parents is not None:
+        per_unit["ab"] = np.bincount(unit, weights=unpack_bits(parents, n), minlength=units)[None, :]
+    rng = np.random.default_rng(seed)
+    blocks: dict[str, list[np.ndarray]] = {side: [] for side in per_unit}
+    for start in range(0, resamples, _CHUNK):
+        w = _weights(rng, units, min(_CHUNK, resamples - start))
+        total = w @ size
+        for side in per_unit:
+            blocks[side].append((w @ per_unit[side].T) / total[:, None])
+    agree = {side: np.concatenate(blocks[side]) for side in per_unit}  # (resamples, children)
+    primary = np.minimum(agree["a"], agree["b"])
+    gap = primary - primary[:, [ids.index(best)]] if best in ids else np.zeros_like(primary)
+    top = primary.max(axis=1, keepdims=True)
+    wins = (primary == top) / (primary == top).sum(axis=1, keepdims=True)  # ties share a win
+    out: dict[str, dict[str, Any]] = {}
+    named = [("primary", primary), ("agree_a", agree["a"]), ("agree_b", agree["b"]), ("gap", gap)]
+    if "ab" in agree:
+        named.append(("vs_parents", primary - agree["ab"]))
+    for name, samples in named:
+        lo, hi = _interval(samples)
+        for i, c in enumerate(ids):
+            out.setdefault(c, {})[name] = (float(lo[i]), float(hi[i]))
+    for i, c in enumerate(ids):
+        gap_lo, gap_hi = out[c]["gap"]
+        out[c]["tied_with_best"] = bool(gap_lo <= 0.0 <= gap_hi)
+        out[c]["p_best"] = float(wins[:, i].mean())
+        out[c]["units"] = units
+    return out
+
+
+def return_intervals(returns: Mapping[str, Sequence[float]], reference: Sequence[float] | None,
+                     *, resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, dict[str, Any]]:
+    """Per child id (its per-episode returns, the same episode seeds for all): the mean's interval and standard
+    error, and the interval of its paired difference with ``reference`` (the weaker parent's returns)."""
+    ids = [c for c, r in returns.items() if len(r) > 1]
+    if not ids:
+        return {}
+    episodes = len(returns[ids[0]])
+    ids = [c for c in ids if len(returns[c]) == episodes]
+    matrix = np.array([returns[c] for c in ids], dtype=np.float64)  # (children, episodes)
+    ref = None if reference is None or len(reference) != episodes else np.asarray(reference, dtype=np.float64)
+    w = _weights(np.random.default_rng(seed + 1), episodes, resamples) / episodes
+    means = w @ matrix.T  # (resamples, children)
+    lo, hi = _interval(means)
+    out = {c: {"return": (float(lo[i]), float(hi[i])),
+               "return_se": float(matrix[i].std(ddof=1) / np.sqrt(episodes))} for i, c in enumerate(ids)}
+    if ref is not None:
+        diff_lo, diff_hi = _interval(means - (w @ ref)[:, None])
+        for i, c in enumerate(ids):
+            out[c]["return_vs_weaker_parent"] = (float(diff_lo[i]), float(diff_hi[i]))
+    return out

@@ -1,0 +1,116 @@
+"""Recipe statistics: replicate means, the stratified bootstrap, K = 1 against the per-child intervals, coverage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness.core.errors import HarnessError
+from harness.evaluate import intervals as bootstrap
+from harness.evaluate.intervals import _interval
+from harness.evaluate.statistics import recipe_statistics
+
+DATA = Path(__file__).parent / "data" / "minimal_session_rows.json"
+
+
+def simulate(sims: int, k: int, episodes: int, seed: int, *, mu: float = 0.70, sd_seed: float = 0.01,
+             sd_episode: float = 0.08, sd_cell: float = 0.02) -> tuple[dict[str, list[dict[str, Any]]], np.ndarray]:
+    """``sims`` independent recipes (one per simulated session), each with ``k`` replicates evaluated on
+    ``episodes`` episodes of 10-40 states: agreement with A is Bernoulli(mu + seed effect + episode effect + cell
+    noise), with B Bernoulli(0.95), so the true primary is ``mu``."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(episodes), rng.integers(10, 41, size=episodes))
+    n = len(groups)
+    p = (mu + rng.normal(0, sd_seed, (sims, k, 1)) + rng.normal(0, sd_episode, (sims, 1, episodes))
+         + rng.normal(0, sd_cell, (sims, k, episodes)))
+    a = rng.random((sims, k, n)) < np.clip(p, 0, 1)[..., groups]
+    b = rng.random((sims, k, n)) < 0.95
+    return ({f"sim{j}": [{"n": n, "agree_a": bootstrap.pack_bits(a[j, r]), "agree_b": bootstrap.pack_bits(b[j, r])}
+                         for r in range(k)] for j in range(sims)}, groups)
+
+
+def test_one_replicate_per_recipe_gives_a_real_sessions_per_child_statistics_bit_for_bit() -> None:
+    data = json.loads(DATA.read_text())
+    rows = {c: rec["rows"] for c, rec in data["children"].items()}
+    n = next(iter(rows.values()))["n"]
+    groups = bootstrap.groups_from_rle(data["eval_groups"], n)
+    old = bootstrap.agreement_intervals(rows, groups, data["rank_1"], parents=data["parents_agree_ab"])
+    stats = recipe_statistics({c: [r] for c, r in rows.items()}, groups, best=data["rank_1"],
+                              parents=data["parents_agree_ab"])
+    new = stats.summary()
+    assert len(old) == 9
+    for child, got in old.items():
+        for key, value in got.items():
+            assert new[child][key] == value, (child, key)  # exact: same resamples, same arithmetic
+        assert new[child]["mean"] == data["children"][child]["primary"]  # the record's primary, exactly
+        assert new[child]["replicates"] == 1 and new[child]["sd"] is None
+        board = data["leaderboard"][child]
+        assert (board["primary_metric_lo"], board["primary_metric_hi"]) == got["primary"]
+        assert board["p_best"] == got["p_best"]
+
+
+def test_one_replicate_matches_on_random_records_with_rows_as_units() -> None:
+    rng = np.random.default_rng(5)
+    n = 301
+    rows = {f"c{i}": {"n": n, "agree_a": bootstrap.pack_bits(rng.random(n) < 0.6 + 0.02 * i),
+                      "agree_b": bootstrap.pack_bits(rng.random(n) < 0.7)} for i in range(4)}
+    groups = np.arange(n)
+    old = bootstrap.agreement_intervals(rows, groups, "c3", resamples=450)
+    new = recipe_statistics({c: [r] for c, r in rows.items()}, groups, best="c3", resamples=450).summary()
+    assert all(new[c][k] == v for c in old for k, v in old[c].items())
+
+
+def test_replicates_give_the_mean_the_spread_and_a_paired_gap() -> None:
+    recipes, groups = simulate(3, 4, 30, seed=2)
+    recipes["sim0"] = recipes["sim0"][:3]  # recipes may have different replicate counts
+    stats = recipe_statistics(recipes, groups)
+    n = len(groups)
+    per_rep = [[min(bootstrap.unpack_bits(r["agree_a"], n).sum(), bootstrap.unpack_bits(r["agree_b"], n).sum()) / n
+                for r in recipes[s]] for s in ("sim0", "sim1", "sim2")]
+    summary = stats.summary()
+    for s, values in zip(("sim0", "sim1", "sim2"), per_rep):
+        assert summary[s]["mean"] == pytest.approx(np.mean(values), abs=1e-12)
+        assert summary[s]["sd"] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+        assert summary[s]["replicates"] == len(values)
+        lo, hi = summary[s]["primary"]
+        assert lo < summary[s]["mean"] < hi
+    assert stats.best == max(summary, key=lambda s: summary[s]["mean"])
+    assert sum(summary[s]["p_best"] for s in summary) == pytest.approx(1.0)
+    gap, back = stats.gap("sim1", "sim2"), stats.gap("sim2", "sim1")
+    assert gap.point == pytest.approx(summary["sim1"]["mean"] - summary["sim2"]["mean"])
+    assert (gap.lo, gap.hi) == pytest.approx((-back.hi, -back.lo))
+    assert gap.var_seeds > 0 and gap.var_episodes > 0
+    assert summary[stats.best]["tied_with_best"] and summary[stats.best]["gap"] == (0.0, 0.0)
+
+
+def test_a_recipes_interval_depends_on_its_own_replicates_only_and_repeats_bitwise() -> None:
+    recipes, groups = simulate(4, 3, 25, seed=3)
+    alone = recipe_statistics({"sim1": recipes["sim1"]}, groups)
+    together = recipe_statistics(recipes, groups)
+    again = recipe_statistics(recipes, groups)
+    assert alone.interval("sim1") == together.interval("sim1")
+    assert np.array_equal(together.samples["primary"], again.samples["primary"])
+
+
+def test_rows_of_another_split_are_refused() -> None:
+    recipes, groups = simulate(1, 2, 10, seed=4)
+    with pytest.raises(HarnessError, match="recipe 'sim0'"):
+        recipe_statistics(recipes, groups[:-1])
+    with pytest.raises(HarnessError, match="unknown recipe 'x'"):
+        recipe_statistics(recipes, groups).gap("x", "sim0")
+
+
+@pytest.mark.parametrize(("k", "sd_seed", "sd_episode"), [(5, 0.01, 0.08), (5, 0.02, 0.03), (3, 0.01, 0.08)],
+                         ids=["episodes-dominate", "seeds-dominate", "three-replicates"])
+def test_the_95_interval_covers_the_truth_in_93_to_97_percent_of_simulated_sessions(
+        k: int, sd_seed: float, sd_episode: float) -> None:
+    # 1000 simulated sessions with a known mean (0.70), a seed effect, an episode effect and per-state noise; each
+    # is one recipe of one call (recipes share the episode resamples, which keeps the sessions independent).
+    recipes, groups = simulate(1000, k, 50, seed=11, sd_seed=sd_seed, sd_episode=sd_episode)
+    lo, hi = _interval(recipe_statistics(recipes, groups).samples["primary"])
+    coverage = float(((lo <= 0.70) & (hi >= 0.70)).mean())
+    assert 0.93 <= coverage <= 0.97, coverage
