@@ -260,10 +260,11 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
     from a generator seeded with the regime's seed, and dropout masks come from a second one. The weights of the
     epoch with the strictly lowest validation loss are kept (training loss when there is no val set:
     ``selection="train"``); the starting weights are candidate zero of that selection: when no epoch validates
-    strictly better, they are kept (``kept_start``, ``best_epoch`` -1). ``target_probs`` is the teacher's soft targets, or a :class:`harness.teachers.Targets`
-    whose adaptive teacher gives each child its own mix of the parents' soft targets, reweighed after every epoch
-    by its validation agreements with A and B (then the best epoch is the one with the highest validation
-    min(agree_a, agree_b)). A regime with ``patience`` stops a child after that many epochs without a better score
+    strictly better, they are kept (``kept_start``, ``best_epoch`` -1). ``target_probs`` is the teacher's soft
+    targets, or a :class:`harness.teachers.Targets` whose adaptive teacher gives each child its own mix of the
+    parents' soft targets, reweighed after every epoch by its validation agreements with A and B (then the best
+    epoch is the one with the highest validation min(agree_a, agree_b)). A regime with ``patience`` stops a child
+    after that many epochs without a better score
     (``early_stopped``). A non-finite loss stops that child with ``diverged=True`` and its best weights so far
     (its initial weights if no epoch finished) while the others go on. QAT regimes train, validate and select under
     int8 fake quant and return ``int8_model``. Works on CPU and CUDA (the device of ``states``). Children are not

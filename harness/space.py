@@ -122,6 +122,16 @@ def child_id(index: int, recipe: Recipe, regime_name: str, teacher: str | None =
     return f"{index:03d}_{recipe.id}_{regime_name}{suffix}"
 
 
+def child_id_grammar() -> str:
+    """How to read a child id, for the legends and ``--help`` (the alignment suffixes from their registry)."""
+    aligned = ", ".join(f"_{a.id_key} = {a.name} alignment" for a in ALIGNMENTS.values() if a.id_key)
+    return ("NNN_<mode>_a<alpha>_s<seed>_<regime>[_<alignment>][_t<teacher>]: NNN the run index, <mode> the "
+            "crossover operator, a0p50 = alpha 0.50 (p for the decimal point; shown even where the mode ignores "
+            "it), s0 = seed 0 and sNone = no seed (the mode draws nothing at random), other parameters as key and "
+            f"value, <regime> the fine-tune regime; {aligned} (none: no suffix); _t<teacher> = the distillation "
+            "teacher, when the space searches teachers")
+
+
 @dataclass(frozen=True, slots=True)
 class Space:
     """A named preset: its recipes × its regimes, recipe-major."""
