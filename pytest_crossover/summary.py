@@ -32,17 +32,22 @@ def teststatus(report: pytest.TestReport) -> Any:
     return report.outcome, letter, (word, {"green": report.passed, "red": report.failed})
 
 
+DECISION_KEY = pytest.StashKey[list[str]]()  # the decision block's lines, printed after every other summary
+
+
 def terminal_summary(cs: CrossoverSession, tr: Any) -> None:
     from harness.leaderboard import legend, manifest_rows, table
-    from harness.recommend import subset_statement
+    from harness.recommend import chosen_id, decision_lines, recommend, subset_statement
 
     manifest = cs.manifest()
     rows = manifest_rows(manifest)
+    rec = recommend(rows, manifest)
+    tr.config.stash[DECISION_KEY] = decision_lines(rec)
     tr.write_sep("=", f"crossover leaderboard ({len(cs.records)} children, space {cs.options.space})")
     subset = subset_statement(manifest)
     if subset:
         tr.write_line(f"NOTE: {subset}", yellow=True)
-    tr.write_line(table(rows, limit=None if tr.config.get_verbosity() > 0 else 20))
+    tr.write_line(table(rows, limit=None if tr.config.get_verbosity() > 0 else 20, chosen=chosen_id(rec)))
     for line in legend(rows):
         tr.write_line(f"  {line}")
     tr.write_line(f"latency: {cs.latency_mode()}")
@@ -60,3 +65,16 @@ def terminal_summary(cs: CrossoverSession, tr: Any) -> None:
             tr.write_line(f"written: {p}{extra}")
     for failure in cs.report_failures:
         tr.write_line(f"report: picture {failure}", yellow=True)
+
+
+def decision_summary(tr: Any) -> None:
+    """The decision block (harness.recommend.decision_lines), the last thing the crossover summaries print."""
+    from harness.recommend import DECISION_TITLE
+
+    lines = tr.config.stash.get(DECISION_KEY, None)
+    if not lines:
+        return
+    tr.write_sep("=", DECISION_TITLE)
+    for line in lines:
+        head = line.startswith("Use ")
+        tr.write_line(line if head or line.startswith("NOTE") else f"  {line}", bold=head, green=head)
