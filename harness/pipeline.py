@@ -247,7 +247,7 @@ def run_child(spec: ChildSpec, ctx: Context, *, finetuned: FinetuneResult | None
         "crossover": rec.to_dict(),
         "finetune_regime": spec.regime.to_dict(),
         "teacher": ctx.teacher(spec),
-        "status": child_status(primary, s.degenerate_threshold, ft.diverged),
+        "status": child_status(primary, s.gate(ctx.agree_ab), ft.diverged),
         "primary": primary,
         "ranked_model": "int8" if int8 is not None else "float",
         "before_finetune": before,

@@ -22,8 +22,8 @@ from harness.errors import HarnessError
 from harness.operators import OPERATORS
 from harness.regimes import REGIME_FIELDS, REGIMES, Regime, parse_regime
 from harness.registry import check_name
-from harness.settings import DEVICES, parse
-from harness.space import ChildSpec, build_space, space_names
+from harness.settings import DEVICES, THRESHOLD_FORMS, parse, threshold_value
+from harness.space import ChildSpec, build_space, child_id_grammar, space_names
 from harness.teachers import TEACHERS
 
 
@@ -58,7 +58,8 @@ def option_table() -> tuple[Option, ...]:
     for p in knobs:
         seen.setdefault(p.knob, p)
     return (
-        Option("space", f"Search space: {', '.join(space_names())} (default: default)", "default", metavar="NAME"),
+        Option("space", f"Search space: {', '.join(space_names())} (default: default). Each child is a test named "
+               f"by its child id, {child_id_grammar()}", "default", metavar="NAME"),
         Option("modes", f"Custom space only: crossover operators, comma-separated ({_operator_help()})", kind="list",
                metavar="MODES"),
         *(Option(knob, f"Custom space only: values of {p.name} ({p.help}), comma-separated (default "
@@ -95,8 +96,9 @@ def option_table() -> tuple[Option, ...]:
         Option("split-seed", "Seed of the holdout split (default 0)", "0", kind="int", metavar="N"),
         Option("teacher", "Distillation teacher: " + "; ".join(f"{t.name}: {t.description}" for t in TEACHERS.values())
                + " (default a)", "a", metavar="|".join(TEACHERS.names())),
-        Option("degenerate-threshold", "Fail children whose primary metric is below X; 0 disables (default 0)", "0",
-               kind="float", metavar="X"),
+        Option("degenerate-threshold", "Fail children whose primary metric is below the threshold, one of: "
+               + "; ".join(THRESHOLD_FORMS) + ". A relative form is resolved once the parents' agreement is known; "
+               "an absolute one above the bound is refused (default 0)", "0", metavar="X|bound:F|parents:+D"),
         Option("run-dir", "Where results are written (default runs/crossover_search)", "runs/crossover_search",
                kind="path", metavar="DIR"),
         Option("env", "Gymnasium environment for returns (default: LunarLander-v3 with the embedded parents)",
@@ -191,7 +193,7 @@ class CrossoverOptions:
     holdout: float
     split_seed: int
     teacher: str
-    degenerate_threshold: float
+    degenerate_threshold: float | str  # a number, or a relative form kept as its text (harness.settings)
     run_dir: str
     env: str | None
     episodes: int | None
@@ -309,13 +311,18 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         parent_b=values["parent-b"], states=values["states"], eval_states=values["eval-states"],
         allow_unsafe_unpickle=bool(values["allow-unsafe-unpickle"]), split_seed=values["split-seed"],
         holdout=_holdout(values, origin), teacher=values["teacher"],
-        degenerate_threshold=values["degenerate-threshold"],
+        degenerate_threshold=_threshold(values["degenerate-threshold"], sources),
         run_dir=values["run-dir"], env=values["env"], episodes=values["episodes"], threads=values["threads"],
         device=values["device"], report=values["report"], barrier=values["barrier"],
         explicit=tuple(n for n in origin if origin[n] != "default"), sources=sources,
     )
     _check(opts)
     return opts
+
+
+def _threshold(text: str, sources: Sources) -> float | str:
+    with naming(sources, "degenerate-threshold"):
+        return threshold_value(text)
 
 
 def _holdout(values: Mapping[str, Any], origin: Mapping[str, str]) -> float:
