@@ -59,13 +59,12 @@ class CrossoverChild:
 
     def _gate(self, ctx: Any) -> float:
         """The degenerate threshold for these parents (a relative form resolves on their agreement); one that no
-        child can pass fails the test in one line, and stops the session (every child would fail alike)."""
+        child can pass fails each test in one line before any work on its child."""
         from harness.errors import HarnessError
 
         try:
             return float(ctx.settings.gate(ctx.agree_ab))
         except HarnessError as exc:
-            self.item.session.shouldstop = str(exc)
             pytest.fail(f"{self.session.options.sources.display('degenerate_threshold')}: {exc}", pytrace=False)
 
     def _selected_specs(self) -> list[Any]:
