@@ -182,7 +182,7 @@ class HistoryHooks:
             self.notes += notes
             if base is not None:
                 cmp = compare(base, record)
-                self.baseline, self.table = base.name, comparison_table(cmp)
+                self.baseline, self.table = base.name, comparison_table(cmp, self.opts.checks)
                 self.notes += cmp.notes
                 if cmp.added:
                     self.notes.append(f"children added since {base.name}: {', '.join(cmp.added)}")
