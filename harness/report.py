@@ -177,8 +177,9 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]], chosen: str | None = No
     parents first when the decision chose one); a 95% interval under a value where the row has ``<column>_lo`` /
     ``_hi``; the chosen row and, when it is a child, those tied with it highlighted.
 
-    Laid out for the 1160 px column: a metric no child has (return without episodes) and a teacher or alignment
-    every child shares get no column (the header line of the page and the heatmap say them)."""
+    Laid out for the 1160 px column: the mode has no column (the child id names it first), and a metric no child
+    has (return without episodes) and a teacher or alignment every child shares get none either (the header line
+    of the page and the heatmap say them)."""
     kids = [r for r in rows if not r.get("is_parent_baseline")]
     parents = [r for r in rows if r.get("is_parent_baseline")]
     child_chosen = any(r["child_id"] == chosen for r in kids)
@@ -187,11 +188,11 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]], chosen: str | None = No
     with_p = any(r.get("p_best") is not None for r in rows)
     before = any(r.get("primary_before_finetune") is not None for r in kids)
     labels = [m.label for m in shown]
-    heads = ["rank", "child_id", "mode", "regime", *extra, *labels[:1], *[BEFORE[0]] * before, *labels[1:],
+    heads = ["rank", "child_id", "regime", *extra, *labels[:1], *[BEFORE[0]] * before, *labels[1:],
              *(["P(best)"] * with_p), "status", "mark"]
     body, classes = [], []
     for r in ([*parents, *kids] if chosen and not child_chosen else [*kids, *parents]):
-        cells = [esc(r["rank"]), esc(r["child_id"]), esc(r["crossover_mode"]), esc(r["finetune_regime"]),
+        cells = [esc(r["rank"]), esc(r["child_id"]), esc(r["finetune_regime"]),
                  *(esc(r.get(c)) for c in extra)]
         for m in shown:
             cell = esc(m.format(r.get(m.column)))
@@ -210,7 +211,7 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]], chosen: str | None = No
         cells += [esc(r["status"]), "".join(marks)]
         body.append(cells)
         classes.append(_row_class(r, chosen, child_chosen))
-    numeric = [True, *[False] * (3 + len(extra)), *[True] * (len(shown) + before + with_p), False, False]
+    numeric = [True, *[False] * (2 + len(extra)), *[True] * (len(shown) + before + with_p), False, False]
     return table(heads, body, row_classes=classes, numeric=numeric, raw=True, table_id="leaderboard-table") + \
         legend(legend_items(rows))
 
