@@ -304,6 +304,8 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
     grids = {knob_param[k]: v for k, v in values.items() if k in knob_param and v is not None}
     with naming(sources, "param"):
         grids.update(_param_grids(values["param"] or ()))
+    with naming(sources, "degenerate-threshold"):
+        threshold = threshold_value(values["degenerate-threshold"])
     opts = CrossoverOptions(
         space=values["space"], modes=values["modes"], grids=grids, regimes=values["regimes"],
         align=values["align"], teachers=values["teachers"],
@@ -311,18 +313,13 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         parent_b=values["parent-b"], states=values["states"], eval_states=values["eval-states"],
         allow_unsafe_unpickle=bool(values["allow-unsafe-unpickle"]), split_seed=values["split-seed"],
         holdout=_holdout(values, origin), teacher=values["teacher"],
-        degenerate_threshold=_threshold(values["degenerate-threshold"], sources),
+        degenerate_threshold=threshold,
         run_dir=values["run-dir"], env=values["env"], episodes=values["episodes"], threads=values["threads"],
         device=values["device"], report=values["report"], barrier=values["barrier"],
         explicit=tuple(n for n in origin if origin[n] != "default"), sources=sources,
     )
     _check(opts)
     return opts
-
-
-def _threshold(text: str, sources: Sources) -> float | str:
-    with naming(sources, "degenerate-threshold"):
-        return threshold_value(text)
 
 
 def _holdout(values: Mapping[str, Any], origin: Mapping[str, str]) -> float:
