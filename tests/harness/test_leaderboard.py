@@ -150,6 +150,13 @@ def test_legend_explains_every_column_mark_and_present_status() -> None:
                    "status degenerate", "status baseline"):
         assert needle in text, needle
     assert "status return-drop" not in text  # only the statuses that occur
+    before = _rec(1, "layer", "long", 0.8, 0.7)
+    before["before_finetune"] = {"primary": 0.25}
+    rows = build_rows([before], PARENTS, SPLIT)
+    shown = table(rows, chosen="parent_b")
+    head, _, first, *_, parent_b = shown.splitlines()
+    assert [c.strip() for c in head.strip("|").split("|")][2:4] == ["primary", "before ft"]
+    assert [c.strip() for c in first.strip("|").split("|")][3] == "0.2500" and parent_b.rstrip(" |").endswith(">")
     assert text.splitlines()[0] in markdown(rows, _manifest([]))
 
 

@@ -78,6 +78,13 @@ def test_report_holds_every_child_and_four_pictures():
     assert "a.pt" in html and "abababababab" in html and "/x/a.pt" not in html and "ab" * 32 not in html
     assert "3 warm-up, 20 timed, median" in html and "<td>torch</td>" in html
     assert "status ok" in html and "primary/bound" in html  # the legend
+    # The report's legend is the terminal's, item for item (one source: harness.leaderboard.legend_items).
+    from harness.leaderboard import legend, legend_items
+    from harness.page import esc
+
+    rows = report.session_rows(m)
+    assert all(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" in html for k, v in legend_items(rows))
+    assert [f"{k}: {v}" for k, v in legend_items(rows)] == legend(rows)
 
 
 def test_intervals_ties_and_p_best_are_shown_when_rows_have_them(monkeypatch):
