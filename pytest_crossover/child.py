@@ -26,6 +26,7 @@ class CrossoverChild:
         self.item = item
         self._benchmark = benchmark
         self.record: dict[str, Any] | None = None
+        self.threshold: float | None = None  # the degenerate threshold, resolved once the parents are known
 
     def run(self) -> dict[str, Any]:
         if self.record is None:
@@ -34,6 +35,7 @@ class CrossoverChild:
 
             runtime = self.session.runtime
             ctx = runtime.context()
+            self.threshold = self._gate(ctx)
             finetuner = runtime.finetuner(self._selected_specs(), self._unit_of())
             started = time.time()  # wall clock, so benchmarks/perf.py can measure time-to-first-child
             out = run_child(self.spec, ctx, trained=finetuner.result(self.spec))
@@ -51,6 +53,16 @@ class CrossoverChild:
             self.item.user_properties.append((RESULT_KEY, self.record))
             self.item.user_properties.append((FILES_KEY, files))
         return self.record
+
+    def _gate(self, ctx: Any) -> float:
+        """The degenerate threshold for these parents (a relative form resolves on their agreement); one that no
+        child can pass fails each test in one line before any work on its child."""
+        from harness.core.errors import HarnessError
+
+        try:
+            return float(ctx.settings.gate(ctx.agree_ab))
+        except HarnessError as exc:
+            pytest.fail(f"{self.session.options.sources.display('degenerate_threshold')}: {exc}", pytrace=False)
 
     def _selected_specs(self) -> list[Any]:
         """The children this process collected (after -k/-m): those that can share a population train together."""
@@ -96,6 +108,7 @@ class CrossoverChild:
             pytest.fail(f"{self.child_id}: fine-tuning diverged (non-finite loss) in regime "
                         f"{self.spec.regime.name!r} (lr={self.spec.regime.lr}); lower the learning rate", pytrace=False)
         if rec["status"] == "degenerate":
-            thr = self.session.options.degenerate_threshold
+            given = self.session.options.degenerate_threshold
+            thr = f"{self.threshold:.4f} ({given})" if isinstance(given, str) else str(given)
             pytest.fail(f"{self.child_id}: degenerate child: primary {rec['primary']:.4f} < threshold {thr}",
                         pytrace=False)

@@ -182,7 +182,7 @@ class HistoryHooks:
             self.notes += notes
             if base is not None:
                 cmp = compare(base, record)
-                self.baseline, self.table = base.name, comparison_table(cmp)
+                self.baseline, self.table = base.name, comparison_table(cmp, self.opts.checks)
                 self.notes += cmp.notes
                 if cmp.added:
                     self.notes.append(f"children added since {base.name}: {', '.join(cmp.added)}")
@@ -216,6 +216,9 @@ class HistoryHooks:
         for note in self.notes:
             tr.write_line(note, yellow=True)
         if self.regressed:
+            # pytest's last line counts them ("9 passed, 1 regressed in 6.2s"), as pytest-rerunfailures counts its
+            # reruns: exit status 1 as for a failed test (CI treats both alike), the last line tells them apart.
+            tr.stats.setdefault("regressed", []).extend(self.regressed)
             checks = ",".join(str(c) for c in self.opts.checks)
             tr.write_line(f"regressed against {self.baseline} ({len(self.regressed)} breach(es) of "
                           f"--crossover-compare-fail={checks}); exit status 1:", red=True, bold=True)

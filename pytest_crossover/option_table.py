@@ -13,8 +13,8 @@ import pytest
 
 from harness.crossing.operators import OPERATORS
 from harness.search.axes import AXES
-from harness.search.settings import DEVICES
-from harness.search.space import space_names
+from harness.search.settings import DEVICES, THRESHOLD_FORMS
+from harness.search.space import child_id_grammar, space_names
 from harness.train.regimes import REGIME_FIELDS, REGIMES
 from harness.train.teachers import TEACHERS
 
@@ -50,7 +50,8 @@ def option_table() -> tuple[Option, ...]:
     for p in knobs:
         seen.setdefault(p.knob, p)
     return (
-        Option("space", f"Search space: {', '.join(space_names())} (default: default)", "default", metavar="NAME"),
+        Option("space", f"Search space: {', '.join(space_names())} (default: default). Each child is a test named "
+               f"by its child id, {child_id_grammar()}", "default", metavar="NAME"),
         Option("modes", f"Custom space only: crossover operators, comma-separated ({_operator_help()})", kind="list",
                metavar="MODES"),
         *(Option(knob, f"Custom space only: values of {p.name} ({p.help}), comma-separated (default "
@@ -96,8 +97,9 @@ def option_table() -> tuple[Option, ...]:
         Option("split-seed", "Seed of the holdout split (default 0)", "0", kind="int", metavar="N"),
         Option("teacher", "Distillation teacher: " + "; ".join(f"{t.name}: {t.description}" for t in TEACHERS.values())
                + " (default a)", "a", metavar="|".join(TEACHERS.names())),
-        Option("degenerate-threshold", "Fail children whose primary metric is below X; 0 disables (default 0)", "0",
-               kind="float", metavar="X"),
+        Option("degenerate-threshold", "Fail children whose primary metric is below the threshold, one of: "
+               + "; ".join(THRESHOLD_FORMS) + ". A relative form is resolved once the parents' agreement is known; "
+               "an absolute one above the bound is refused (default 0)", "0", metavar="X|bound:F|parents:+D"),
         Option("run-dir", "Where results are written (default runs/crossover_search)", "runs/crossover_search",
                kind="path", metavar="DIR"),
         Option("env", "Gymnasium environment for returns (default: LunarLander-v3 with the embedded parents)",

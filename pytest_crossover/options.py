@@ -23,7 +23,7 @@ from harness.core.registry import check_name
 from harness.crossing.operators import OPERATORS
 from harness.search.axes import AXES
 from harness.search.barrier import MODES as BARRIER_MODES
-from harness.search.settings import parse
+from harness.search.settings import parse, threshold_value
 from harness.search.space import ChildSpec, build_space
 from harness.train.regimes import Regime, parse_regime
 from pytest_crossover.option_table import Option, option_table
@@ -95,7 +95,7 @@ class CrossoverOptions:
     holdout: float
     split_seed: int
     teacher: str
-    degenerate_threshold: float
+    degenerate_threshold: float | str  # a number, or a relative form kept as its text (harness.search.settings)
     run_dir: str
     env: str | None
     episodes: int | None
@@ -222,6 +222,8 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         grids.update(_param_grids(values["param"] or ()))
     with naming(sources, "axis"):
         axes = _axis_values(values["axis"] or ())
+    with naming(sources, "degenerate-threshold"):
+        threshold = threshold_value(values["degenerate-threshold"])
     opts = CrossoverOptions(
         space=values["space"], modes=values["modes"], grids=grids, regimes=values["regimes"],
         align=values["align"], teachers=values["teachers"], axes=axes,
@@ -230,7 +232,7 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         parent_b=values["parent-b"], states=values["states"], eval_states=values["eval-states"],
         allow_unsafe_unpickle=bool(values["allow-unsafe-unpickle"]), split_seed=values["split-seed"],
         holdout=_holdout(values, origin), teacher=values["teacher"],
-        degenerate_threshold=values["degenerate-threshold"],
+        degenerate_threshold=threshold,
         run_dir=values["run-dir"], env=values["env"], episodes=values["episodes"], threads=values["threads"],
         device=values["device"], report=values["report"], barrier=values["barrier"],
         explicit=tuple(n for n in origin if origin[n] != "default"), sources=sources,

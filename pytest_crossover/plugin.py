@@ -158,6 +158,14 @@ class _ReportHooks:
         _record(self.session, report, files)
 
 
+    @pytest.hookimpl(wrapper=True, trylast=True)  # innermost: after the leaderboard and the history summaries
+    def pytest_terminal_summary(self, terminalreporter: Any) -> Generator[None, None, None]:
+        yield
+        from pytest_crossover.summary import decision_summary
+
+        decision_summary(terminalreporter)
+
+
 def _record(cs: CrossoverSession, report: pytest.TestReport, files: Any) -> None:
     if not cs.run_dir.owned:
         return

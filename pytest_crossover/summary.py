@@ -19,8 +19,10 @@ def header(cs: CrossoverSession) -> list[str]:
 
 
 def teststatus(report: pytest.TestReport) -> Any:
-    """``PASSED primary=0.8123 return=231.4`` in ``-v`` mode, for a child's call phase."""
-    if report.when != "call":
+    """``PASSED primary=0.8123 return=231.4`` in ``-v`` mode, for a passed child's call phase. A failed one keeps
+    pytest's own word: the short summary builds ``FAILED <nodeid> - <reason>`` from it, and the reason already
+    says the primary."""
+    if report.when != "call" or not report.passed:
         return None
     rec = dict(p for p in report.user_properties if isinstance(p, tuple) and len(p) == 2).get(RESULT_KEY)
     if not isinstance(rec, dict) or rec.get("primary") is None:
@@ -28,21 +30,25 @@ def teststatus(report: pytest.TestReport) -> Any:
     word = f"{report.outcome.upper()} primary={rec['primary']:.4f}"
     if rec.get("return"):
         word += f" return={rec['return']['mean']:.1f}"
-    letter = "." if report.passed else "F"
-    return report.outcome, letter, (word, {"green": report.passed, "red": report.failed})
+    return report.outcome, ".", (word, {"green": True})
+
+
+DECISION_KEY = pytest.StashKey[list[str]]()  # the decision block's lines, printed after every other summary
 
 
 def terminal_summary(cs: CrossoverSession, tr: Any) -> None:
     from harness.answer.leaderboard import legend, manifest_rows, table
-    from harness.answer.recommend import subset_statement
+    from harness.answer.recommend import chosen_id, decision_lines, recommend, subset_statement
 
     manifest = cs.manifest()
     rows = manifest_rows(manifest)
+    rec = recommend(rows, manifest)
+    tr.config.stash[DECISION_KEY] = decision_lines(rec)
     tr.write_sep("=", f"crossover leaderboard ({len(cs.records)} children, space {cs.options.space})")
     subset = subset_statement(manifest)
     if subset:
         tr.write_line(f"NOTE: {subset}", yellow=True)
-    tr.write_line(table(rows, limit=None if tr.config.get_verbosity() > 0 else 20))
+    tr.write_line(table(rows, limit=None if tr.config.get_verbosity() > 0 else 20, chosen=chosen_id(rec)))
     for line in legend(rows):
         tr.write_line(f"  {line}")
     tr.write_line(f"latency: {cs.latency_mode()}")
@@ -60,3 +66,16 @@ def terminal_summary(cs: CrossoverSession, tr: Any) -> None:
             tr.write_line(f"written: {p}{extra}")
     for failure in cs.report_failures:
         tr.write_line(f"report: picture {failure}", yellow=True)
+
+
+def decision_summary(tr: Any) -> None:
+    """The decision block (harness.answer.recommend.decision_lines), the last thing the crossover summaries print."""
+    from harness.answer.recommend import DECISION_TITLE
+
+    lines = tr.config.stash.get(DECISION_KEY, None)
+    if not lines:
+        return
+    tr.write_sep("=", DECISION_TITLE)
+    for line in lines:
+        head = line.startswith("Use ")
+        tr.write_line(line if head or line.startswith("NOTE") else f"  {line}", bold=head, green=head)

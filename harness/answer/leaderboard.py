@@ -12,7 +12,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from harness.answer.recommend import recommend, recommendation_text, subset_statement
+from harness.answer.recommend import chosen_id, recommend, recommendation_text, subset_statement
 from harness.crossing.operators import OPERATORS
 from harness.evaluate import intervals as bootstrap
 from harness.evaluate.metrics import METRICS, RANKABLE, dig
@@ -31,7 +31,8 @@ def _param_columns() -> tuple[str, ...]:
     return tuple(f"crossover_{n}" for n in names)
 
 
-STATS = ("tied_with_best", "p_best", "primary_vs_parents_lo", "return_se", "return_vs_weaker_parent_hi", "latency_q1",
+STATS = ("tied_with_best", "p_best", "primary_vs_parents_lo", "primary_vs_parents_hi", "primary_before_finetune",
+         "return_se", "return_vs_weaker_parent_hi", "latency_q1",
          "latency_q3")
 
 
@@ -63,6 +64,7 @@ def child_row(rec: Mapping[str, Any]) -> dict[str, Any]:
         "eval_report_path": files.get("eval"), "run_config_path": files.get("run_config"),
         "is_parent_baseline": False, "status": rec.get("status"), "ranked_model": rec.get("ranked_model"),
         "pareto": False, "index": rec.get("index"), "latency_q1": dig(rec, "latency_ms", "q1"),
+        "primary_before_finetune": dig(rec, "before_finetune", "primary"),
         "latency_q3": dig(rec, "latency_ms", "q3"),
     })
     row.update({c: cross.get(c[len("crossover_"):]) for c in _param_columns()})
@@ -127,7 +129,7 @@ def attach_statistics(rows: list[dict[str, Any]], records: Sequence[Mapping[str,
                         row[f"{column}_lo"], row[f"{column}_hi"] = got[metric]
                     row["tied_with_best"], row["p_best"] = got["tied_with_best"], got["p_best"]
                     if "vs_parents" in got:
-                        row["primary_vs_parents_lo"] = got["vs_parents"][0]
+                        row["primary_vs_parents_lo"], row["primary_vs_parents_hi"] = got["vs_parents"]
     returns = {r["child_id"]: dig(by_id[r["child_id"]], "return", "returns") for r in ranked}
     weaker = _weaker_parent_returns(parents)
     for cid, got in bootstrap.return_intervals({k: v for k, v in returns.items() if v}, weaker).items():
@@ -204,20 +206,28 @@ def build_rows(records: Iterable[Mapping[str, Any]], parents: Mapping[str, Any] 
     return rows
 
 
-_MARKS = {"tied": "=", "pareto": "*"}
+MARKS = {"chosen": ">", "tied": "=", "pareto": "*"}
+BEFORE = ("before ft", "primary of the crossed child before fine-tuning, on the same held-out states (primary is "
+                       "after fine-tuning)")
 
 
-def table(rows: Sequence[Mapping[str, Any]], *, limit: int | None = None, tablefmt: str = "github") -> str:
-    """The human table: rank, id, every shown metric (harness.evaluate.metrics) with its interval, P(best),
-    status, marks."""
+def table(rows: Sequence[Mapping[str, Any]], *, limit: int | None = None, tablefmt: str = "github",
+          chosen: str | None = None) -> str:
+    """The human table: rank, id, every shown metric (harness.evaluate.metrics) with its interval and, after
+    primary, the primary before fine-tuning; P(best), status, marks (``chosen``: the decision's child or parent)."""
     children = [r for r in rows if not r["is_parent_baseline"]]
     parents = [r for r in rows if r["is_parent_baseline"]]
     shown = [m for m in METRICS.values() if m.shown]
-    body = [["—" if r["rank"] is None else str(r["rank"]), r["child_id"], *(m.format_row(r) for m in shown),
-             "—" if r.get("p_best") is None else f"{r['p_best']:.2f}", r["status"],
-             ("=" if r.get("tied_with_best") else "") + ("*" if r["pareto"] else "")]
-            for r in [*(children[:limit] if limit else children), *parents]]
-    headers = ["rank", "child_id", *(m.label for m in shown), "P(best)", "status", "mark"]
+    body = []
+    for r in [*(children[:limit] if limit else children), *parents]:
+        metrics = [m.format_row(r) for m in shown]
+        metrics.insert(1, METRICS.get("primary").format(r.get("primary_before_finetune")))
+        marks = "".join(MARKS[k] for k, on in (("chosen", r["child_id"] == chosen), ("tied", r.get("tied_with_best")),
+                                                ("pareto", r["pareto"])) if on)
+        body.append(["—" if r["rank"] is None else str(r["rank"]), r["child_id"], *metrics,
+                     "—" if r.get("p_best") is None else f"{r['p_best']:.2f}", r["status"], marks])
+    labels = [m.label for m in shown]
+    headers = ["rank", "child_id", *labels[:1], BEFORE[0], *labels[1:], "P(best)", "status", "mark"]
     return str(tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True))
 
 
@@ -234,19 +244,30 @@ STATUSES = {
 }
 
 
-def legend(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """What the table's columns, intervals, marks and statuses mean (only the statuses that occur)."""
-    lines = [f"{m.label}: {m.description}" for m in METRICS.values() if m.shown and m.description]
-    lines += [
-        "±: half the 95 % interval of a paired bootstrap over the held-out states (whole episodes when the buffer "
-        "has episode ids), the same resamples for every child; return ± its standard error",
-        "P(best): share of bootstrap resamples in which the child has the highest primary",
-        f"mark {_MARKS['tied']}: statistically tied with rank 1 (the 95 % interval of its gap to rank 1 contains 0)",
-        f"mark {_MARKS['pareto']}: Pareto front of the children with status ok, on {', '.join(FRONT)}",
+def legend_items(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """What the table's columns, intervals, marks and statuses mean (only the statuses that occur), as (key, text):
+    the one legend of the terminal, leaderboard.md and report.html."""
+    from harness.search.space import child_id_grammar
+
+    items = [("child_id", child_id_grammar())]
+    items += [(m.label, m.description) for m in METRICS.values() if m.shown and m.description]
+    items.insert(2, BEFORE)
+    items += [
+        ("± / [lo, hi]", "the 95 % interval of a paired bootstrap over the held-out states (whole episodes when the "
+                         "buffer has episode ids), the same resamples for every child: the terminal shows half its "
+                         "width (±), the report its ends; return: ± its standard error"),
+        ("P(best)", "share of bootstrap resamples in which the child has the highest primary"),
+        (f"mark {MARKS['chosen']}", "the decision's choice: the child or the parent to use (see the decision block)"),
+        (f"mark {MARKS['tied']}", "statistically tied with rank 1 (the 95 % interval of its gap to rank 1 contains 0)"),
+        (f"mark {MARKS['pareto']}", f"Pareto front of the children with status ok, on {', '.join(FRONT)}"),
     ]
     present = {r["status"] for r in rows}
-    lines += [f"status {s}: {text}" for s, text in STATUSES.items() if s in present]
-    return lines
+    return items + [(f"status {s}", text) for s, text in STATUSES.items() if s in present]
+
+
+def legend(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The legend as lines, ``key: text``."""
+    return [f"{k}: {v}" for k, v in legend_items(rows)]
 
 
 def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -264,14 +285,14 @@ def manifest_rows(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
     return build_rows(manifest.get("children") or [], manifest.get("parents"), manifest.get("split"))
 
 
-def markdown(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) -> str:
+def markdown(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any], chosen: str | None = None) -> str:
     done, expected = len(manifest.get("children") or []), len(manifest.get("expected_children") or [])
     status = "complete" if manifest.get("complete") else f"INCOMPLETE: {done} of {expected} children"
     subset = subset_statement(manifest)
     note = f" **Note: {subset}.**" if subset else ""
     legend_md = "\n".join(f"- {line}" for line in legend(rows))
     return (f"# Crossover leaderboard ({status})\n\nSpace `{manifest.get('space')}`; latency: "
-            f"{manifest.get('latency_mode')}.{note}\n\n{table(rows)}\n\n{legend_md}\n")
+            f"{manifest.get('latency_mode')}.{note}\n\n{table(rows, chosen=chosen)}\n\n{legend_md}\n")
 
 
 def outputs(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -284,7 +305,7 @@ def outputs(manifest: Mapping[str, Any]) -> dict[str, Any]:
         # A plain list of rows, as the established tool writes it; completeness lives in manifest.json.
         "leaderboard.json": rows,
         "leaderboard.csv": to_csv(rows),
-        "leaderboard.md": markdown(rows, manifest),
+        "leaderboard.md": markdown(rows, manifest, chosen_id(rec)),
         "recommendation.json": rec,
         "recommendation.txt": recommendation_text(rec) + "\n",
         **({"barrier.json": manifest["barrier"]} if manifest.get("barrier") else {}),

@@ -9,14 +9,15 @@ holds it for machines; ``recommendation.txt`` is the same, for people.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from harness.evaluate.metrics import METRICS
+from harness.answer.advice import advice, return_text, spread_text
+from harness.evaluate import intervals as bootstrap
+from harness.evaluate.metrics import METRICS, dig
 from harness.search.axes import AXES
 
 ELIGIBLE = ("ok",)  # degenerate, diverged, return-drop, error and lost children are never recommended
-_PULL = 0.10  # every child closer to one parent than the other by more than this: the teacher pulls that way
 
 
 def _num(row: Mapping[str, Any], column: str) -> dict[str, Any]:
@@ -39,6 +40,7 @@ def recommend(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) ->
     finished = [r for r in children if r["primary_metric"] is not None and r["status"] not in ("diverged",)]
     eligible = [r for r in finished if r["status"] in ELIGIBLE]
     ab = parents.get("agree_ab")
+    options = manifest.get("options") or {}
     out: dict[str, Any] = {
         "counts": {s: sum(r["status"] == s for r in children) for s in sorted({r["status"] for r in children})},
         "children": len(children), "recommended": None, "prefer_parent": None, "tied_with_recommended": [],
@@ -46,7 +48,7 @@ def recommend(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) ->
         **{f"best_per_{a.name}": _best_by(eligible, a.key) for a in AXES.values() if a.lever_axis},
         "subset": subset_statement(manifest), "parents": {"agree_ab": ab, "bound": parents.get("bound"),
                                                            "returns": _parent_returns(parents)},
-        "advice": [],
+        "teacher": options.get("teacher"), "advice": [], "next_step": None,
         "unfinished": [{"child_id": r["child_id"], "status": r["status"]} for r in children
                        if r["status"] in ("diverged", "error", "lost")],
     }
@@ -55,10 +57,14 @@ def recommend(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) ->
     if best is not None and beats:
         out["recommended"] = _brief(best)
         out["recommended"]["why"] = _why(best, ab)
-        out["tied_with_recommended"] = [r["child_id"] for r in eligible[1:] if r.get("tied_with_best")]
+        out["recommended"]["vs_parents"] = _gap(best, ab)
+        tied = [r for r in eligible[1:] if r.get("tied_with_best")]
+        out["tied_with_recommended"] = [r["child_id"] for r in tied]
+        out["tied_best_return"] = _best_return([best, *tied]) if tied else None
     else:
         out["prefer_parent"] = _prefer_parent(parents, best, ab, bool(children))
     out["advice"] = advice(finished, manifest, out)
+    out["next_step"] = next_step(out)
     return out
 
 
@@ -67,6 +73,22 @@ def _margin(row: Mapping[str, Any], ab: float) -> float:
     bootstrap gave one (the point estimate otherwise)."""
     lo = row.get("primary_vs_parents_lo")
     return float(lo) if lo is not None else float(row["primary_metric"]) - ab
+
+
+def _gap(row: Mapping[str, Any], ab: float | None) -> dict[str, Any] | None:
+    """A child's primary minus the parents' agreement, with its paired 95 % interval when the bootstrap gave one."""
+    if ab is None:
+        return None
+    return {"value": float(row["primary_metric"]) - ab, "lo": row.get("primary_vs_parents_lo"),
+            "hi": row.get("primary_vs_parents_hi")}
+
+
+def _best_return(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    scored = [r for r in rows if r.get("return_mean") is not None]
+    if not scored:
+        return None
+    top = max(scored, key=lambda r: r["return_mean"])  # max keeps the first (higher-ranked) of equal returns
+    return {"child_id": top["child_id"], "return": {"value": top["return_mean"], "se": top.get("return_se")}}
 
 
 def _best_by(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:
@@ -84,95 +106,114 @@ def _parent_returns(parents: Mapping[str, Any]) -> dict[str, Any]:
 def _why(best: Mapping[str, Any], ab: float | None) -> str:
     if ab is None:
         return "the highest primary among the children that finished well"
-    paired = best.get("primary_vs_parents_lo") is not None
-    margin = "its primary is significantly above (paired 95 % interval)" if paired else "its primary is above"
-    return (f"the highest primary among the children that finished well, and {margin} the parents' agreement "
-            f"{ab:.4f}: it agrees with both parents more than either parent agrees with the other")
+    gap = _gap(best, ab)
+    assert gap is not None
+    return (f"its primary {best['primary_metric']:.4f} is above the parents' agreement {ab:.4f} by "
+            f"{_gap_text(gap)}: it agrees with both parents more than either parent agrees with the other")
+
+
+def _gap_text(gap: Mapping[str, Any]) -> str:
+    text = f"{gap['value']:+.4f}"
+    if gap.get("lo") is not None and gap.get("hi") is not None:
+        text += f" (paired 95 % interval [{gap['lo']:+.3f}, {gap['hi']:+.3f}])"
+    return text
 
 
 def _prefer_parent(parents: Mapping[str, Any], best: Mapping[str, Any] | None, ab: float | None,
                    any_child: bool) -> dict[str, Any]:
-    returns = _parent_returns(parents)
-    pick = max(returns, key=lambda p: returns[p]) if returns else "parent_a"
+    pick, which = _which_parent(parents)
+    gap = None
     if not any_child:
         why = "no child ran"
     elif best is None:
         why = "no child finished well (see the status column)"
     else:
-        p = METRICS.get("primary")
-        why = (f"no child agrees with both parents measurably more than the parents agree with each other: the best, "
-               f"{best['child_id']}, has primary {p.format_row(best)} against the parents' {ab:.4f}")
-    reason = f"it has the higher return, {returns[pick]:.1f}" if len(returns) == 2 else ""
-    return {"parent": pick, "why": why, "which": reason}
+        gap = _gap(best, ab)
+        assert gap is not None and ab is not None
+        beyond = gap["hi"] is not None and gap["hi"] < 0
+        verdict = ("lies below 0: the children are measurably worse" if beyond else
+                   "includes 0: no child is measurably better" if gap["lo"] is not None else
+                   "is not above 0 (no interval: nothing to resample)")
+        why = (f"the best child, {best['child_id']}, has primary {best['primary_metric']:.4f} against the parents' "
+               f"agreement {ab:.4f}: a gap of {_gap_text(gap)}, which {verdict}")
+    return {"parent": pick, "why": why, "which": which, "best_child": None if best is None else best["child_id"],
+            "vs_parents": gap}
 
 
-def advice(finished: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any],
-           decision: Mapping[str, Any]) -> list[str]:
-    """Advice that follows from this session's numbers, each line a measured observation and what it suggests."""
-    lines: list[str] = []
-    teacher = (manifest.get("options") or {}).get("teacher")
-    a = [r["child_vs_parent_a_agreement"] for r in finished if r["child_vs_parent_a_agreement"] is not None]
-    b = [r["child_vs_parent_b_agreement"] for r in finished if r["child_vs_parent_b_agreement"] is not None]
-    if a and b and len(a) == len(b):
-        gaps = [x - y for x, y in zip(a, b)]
-        toward_a, toward_b = all(g > _PULL for g in gaps), all(g < -_PULL for g in gaps)
-        for side, other, pulled in (("A", "B", toward_a), ("B", "A", toward_b)):
-            if pulled:
-                mean_near, mean_far = (statistics.fmean(a), statistics.fmean(b)) if side == "A" else \
-                    (statistics.fmean(b), statistics.fmean(a))
-                source = f"the teacher ({teacher})" if teacher else "the teacher"
-                lines.append(f"every child sits near parent {side} (mean agreement {mean_near:.3f}) and far from "
-                             f"parent {other} ({mean_far:.3f}): {source} pulls toward {side}; "
-                             "--crossover-teacher both distils from both parents")
-    lines += _regime_advice(finished)
-    lines += levers(decision)
-    if manifest.get("barrier"):
-        from harness.search.barrier import summary
-
-        lines += summary(manifest["barrier"])
-    rec = decision.get("recommended")
-    tied = decision.get("tied_with_recommended") or []
-    if rec and tied:
-        lines.append(f"{len(tied)} other child(ren) are statistically tied with {rec['child_id']} on primary; within "
-                     "that set, choose by return, fine-tune cost or model size")
-    return lines
+def _which_parent(parents: Mapping[str, Any]) -> tuple[str, str]:
+    """The parent to use and why that one: the higher return when the paired interval of the two parents' returns
+    (the same episode seeds) excludes 0; else the tie-break, the first parent (parent_a)."""
+    got = [dig(parents, "returns", p, "returns") for p in ("parent_a", "parent_b")]
+    if not all(got):
+        return "parent_a", "no return was measured to tell the parents apart; tie-break: the first parent, parent_a"
+    diff = bootstrap.return_intervals({"parent_a": got[0]}, got[1]).get("parent_a", {}).get("return_vs_weaker_parent")
+    mean_a, mean_b = statistics.fmean(got[0]), statistics.fmean(got[1])
+    shown = f"{mean_a - mean_b:+.1f}" + ("" if diff is None else f", paired 95 % interval [{diff[0]:+.1f}, "
+                                                                  f"{diff[1]:+.1f}]")
+    if diff is not None and (diff[0] > 0 or diff[1] < 0):
+        pick, other = ("parent_a", "parent_b") if diff[0] > 0 else ("parent_b", "parent_a")
+        mine, theirs = (mean_a, mean_b) if pick == "parent_a" else (mean_b, mean_a)
+        return pick, f"its return {mine:.1f} is above {other}'s {theirs:.1f} (A - B {shown})"
+    return "parent_a", (f"the parents' returns {mean_a:.1f} and {mean_b:.1f} are within the noise (A - B {shown}); "
+                        "tie-break: the first parent, parent_a")
 
 
-def levers(decision: Mapping[str, Any]) -> list[str]:
-    """For each lever the session searched with more than one value (the mode and every declared axis): which
-    value's best child was best, and whether that lead is beyond the noise (its interval clear of every other
-    value's best)."""
-    out = []
-    for axis, key in (*((a.lever, f"best_per_{a.name}") for a in AXES.values() if a.lever_axis),
-                      ("crossover mode", "best_per_mode")):
-        best = decision.get(key) or {}
-        if len(best) < 2:
-            continue
-        ranked = sorted(best.items(), key=lambda kv: -(kv[1]["primary"]["value"] or 0.0))
-        (top, first), others = ranked[0], ranked[1:]
-        lo = first["primary"]["lo"]
-        clear = lo is not None and all((o["primary"]["hi"] or o["primary"]["value"]) < lo for _, o in others)
-        shown = ", ".join(f"{k} {_fmt(v['primary'], '.4f')}" for k, v in ranked)
-        verdict = "it mattered: the lead is beyond the noise" if clear else "within the noise of the others"
-        out.append(f"{axis}: the best child per value is {shown}; {top} leads, {verdict}")
-    return out
+def next_step(rec: Mapping[str, Any]) -> str:
+    """The one step that would change or sharpen this answer: the first rule of :data:`NEXT_STEPS` that applies."""
+    for rule in NEXT_STEPS:
+        step = rule(rec)
+        if step:
+            return step
+    return "none needed at this session's noise"
 
 
-def _regime_advice(finished: Sequence[Mapping[str, Any]]) -> list[str]:
-    by_regime: dict[str, list[float]] = {}
-    epochs: dict[str, int] = {}
-    for r in finished:
-        by_regime.setdefault(r["finetune_regime"], []).append(r["primary_metric"])
-        epochs[r["finetune_regime"]] = r["finetune_epochs"] or 0
-    if len(by_regime) < 2:
-        return []
-    means = {k: statistics.fmean(v) for k, v in by_regime.items()}
-    best = max(means, key=means.__getitem__)
-    longest = max(epochs, key=epochs.__getitem__)
-    if best == longest and epochs[best] > min(epochs.values()):
-        return [f"the longest regime ({best}, {epochs[best]} epochs) has the best mean primary ({means[best]:.4f}): "
-                "longer fine-tuning may help further"]
-    return []
+def _next_subset(rec: Mapping[str, Any]) -> str | None:
+    return "run the whole space (drop the selection): the answer covers only the children this session ran" \
+        if rec.get("subset") else None
+
+
+def _next_unfinished(rec: Mapping[str, Any]) -> str | None:
+    pref = rec.get("prefer_parent") or {}
+    if rec.get("recommended") or pref.get("best_child") or not rec.get("children"):
+        return None
+    return "fix what the failed children's lines say (status column), then rerun: no child finished well"
+
+
+def _next_teacher(rec: Mapping[str, Any]) -> str | None:
+    teacher = rec.get("teacher")
+    if not rec.get("prefer_parent") or teacher not in ("a", "b") or len(rec.get("best_per_teacher") or {}) > 1:
+        return None
+    return (f"rerun with --crossover-teacher both: every child here distils from parent {teacher.upper()} alone, "
+            "so it agrees with the other parent only where the two agree")
+
+
+def _next_noise(rec: Mapping[str, Any]) -> str | None:
+    gap = (rec.get("prefer_parent") or {}).get("vs_parents") or {}
+    if gap.get("hi") is not None and gap["hi"] > 0:
+        return (f"more held-out states (a larger --crossover-states buffer) narrow the best child's gap interval "
+                f"[{gap['lo']:+.3f}, {gap['hi']:+.3f}]: it may be up to {gap['hi']:+.3f} above the parents")
+    if rec.get("prefer_parent") and rec["prefer_parent"].get("best_child"):
+        return "a wider search (--crossover-space extended, or a longer regime): every child here is below the parents"
+    return None
+
+
+def _next_tied(rec: Mapping[str, Any]) -> str | None:
+    tied = rec.get("tied_with_recommended") or []
+    if not rec.get("recommended") or not tied:
+        return None
+    return (f"more held-out states (a larger --crossover-states buffer) to separate it from the {len(tied)} "
+            "child(ren) tied with it; the answer can change among those")
+
+
+def _next_returns(rec: Mapping[str, Any]) -> str | None:
+    chosen = rec.get("recommended") or {}
+    if not chosen or (chosen.get("return") or {}).get("value") is not None:
+        return None
+    return "measure returns (--crossover-env ID --crossover-episodes 20): agreement alone does not say it acts well"
+
+
+NEXT_STEPS: tuple[Callable[[Mapping[str, Any]], str | None], ...] = (
+    _next_subset, _next_unfinished, _next_teacher, _next_noise, _next_tied, _next_returns)
 
 
 def subset_statement(manifest: Mapping[str, Any]) -> str | None:
@@ -185,25 +226,50 @@ def subset_statement(manifest: Mapping[str, Any]) -> str | None:
             f"{manifest.get('space')!r} ({how}); the recommendation covers only those")
 
 
+DECISION_TITLE = "crossover decision"
+
+
+def chosen_id(rec: Mapping[str, Any]) -> str | None:
+    """The id the decision chose: the recommended child's, or the preferred parent's."""
+    if rec.get("recommended"):
+        return str(rec["recommended"]["child_id"])
+    return (rec.get("prefer_parent") or {}).get("parent")
+
+
+def decision_lines(rec: Mapping[str, Any]) -> list[str]:
+    """The decision block, the one source of what the terminal ends with and ``report.html`` opens with: what to
+    use (a child or a parent), why (the comparison that decided it, with its interval), how sure, and the one
+    next step that would change or sharpen the answer."""
+    lines = [f"NOTE: {rec['subset']}"] if rec.get("subset") else []
+    chosen, pref = rec.get("recommended"), rec.get("prefer_parent") or {}
+    finished = sum(n for s, n in (rec.get("counts") or {}).items() if s in ELIGIBLE)
+    if chosen:
+        p = METRICS.get("primary")
+        tied = rec.get("tied_with_recommended") or []
+        p_best = "" if chosen.get("p_best") is None else f"P(best) {chosen['p_best']:.2f}; "
+        lines += [f"Use child {chosen['child_id']} ({chosen['mode']} crossover, regime {chosen['regime']}): primary "
+                  f"{spread_text(chosen['primary'], p.fmt)}" + return_text(chosen) + ".",
+                  f"why: {chosen['why']}",
+                  f"how sure: {p_best}" + (f"{len(tied)} other child(ren) statistically tied with it "
+                                           "(their gap to it has a 95 % interval containing 0)" if tied else
+                                           f"no other of the {finished} children that finished well is tied with it")]
+    else:
+        gap = pref.get("vs_parents") or {}
+        sure = (f"a child better than the parents by more than {gap['hi']:+.3f} is ruled out at 95 %; "
+                if gap.get("hi") is not None else "")
+        lines += [f"Use {pref.get('parent')} (a parent): no child here beats the parents.",
+                  f"why: {pref.get('why')}", f"which parent: {pref.get('which')}",
+                  f"how sure: {sure}{finished} of {rec.get('children', 0)} children finished well"]
+    return [*lines, f"next: {rec.get('next_step')}"]
+
+
 def recommendation_text(rec: Mapping[str, Any]) -> str:
     """``recommendation.txt``: the decision first, then the evidence."""
     rule = "=" * 72
     lines = [rule, "Crossover search: recommendation", rule]
-    if rec.get("subset"):
-        lines += [f"NOTE: {rec['subset']}.", ""]
+    block = decision_lines(rec)
+    lines += [line if line.startswith(("NOTE", "Use")) else f"  {line}" for line in block]
     p = METRICS.get("primary")
-    chosen = rec.get("recommended")
-    if chosen:
-        lines += [f"Use child {chosen['child_id']} ({chosen['mode']} crossover, regime {chosen['regime']}).",
-                  f"  primary {_fmt(chosen['primary'], p.fmt)}, agree_a {_fmt(chosen['agree_a'], p.fmt)}, "
-                  f"agree_b {_fmt(chosen['agree_b'], p.fmt)}" + _return_text(chosen),
-                  f"  why: {chosen['why']}"]
-        if rec.get("tied_with_recommended"):
-            lines.append(f"  statistically tied with it: {', '.join(rec['tied_with_recommended'])}")
-    else:
-        pref = rec["prefer_parent"]
-        which = f" ({pref['which']})" if pref["which"] else ""
-        lines += [f"Prefer a parent over any child here: {pref['parent']}{which}.", f"  why: {pref['why']}"]
     ab = rec["parents"].get("agree_ab")
     if ab is not None:
         lines += ["", f"Parents: they agree on {ab:.4f} of the held-out states, so the best possible primary is "
@@ -213,7 +279,8 @@ def recommendation_text(rec: Mapping[str, Any]) -> str:
                        *((f"Best child per {a.lever}", f"best_per_{a.name}") for a in AXES.values() if a.lever_axis)):
         if rec.get(key) and (key in ("best_per_mode", "best_per_regime") or len(rec[key]) > 1):
             lines += ["", f"{title}:"]
-            lines += [f"  {k:<12} {v['child_id']:<42} primary {_fmt(v['primary'], p.fmt)}" for k, v in rec[key].items()]
+            lines += [f"  {k:<12} {v['child_id']:<42} primary {spread_text(v['primary'], p.fmt)}"
+                      for k, v in rec[key].items()]
     if rec.get("advice"):
         lines += ["", "Advice:"] + [f"  - {a}" for a in rec["advice"]]
     if rec.get("unfinished"):
@@ -222,20 +289,3 @@ def recommendation_text(rec: Mapping[str, Any]) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in rec["counts"].items())
     lines += ["", f"Children: {rec['children']} ({counts})", rule]
     return "\n".join(lines)
-
-
-def _fmt(value: Mapping[str, Any], fmt: str) -> str:
-    if value.get("value") is None:
-        return "—"
-    text = format(value["value"], fmt)
-    if value.get("lo") is not None and value.get("hi") is not None:
-        text += f" ±{(value['hi'] - value['lo']) / 2:.3f}"
-    return text
-
-
-def _return_text(brief: Mapping[str, Any]) -> str:
-    ret = brief.get("return") or {}
-    if ret.get("value") is None:
-        return ""
-    se = f" ±{ret['se']:.1f}" if ret.get("se") is not None else ""
-    return f", return {ret['value']:.1f}{se}"

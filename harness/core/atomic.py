@@ -1,5 +1,7 @@
 """Atomic writes: a file goes to a temporary file in the same folder (fsync, then rename), a folder is staged
-and renamed into place, so no reader ever sees half of either."""
+and renamed into place, so no reader ever sees half of either. Files get the mode a plain ``open`` would give them
+(0666 less the user's umask: 0644 under umask 022, 0600 under 077), folders 0777 less the umask, so a web server or
+an artifact uploader reads what the user can."""
 
 from __future__ import annotations
 
@@ -8,10 +10,45 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from numbers import Integral, Real
 from pathlib import Path
 from typing import IO, Any
+
+_UMASK: int | None = None
+_UMASK_LOCK = threading.Lock()
+
+
+def umask() -> int:
+    """The process's umask, read once: from /proc where the kernel shows it (Linux), else by setting it and
+    putting it back at once, under a lock (the strict 077 meanwhile: a file created in between by another thread
+    is at worst too private, never too open)."""
+    global _UMASK
+    if _UMASK is None:
+        with _UMASK_LOCK:
+            if _UMASK is None:
+                _UMASK = _proc_umask()
+                if _UMASK is None:
+                    current = os.umask(0o077)
+                    os.umask(current)
+                    _UMASK = current
+    return _UMASK
+
+
+def _proc_umask() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def file_mode() -> int:
+    return 0o666 & ~umask()
 
 
 def _write(path: Path, writer: Callable[[IO[bytes]], object], durable: bool = True) -> Path:
@@ -19,6 +56,7 @@ def _write(path: Path, writer: Callable[[IO[bytes]], object], durable: bool = Tr
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())  # mkstemp creates 0600; readable as a plain open() would make it
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
             fh.flush()

@@ -20,7 +20,10 @@ th{background:#f3f4f6;position:sticky;top:0;white-space:nowrap}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .ci{color:#666;font-size:11px}
 tr.best td{background:#fff4d6}tr.baseline td{background:#eef3f8;font-style:italic}
-tr.bad td{color:#a11}
+tr.bad td{color:#a11}tr.chosen td{background:#d9f2dd;font-weight:600}
+.decision{background:#eef8f0;border-left:5px solid #17612c;padding:4px 14px 8px;margin:12px 0}
+.decision h2{border:0;margin:6px 0 2px}.decision .use{font-size:17px;font-weight:600;margin:4px 0}
+.decision ul{margin:4px 0;padding-left:20px}
 .ok{color:#17612c}.failed{color:#a11;background:#fdecec;padding:6px 10px;border-left:4px solid #a11}
 .note{color:#555;background:#f5f5f5;padding:6px 10px}
 figure{margin:8px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.answer.leaderboard import axis_columns, manifest_rows
+from harness.answer.leaderboard import BEFORE, MARKS, axis_columns, legend_items, manifest_rows
+from harness.answer.recommend import DECISION_TITLE, chosen_id, decision_lines, recommend
 from harness.core.errors import HarnessError, first_line
 from harness.evaluate.metrics import METRICS, RANKABLE
 from harness.pictures.page import document, esc, legend, table
@@ -136,6 +137,7 @@ def report_outputs(manifest: Mapping[str, Any], run_dir: str | os.PathLike[str] 
     folder = None if run_dir is None else Path(run_dir)
     records = manifest.get("children") or []
     rows = session_rows(manifest)
+    rec = recommend(rows, manifest)
     _enrich(rows, records, folder)
     failures: list[str] = []
     try:
@@ -145,21 +147,12 @@ def report_outputs(manifest: Mapping[str, Any], run_dir: str | os.PathLike[str] 
     with _gc_paused():
         drawn = draw(plots.session_pictures(rows, records, manifest.get("parents"), barrier))
     failures += [f"{d.name}: {d.error}" for d in drawn if d.error]
-    files: dict[str, Any] = {REPORT: page(manifest, rows, drawn, failures)}
+    files: dict[str, Any] = {REPORT: page(manifest, rows, drawn, failures, rec)}
     files.update({d.file: d.png for d in drawn if d.png is not None})
     return files, failures
 
 
 # -- the page -------------------------------------------------------------------------------------------------------
-# What a status means, for the legend of the HTML table (an unknown status is shown as it is).
-STATUSES = {
-    "ok": "fine-tuned and evaluated", "degenerate": "finished, but primary is under --crossover-degenerate-threshold",
-    "return-drop": "finished, but its return is significantly below the weaker parent's",
-    "diverged": "fine-tuning diverged; no metric describes it", "error": "the child's test failed",
-    "lost": "its xdist worker died while running it", "baseline": "a parent (primary = A-vs-B agreement)",
-}
-
-
 def _interval(m: Any, lo: float, hi: float) -> str:
     """``[lo, hi]`` one digit shorter than the value: the interval is read, not copied."""
     spec = m.fmt
@@ -168,22 +161,39 @@ def _interval(m: Any, lo: float, hi: float) -> str:
     return f"[{lo:{spec}}, {hi:{spec}}]"
 
 
-def leaderboard_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The leaderboard as an HTML table with its legend: every child, then the parents; a 95% interval under a
-    value where the row has ``<column>_lo`` / ``_hi``; the best child and those tied with it highlighted.
+def _row_class(r: Mapping[str, Any], chosen: str | None, child_chosen: bool) -> str:
+    """The decision's choice stands out; children tied with it are highlighted only when a child was chosen (when
+    a parent wins no child row is)."""
+    if r["child_id"] == chosen:
+        return "chosen"
+    if r.get("is_parent_baseline"):
+        return "baseline"
+    if child_chosen and r.get("tied_with_best"):
+        return "best"
+    return "" if r["status"] in RANKABLE else "bad"
 
-    Laid out for the 1160 px column: a metric no child has (return without episodes) and an axis value every child
-    shares get no column (the header line of the page and the heatmap say them)."""
+
+def leaderboard_table(rows: Sequence[Mapping[str, Any]], chosen: str | None = None) -> str:
+    """The leaderboard as an HTML table with its legend (the terminal's): every child, then the parents (the
+    parents first when the decision chose one); a 95% interval under a value where the row has ``<column>_lo`` /
+    ``_hi``; the chosen row and, when it is a child, those tied with it highlighted.
+
+    Laid out for the 1160 px column: the mode has no column (the child id names it first), and a metric no child
+    has (return without episodes) and an axis value every child shares get none either (the header line
+    of the page and the heatmap say them)."""
     kids = [r for r in rows if not r.get("is_parent_baseline")]
+    parents = [r for r in rows if r.get("is_parent_baseline")]
+    child_chosen = any(r["child_id"] == chosen for r in kids)
     shown = [m for m in METRICS.values() if m.shown and any(r.get(m.column) is not None for r in kids)]
     extra = [c for c in axis_columns() if len({r.get(c) for r in kids} - {None}) > 1]
     with_p = any(r.get("p_best") is not None for r in rows)
-    with_tie = any(r.get("tied_with_best") is not None for r in rows)
-    heads = ["rank", "child_id", "mode", "regime", *extra, *(m.label for m in shown), *(["p_best"] * with_p),
-             "status", "marks"]
+    before = any(r.get("primary_before_finetune") is not None for r in kids)
+    labels = [m.label for m in shown]
+    heads = ["rank", "child_id", "regime", *extra, *labels[:1], *[BEFORE[0]] * before, *labels[1:],
+             *(["P(best)"] * with_p), "status", "mark"]
     body, classes = [], []
-    for r in rows:
-        cells = [esc(r["rank"]), esc(r["child_id"]), esc(r["crossover_mode"]), esc(r["finetune_regime"]),
+    for r in ([*parents, *kids] if chosen and not child_chosen else [*kids, *parents]):
+        cells = [esc(r["rank"]), esc(r["child_id"]), esc(r["finetune_regime"]),
                  *(esc(r.get(c)) for c in extra)]
         for m in shown:
             cell = esc(m.format(r.get(m.column)))
@@ -191,27 +201,35 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]]) -> str:
             if lo is not None and hi is not None:
                 cell += f"<br><span class=ci>{esc(_interval(m, lo, hi))}</span>"
             cells.append(cell)
+            if m.name == "primary" and before:
+                cells.append(esc(m.format(r.get("primary_before_finetune"))))
         if with_p:
             cells.append(esc(None if r.get("p_best") is None else f"{r['p_best']:.2f}"))
-        marks = [f'<span title="{t}">{s}</span>' for s, t, on in (
-            ("◆", "Pareto front", r.get("pareto")), ("≈", "tied with #1", r.get("tied_with_best"))) if on]
-        cells += [esc(r["status"]), " ".join(marks)]
+        marks = [f'<span title="{t}">{esc(MARKS[k])}</span>' for k, t, on in (
+            ("chosen", "the decision's choice", r["child_id"] == chosen), ("tied", "tied with #1",
+                                                                           r.get("tied_with_best")),
+            ("pareto", "Pareto front", r.get("pareto"))) if on]
+        cells += [esc(r["status"]), "".join(marks)]
         body.append(cells)
-        classes.append("baseline" if r.get("is_parent_baseline") else "best" if r["rank"] == 1 or r.get(
-            "tied_with_best") else "" if r["status"] in RANKABLE else "bad")
-    numeric = [True, *[False] * (3 + len(extra)), *[True] * (len(shown) + with_p), False, False]
-    items = [(m.label, m.description) for m in shown if m.description]
-    if any(r.get(f"{m.column}_lo") is not None for r in rows for m in shown):
-        names = "/".join(m.label for m in shown if any(r.get(f"{m.column}_lo") is not None for r in rows))
-        items.append(("[lo, hi]", f"95% bootstrap interval of {names}, under the value"))
-    if with_p:
-        items.append(("p_best", "probability that the child is the best one (bootstrap share of rank 1)"))
-    items.append(("◆", "on the Pareto front: no other child is better on primary, fine-tune steps and latency at once"))
-    if with_tie:
-        items.append(("≈", "tied with #1: not distinguishable from the best child at 95% (highlighted, as #1)"))
-    items += [(f"status {s}", d) for s, d in STATUSES.items() if any(r["status"] == s for r in rows)]
+        classes.append(_row_class(r, chosen, child_chosen))
+    numeric = [True, *[False] * (2 + len(extra)), *[True] * (len(shown) + before + with_p), False, False]
     return table(heads, body, row_classes=classes, numeric=numeric, raw=True, table_id="leaderboard-table") + \
-        legend(items)
+        legend(legend_items(rows))
+
+
+def decision_html(rec: Mapping[str, Any]) -> str:
+    """The decision block as the report opens with it: the same lines as the terminal's (harness.answer.recommend)."""
+    lines = decision_lines(rec)
+    head = next(i for i, line in enumerate(lines) if line.startswith("Use "))
+    items = "".join(f"<li>{_labelled(line)}</li>" for line in lines[head + 1:])
+    notes = "".join(f"<p>{esc(line)}</p>" for line in lines[:head])
+    return (f'<section id="decision" class="decision"><h2>{esc(DECISION_TITLE.capitalize())}</h2>{notes}'
+            f"<p class=use>{esc(lines[head])}</p><ul>{items}</ul></section>")
+
+
+def _labelled(line: str) -> str:
+    label, sep, rest = line.partition(": ")
+    return f"<b>{esc(label)}:</b> {esc(rest)}" if sep else esc(line)
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -272,19 +290,20 @@ def _details(manifest: Mapping[str, Any]) -> str:
 
 
 def page(manifest: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], drawn: Sequence[Drawn],
-         failures: Sequence[str] = ()) -> str:
+         failures: Sequence[str] = (), rec: Mapping[str, Any] | None = None) -> str:
     space = manifest.get("space")
     title = f"Crossover report: space {space}" + ("" if manifest.get("complete") else " (INCOMPLETE)")
     nav = " · ".join(f'<a href="#{d.name}">{esc(d.title)}</a>' for d in drawn)
     failed = "".join(f'<p class="failed">Picture {esc(f)}</p>' for f in failures)
     wall = manifest.get("wall_s")
-    return document(title, f"<h1>{esc(title)}</h1>{_status(manifest)}{failed}"
+    rec = recommend(rows, manifest) if rec is None else rec
+    return document(title, f"<h1>{esc(title)}</h1>{_status(manifest)}{failed}{decision_html(rec)}"
                     f"<p>{len(manifest.get('children') or [])} children; parents agree on "
                     f"{_fmt(manifest.get('parents'), 'agree_ab')} of the held-out states; session wall time "
                     f"{'—' if wall is None else f'{wall:.1f} s'}.</p>"
-                    f'<nav><a href="#leaderboard">Leaderboard</a> · {nav} · '
+                    f'<nav><a href="#decision">Decision</a> · <a href="#leaderboard">Leaderboard</a> · {nav} · '
                     f'<a href="#session">How this session ran</a></nav>'
-                    f'<h2 id="leaderboard">Leaderboard</h2>{leaderboard_table(rows)}'
+                    f'<h2 id="leaderboard">Leaderboard</h2>{leaderboard_table(rows, chosen_id(rec))}'
                     + "".join(_figure(d) for d in drawn) + _details(manifest))
 
 

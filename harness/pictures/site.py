@@ -60,7 +60,7 @@ def index_page(records: Sequence[Stored], series: Sequence[Series], warnings: Se
                      esc(git.get("branch")), "yes" if git.get("dirty") else "", esc(r.data.get("space")),
                      esc((r.data.get("options") or {}).get("teacher")),
                      esc("/".join(str(fp.get(k) or "?")[:8] for k in ("parent_a", "parent_b", "states"))),
-                     f'<a href="series-{s.slug}.html">{esc(s.slug)}</a>',
+                     f'<a href="series-{s.slug}.html">{esc(s.title)}</a>',
                      esc(best.get("child_id")), esc(METRICS.get("primary").format(best.get("primary"))),
                      esc(_coverage(r))])
     heads = ["record", "saved (UTC)", "commit", "branch", "dirty", "space", "teacher", "fingerprint (A/B/states)",
@@ -83,16 +83,17 @@ def series_page(s: Series, picture: str) -> str:
     for key, info in recipes(s).items():
         body.append([esc(key), esc(info["regime"]),
                      *(esc(primary.format(v)) for v in recipe_values(s, key, "primary"))])
-    return document(f"Crossover history: {s.slug}",
-                    f"<h1>Series {esc(s.slug)}</h1>{_nav('')}<p>{esc(s.title)}; {len(s.records)} records.</p>"
-                    f'<figure><img src="{esc(picture)}" alt="trend of {esc(s.slug)}"></figure>'
+    return document(f"Crossover history: {s.title}",
+                    f"<h1>Series: {esc(s.title)}</h1>{_nav('')}<p>{len(s.records)} records (files "
+                    f"<code>series-{esc(s.slug)}.*</code>).</p>"
+                    f'<figure><img src="{esc(picture)}" alt="trend of {esc(s.title)}"></figure>'
                     f"<h2>Primary per recipe</h2>"
                     + table(["recipe", "regime", *cols], body, raw=True, table_id="recipes"))
 
 
 def regression_rows(series: Sequence[Series], checks: Sequence[FailCheck]) -> list[list[str]]:
     """``[series, from, to, breach]`` for each breach between consecutive records of a series."""
-    return [[s.slug, old.name, new.name, line] for s in series for old, new in zip(s.records, s.records[1:])
+    return [[s.title, old.name, new.name, line] for s in series for old, new in zip(s.records, s.records[1:])
             for line in breaches(old, new, checks)]
 
 
@@ -113,7 +114,7 @@ def step_rows(series: Sequence[Series], checks: Sequence[FailCheck]) -> list[lis
                      *((k, recipe_values(s, k, chk.metric)) for k in recipes(s))]
             for name, vals in lines:
                 for st in steps(vals, chk):
-                    out.append([s.slug, name, str(chk), s.records[st.index].name, fmt(st.before), fmt(st.after)])
+                    out.append([s.title, name, str(chk), s.records[st.index].name, fmt(st.before), fmt(st.after)])
     return out
 
 

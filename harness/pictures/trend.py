@@ -110,13 +110,21 @@ def interval(child: Mapping[str, Any] | None, metric: str) -> tuple[float, float
     return None
 
 
+def recipe_children(series: Series, key: str) -> list[dict[str, Any] | None]:
+    """The recipe's child in each record of the series (None where it did not run)."""
+    return [next((c for c in r.children().values() if recipe_key(c["child_id"]) == key), None)
+            for r in series.records]
+
+
 def recipe_values(series: Series, key: str, metric: str) -> list[float | None]:
-    """One value per record of the series (None where the recipe did not run or has no such metric)."""
-    out = []
-    for r in series.records:
-        child = next((c for c in r.children().values() if recipe_key(c["child_id"]) == key), None)
-        out.append(value(child, metric) if child and child.get("status") in RANKABLE else None)
-    return out
+    """One value per record of the series, whatever the child's status (None where the recipe did not run or has
+    no such metric: a diverged child has none), so a child that went wrong shows where it went, not a gap."""
+    return [value(child, metric) for child in recipe_children(series, key)]
+
+
+def not_ok(child: Mapping[str, Any] | None) -> bool:
+    """A child that ran with a status other than ok (degenerate, return-drop, ...): marked in the trend."""
+    return child is not None and child.get("status") not in (None, "ok")
 
 
 # -- steps ----------------------------------------------------------------------------------------------------------
@@ -199,10 +207,10 @@ def trend_figure(series: Series) -> Figure:
                 if info["regime"] != regime:
                     continue
                 k = labels.index(info["label"])
-                kids = [next((c for c in r.children().values() if recipe_key(c["child_id"]) == key), None)
-                        for r in series.records]
+                kids = recipe_children(series, key)
                 _line(axes[i][j], xs, recipe_values(series, key, metric), [interval(c, metric) for c in kids],
-                      fg.colour(k % 20), fg.LINESTYLES[(k // 20) % len(fg.LINESTYLES)], 1.3)
+                      fg.colour(k % 20), fg.LINESTYLES[(k // 20) % len(fg.LINESTYLES)], 1.3,
+                      marked=[not_ok(c) for c in kids])
             axes[i][j].set_title(f"regime {regime}: {metric} per recipe")
     step = max(1, math.ceil(n * len(metrics) / 16))  # ~45 px per label: at most 16 across the figure
     for ax in axes[-1]:
@@ -214,13 +222,22 @@ def trend_figure(series: Series) -> Figure:
     fg.side_legend(fig, [fg.handle("best child", color="black", linestyle="-", linewidth=2.2),
                         *(fg.handle(lbl, color=fg.colour(k % 20),
                                         linestyle=fg.LINESTYLES[(k // 20) % len(fg.LINESTYLES)])
-                          for k, lbl in enumerate(labels))])
+                          for k, lbl in enumerate(labels)),
+                        fg.handle(NOT_OK_LABEL, color="black", marker=NOT_OK_MARKER, linestyle="none")])
     return fig
 
 
+NOT_OK_MARKER = "X"
+NOT_OK_LABEL = "child not ok (degenerate, return-drop, ...)"
+
+
 def _line(ax: Any, xs: list[int], ys: Sequence[float | None], bands: Sequence[tuple[float, float] | None],
-          colour: str, ls: str, lw: float) -> None:
+          colour: str, ls: str, lw: float, marked: Sequence[bool] = ()) -> None:
     ax.plot(xs, [math.nan if y is None else y for y in ys], color=colour, ls=ls, lw=lw, marker="o", ms=3.5)
+    bad = [(x, y) for x, y, m in zip(xs, ys, marked) if m and y is not None]
+    if bad:
+        ax.plot([x for x, _ in bad], [y for _, y in bad], ls="none", marker=NOT_OK_MARKER, ms=8, color=colour,
+                markeredgecolor="black", markeredgewidth=0.8, zorder=5)
     if any(b is not None for b in bands):
         lo = [math.nan if b is None else b[0] for b in bands]
         hi = [math.nan if b is None else b[1] for b in bands]

@@ -176,44 +176,58 @@ def regressions(cmp: Comparison, checks: Sequence[FailCheck]) -> tuple[list[str]
     the baseline but missing now is a breach only when the child no longer finished (diverged, error, lost); a
     metric that simply was not measured (no episodes) is skipped.
     """
-    failed, noisy = [], []
-    for row in cmp.rows:
-        for chk in checks:
-            old, new, _ = row[chk.metric]
-            if old is None:
-                continue
-            if new is None:
-                if row["status"] not in RANKABLE:
-                    failed.append(f"{row['child_id']}: {chk.metric} {old:.4f} -> missing (status {row['status']}) "
-                                  f"[{chk}]")
-                continue
-            if not chk.breached(old, new):
-                continue
-            unit = "%" if chk.percent else ""
-            line = (f"{row['child_id']}: {chk.metric} {old:.4f} -> {new:.4f} (worse by "
-                    f"{chk.worsening(old, new):.4g}{unit} > {chk.amount:g}{unit}) [{chk}]")
-            noise = _noise(chk.metric, row["old"], row["new"])
-            if abs(new - old) > noise:
-                failed.append(line)
-            else:
-                noisy.append(f"{line}: within the noise (±{noise:.4g}), not failed")
-    return failed, noisy
+    verdicts = [v for row in cmp.rows for v in row_verdicts(row, checks)]
+    return [line for kind, _, line in verdicts if kind == "regressed"], \
+        [line for kind, _, line in verdicts if kind == "noise"]
+
+
+def row_verdicts(row: Mapping[str, Any], checks: Sequence[FailCheck]) -> list[tuple[str, FailCheck, str]]:
+    """(``regressed`` or ``noise``, the check, its line) for each check one child's row breaches."""
+    out = []
+    for chk in checks:
+        old, new, _ = row[chk.metric]
+        if old is None:
+            continue
+        if new is None:
+            if row["status"] not in RANKABLE:
+                out.append(("regressed", chk, f"{row['child_id']}: {chk.metric} {old:.4f} -> missing (status "
+                                              f"{row['status']}) [{chk}]"))
+            continue
+        if not chk.breached(old, new):
+            continue
+        unit = "%" if chk.percent else ""
+        line = (f"{row['child_id']}: {chk.metric} {old:.4f} -> {new:.4f} (worse by "
+                f"{chk.worsening(old, new):.4g}{unit} > {chk.amount:g}{unit}) [{chk}]")
+        noise = _noise(chk.metric, row["old"], row["new"])
+        if abs(new - old) > noise:
+            out.append(("regressed", chk, line))
+        else:
+            out.append(("noise", chk, f"{line}: within the noise (±{noise:.4g}), not failed"))
+    return out
 
 
 def _f(v: float | None, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
-def comparison_table(cmp: Comparison) -> str:
+FLAGS = {"regressed": "regressed", "noise": "within noise"}
+
+
+def comparison_table(cmp: Comparison, checks: Sequence[FailCheck] = ()) -> str:
+    """Per child: its status (old -> new when it changed), each compared metric old/new/delta, and the flag of
+    each ``checks`` entry it breaches (``regressed metric:amount``, or ``within noise`` when the drop is inside the
+    two values' noise)."""
     body = []
     metrics = compared_metrics()
     for r in cmp.rows:
-        line = [r["child_id"]]
+        old, new = r.get("status_old"), r.get("status")
+        line = [r["child_id"], str(new) if old == new or old is None else f"{old} -> {new}"]
         for m in metrics:
             a, b, d = r[m.name]
             line += [m.format(a), m.format(b), "—" if d is None else format(d, "+" + m.fmt)]
+        line.append(", ".join(f"{FLAGS[kind]} {chk}" for kind, chk, _ in row_verdicts(r, checks)))
         body.append(line)
-    heads = ["child_id"] + [f"{m.label} {w}" for m in metrics for w in ("old", "new", "delta")]
+    heads = ["child_id", "status"] + [f"{m.label} {w}" for m in metrics for w in ("old", "new", "delta")] + ["flag"]
     from tabulate import tabulate
 
     return str(tabulate(body, headers=heads, tablefmt="github", disable_numparse=True))

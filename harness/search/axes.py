@@ -155,8 +155,9 @@ for _axis in (
          description="fine-tune regime: the hyper-parameter set the child is distilled with (epochs, lr, batch, ...)"),
     Axis("align", "alignment", "cross", "none", _align_fragment, option="align", nest=0,
          resolve=_named("alignment", ALIGNMENTS.names, "align"), legacy=("crossover", "align"),
-         description="alignment: how B's hidden units are permuted to A's before crossing (id suffix _awm weights, "
-                     "_aam activations)"),
+         description="alignment: how B's hidden units are permuted to A's before crossing ("
+                     + ", ".join(f"_{a.id_key} = {a.name} alignment" for a in ALIGNMENTS.values() if a.id_key)
+                     + "; none: no suffix)"),
     Axis("teacher", "teacher", "train", "a", lambda t, searched: f"_t{t}" if searched else "", option="teachers",
          nest=2,
          resolve=_named("teacher", TEACHERS.names, "teachers"), legacy=("teacher",),

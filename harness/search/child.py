@@ -232,7 +232,7 @@ def run_child(spec: ChildSpec, ctx: Context, *, trained: Trained | None = None) 
     float_returns, int8_returns = returns or (None, None)
     result = ChildResult(
         **_identity(spec),
-        status=child_status(primary, ctx.settings.degenerate_threshold, ft.diverged, spec.control),
+        status=child_status(primary, ctx.settings.gate(ctx.agree_ab), ft.diverged, spec.control),
         primary=primary,
         ranked_model="int8" if int8 is not None else "float", before_finetune=before, after_finetune=after,
         int8=int8, return_=int8_returns if int8_returns is not None else float_returns,

@@ -40,6 +40,63 @@ def parse(field: str, text: str, kind: type) -> Any:
     return value
 
 
+THRESHOLD_FORMS = ("X: an absolute primary in [0, 1] (0 disables the gate)",
+                   "bound:F: F times the blend bound (1 + agree_ab) / 2, the best primary any child can reach "
+                   "(F in (0, 1]; bound:0.8 = four fifths of it)",
+                   "parents:+D: the parents' agreement agree_ab plus D (D in [-1, 1]; parents:+0.02, parents:-0.05)")
+_GATE = "degenerate_threshold"
+
+
+def threshold_value(spec: float | str) -> float | str:
+    """A degenerate-threshold as given (a number, or ``bound:F`` / ``parents:+D``): numbers as floats, a relative
+    form as its text; a one-line HarnessError otherwise."""
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        value = float(spec)
+    else:
+        raw = str(spec).strip()
+        base, sep, arg = raw.partition(":")
+        if sep:
+            _relative(base.strip(), arg.strip(), raw)
+            return raw
+        try:
+            value = float(raw)
+        except ValueError:
+            raise HarnessError(f"{raw!r} is neither a number nor a relative form; give one of: "
+                               + "; ".join(THRESHOLD_FORMS), field=_GATE) from None
+    _require(_real(value) and 0.0 <= value <= 1.0, _GATE, f"degenerate threshold {value!r} is outside [0, 1]; "
+             "0 disables the gate, bound:0.8 fails children under 80 % of the best primary these parents allow")
+    return value
+
+
+def _relative(base: str, arg: str, raw: str) -> tuple[str, float]:
+    ranges = {"bound": (0.0, 1.0), "parents": (-1.0, 1.0)}
+    if base not in ranges:
+        raise HarnessError(f"{raw!r}: unknown relative form {base!r}; give one of: " + "; ".join(THRESHOLD_FORMS),
+                           field=_GATE)
+    try:
+        value = float(arg)
+    except ValueError:
+        raise HarnessError(f"{raw!r}: {arg!r} is not a number; e.g. bound:0.8 or parents:+0.02", field=_GATE) from None
+    low, high = ranges[base]
+    _require(math.isfinite(value) and (low < value <= high if base == "bound" else low <= value <= high), _GATE,
+             f"{raw!r}: {value!r} is outside {'(0, 1]' if base == 'bound' else '[-1, 1]'}")
+    return base, value
+
+
+def resolve_threshold(spec: float | str, agree_ab: float) -> float:
+    """The primary a child must reach, once the parents' agreement is known. An absolute threshold above the
+    blend bound (1 + agree_ab) / 2 is refused: no child could pass it."""
+    bound = (1.0 + agree_ab) / 2.0
+    if isinstance(spec, str):
+        head, _, arg = spec.partition(":")
+        base, value = _relative(head.strip(), arg.strip(), spec)
+        return value * bound if base == "bound" else agree_ab + value
+    _require(spec <= bound, _GATE, f"degenerate threshold {spec} is above the blend bound {bound:.4f} of these "
+             f"parents ((1 + agree_ab) / 2, agree_ab {agree_ab:.4f}): no child can reach it; give at most "
+             f"{bound:.4f}, or a relative form such as bound:0.8")
+    return float(spec)
+
+
 def _require(ok: bool, field: str, message: str) -> None:
     if not ok:
         raise HarnessError(message, field=field)
@@ -51,7 +108,7 @@ class Settings:
 
     holdout: float = 0.2
     teacher: str = "a"
-    degenerate_threshold: float = 0.0
+    degenerate_threshold: float | str = 0.0  # a number or a relative form (:data:`THRESHOLD_FORMS`)
     env_id: str | None = None
     episodes: int = 0
     # Return episode i starts from reset(seed=episode_seed + i): past every seed the embedded parents were trained,
@@ -67,9 +124,7 @@ class Settings:
         _require(_real(self.holdout) and 0.0 <= self.holdout < 1.0, "holdout",
                  f"holdout {self.holdout!r} is outside [0, 1); 0.2 holds out a fifth, 0 evaluates on all states")
         check_name("teacher", self.teacher, TEACHERS.names(), field="teacher")
-        _require(_real(self.degenerate_threshold) and 0.0 <= self.degenerate_threshold <= 1.0,
-                 "degenerate_threshold", f"degenerate threshold {self.degenerate_threshold!r} is outside [0, 1]; "
-                 "0 disables the gate, 0.5 fails children that agree with a parent on under half the states")
+        threshold_value(self.degenerate_threshold)
         _require(self.env_id is None or (isinstance(self.env_id, str) and self.env_id.strip() != ""), "env_id",
                  "environment id is empty; pass a gymnasium id such as LunarLander-v3, or --crossover-episodes 0")
         for name, value, high in (("episodes", self.episodes, MAX_EPISODES), ("episode_seed", self.episode_seed, 2**31),
@@ -88,6 +143,10 @@ class Settings:
             _require(torch.cuda.is_available(), "device",
                      f"device 'cuda' was asked for but torch.cuda.is_available() is False (torch {torch.__version__});"
                      " use cpu or install a CUDA build of torch")
+
+    def gate(self, agree_ab: float) -> float:
+        """The degenerate threshold for parents that agree on ``agree_ab`` of the held-out states."""
+        return resolve_threshold(threshold_value(self.degenerate_threshold), agree_ab)
 
     @property
     def returns(self) -> bool:

@@ -160,6 +160,15 @@ class ChildSpec:
         return out
 
 
+def child_id_grammar() -> str:
+    """How to read a child id, for the legends and ``--help``: the recipe's part, then each declared axis's."""
+    axes = "; ".join(a.description for a in AXES.values())
+    return ("NNN_<mode>_a<alpha>_s<seed>_<regime>[_<axis suffixes>]: NNN the run index, <mode> the crossover operator, "
+            "a0p50 = alpha 0.50 (p for the decimal point; shown even where the mode ignores it), s0 = seed 0 and sNone "
+            "= no seed (the mode draws nothing at random), other parameters as key and value (a control: its name, "
+            f"control_a, control_b, control_distill_s<seed>); then the axes: {axes}")
+
+
 @dataclass(frozen=True, slots=True)
 class Space:
     """A named preset: its recipes x the values it lists for each axis (others take their defaults)."""

@@ -1,7 +1,8 @@
 """Distillation fine-tuning of crossover children (float, or weight-only int8 QAT): the one trainer.
 
 Loss: ``T² · KL(softmax(z_t/T) ‖ softmax(z_c/T))``, batchmean, T = 3, pure soft loss; Adam with torch defaults;
-gradient clipping at L2 norm 1; the best-validation-loss weights are kept.
+gradient clipping at L2 norm 1; the best-validation-loss weights are kept, the starting weights included (fine-tuning
+never returns a child that validates worse than it started).
 
 Children are trained as a population (:mod:`harness.networks.stacked`): every child of a population sees the same
 validation split, batch order and dropout masks, all drawn from its regime's seed by local generators (no global
@@ -183,7 +184,7 @@ def dropout_mask(rows: int, width: int, rate: float, gen: torch.Generator) -> to
 def _new_history(n_train: int, n_val: int, qat: bool, teacher: Teacher | None) -> dict[str, Any]:
     history: dict[str, Any] = {
         "train_losses": [], "val_losses": [], "val_agreements": [], "initial_val_loss": None,
-        "initial_val_agreement": None, "best_epoch": -1, "best_val_loss": None,
+        "initial_val_agreement": None, "best_epoch": -1, "best_val_loss": None, "kept_start": False,
         "selection": "val" if n_val else "train", "steps": 0, "diverged": False, "early_stopped": False,
         "n_train": n_train, "n_val": n_val, "temperature": TEMPERATURE, "qat": qat,
         # the budget curve: optimiser steps at the end of each recorded epoch, and the validation primary
@@ -207,6 +208,22 @@ class _Child:
     best_flat: torch.Tensor | None = None
     alive: bool = True  # not diverged, not stopped early
     since_best: int = 0
+    start_score: tuple[float, ...] = (math.inf,)  # candidate zero: the starting weights' validation score
+
+    def start(self, loss: float, agrees: list[float]) -> None:
+        """Score the starting weights on the validation split, as an epoch is scored."""
+        self.history["initial_val_loss"], self.history["initial_val_agreement"] = _finite(loss), min(agrees)
+        if math.isfinite(loss):
+            self.start_score = (-min(agrees), loss) if self.by_agreement else (loss,)
+
+    def keeps_start(self) -> bool:
+        """The starting weights win the selection when no epoch scored strictly better. Patience still counts
+        from the best epoch, so training (and early stopping) is the same whichever weights are kept."""
+        if self.best_score < self.start_score:
+            return False
+        h = self.history
+        h["kept_start"], h["best_epoch"], h["best_val_loss"] = True, -1, h["initial_val_loss"]
+        return True
 
     def end_epoch(self, epoch: int, train_loss: float, val: tuple[float, list[float]] | None, steps: int,
                   flat: torch.Tensor) -> None:
@@ -257,10 +274,12 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
     Validation rows come from :func:`split_indices`; each epoch's batch order is a ``randperm`` of the training rows
     from a generator seeded with the regime's seed, and dropout masks come from a second one. The weights of the
     epoch with the strictly lowest validation loss are kept (training loss when there is no val set:
-    ``selection="train"``). ``target_probs`` is the teacher's soft targets, or a :class:`harness.train.teachers.Targets`
-    whose adaptive teacher gives each child its own mix of the parents' soft targets, reweighed after every epoch
-    by its validation agreements with A and B (then the best epoch is the one with the highest validation
-    min(agree_a, agree_b)). A regime with ``patience`` stops a child after that many epochs without a better score
+    ``selection="train"``); the starting weights are candidate zero of that selection: when no epoch validates
+    strictly better, they are kept (``kept_start``, ``best_epoch`` -1). ``target_probs`` is the teacher's soft
+    targets, or a :class:`harness.train.teachers.Targets` whose adaptive teacher gives each child its own mix of the
+    parents' soft targets, reweighed after every epoch by its validation agreements with A and B (then the best
+    epoch is the one with the highest validation min(agree_a, agree_b)). A regime with ``patience`` stops a child
+    after that many epochs without a better score
     (``early_stopped``). A non-finite loss stops that child with ``diverged=True`` and its best weights so far
     (its initial weights if no epoch finished) while the others go on. QAT regimes train, validate and select under
     int8 fake quant and return ``int8_model``. Works on CPU and CUDA (the device of ``states``). Children are not
@@ -290,8 +309,7 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
     if n_val:
         losses, agrees = _evaluate(net, x_val, targets.val(net.k), targets.val_args)
         for i, (row, loss) in enumerate(zip(rows, losses)):
-            first = [a[i] for a in agrees[:targets.own]]
-            row.history["initial_val_loss"], row.history["initial_val_agreement"] = _finite(loss), min(first)
+            row.start(loss, [a[i] for a in agrees[:targets.own]])
             row.history["initial_val_primary"] = targets.primary(agrees, i)
     order_gen = torch.Generator().manual_seed(ref.seed)
     drop_gen = torch.Generator().manual_seed((ref.seed ^ _DROPOUT_STREAM) & 0xFFFF_FFFF_FFFF)
@@ -338,7 +356,7 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
     results: list[FinetuneResult | None] = [None] * len(rows)
     for row, i in zip(rows, order):
         model = copy.deepcopy(children[i]).cpu()
-        if row.best_flat is not None:
+        if row.best_flat is not None and not row.keeps_start():
             model.load_state_dict(net.state_dict(row.best_flat))
         model.eval()
         results[i] = FinetuneResult(model=model, int8_model=convert_int8(model) if ref.qat else None,

@@ -334,3 +334,33 @@ def test_population_needs_one_architecture():
     other = QNetwork(8, 4, 32).eval()
     with pytest.raises(HarnessError, match="share one architecture"):
         finetune_population([kids[0], other], x, p, REGIMES.get("short"))
+
+
+@pytest.mark.parametrize("how", ["weighted alpha 1", "both parents the same"])
+def test_a_child_that_starts_as_its_teacher_leaves_no_worse_on_validation(
+        how: str, data: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """The starting weights are candidate zero of the best-validation selection: a child equal to parent A,
+    distilled from A, cannot validate better than it starts (loss 0), so it comes back as it went in."""
+    x, _ = data
+    a = _net(100)
+    other = a if how == "both parents the same" else _net(5)
+    child = QNetwork(8, 4, 32, dropout_rate=0.1)
+    child.load_state_dict(crossover(a.state_dict(), other.state_dict(), "weighted", alpha=1.0))
+    with torch.no_grad():
+        probs_a = soft_targets(a(x))
+    res = finetune(child.eval(), x, probs_a, Regime("t", epochs=4, lr=3e-3))
+    h = res.history
+    assert h["kept_start"] and h["best_epoch"] == -1 and h["initial_val_agreement"] == 1.0
+    assert h["best_val_loss"] == h["initial_val_loss"] < min(h["val_losses"])  # every epoch validated worse
+    assert len(h["val_losses"]) == 4 and h["steps"] == 4 * math.ceil(270 / 32)  # training itself is unchanged
+    for k, v in res.model.state_dict().items():
+        assert torch.equal(v, a.state_dict()[k]), k
+    _, val = split_indices(300, 0.1, 42)
+    with torch.no_grad():
+        assert torch.equal(res.model(x[val]).argmax(1), a(x[val]).argmax(1))
+
+
+def test_an_epoch_that_validates_better_than_the_start_is_kept(data: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, p = data
+    h = finetune(_net(7), x, p, Regime("t", epochs=4, lr=3e-3)).history
+    assert not h["kept_start"] and h["best_epoch"] >= 0 and h["best_val_loss"] < h["initial_val_loss"]

@@ -165,6 +165,15 @@ def test_compare_and_regression_lines(tmp_path):
         ["001_c: primary 0.7000 -> missing (status diverged) [primary:0.03]"], [])
     table = hc.comparison_table(cmp)
     assert "| 000_c " in table and "-0.0300" in table and "+0.500" in table
+    # Status and flag columns: what each child's status became, and which check it breaches.
+    flagged = hc.comparison_table(cmp, hc.parse_fail("primary:0.02,latency:60%"))
+    head, _, *body = flagged.splitlines()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in body]
+    assert [c.strip() for c in head.strip("|").split("|")][:2] == ["child_id", "status"] and head.rstrip("| ").endswith(
+        "flag")
+    assert [(c[0], c[1], c[-1]) for c in cells] == [
+        ("000_c", "ok", "regressed primary:0.02"),
+        ("001_c", "ok -> diverged", "regressed primary:0.02, regressed latency:60%")]
 
 
 def test_a_metric_not_measured_now_is_not_a_regression(tmp_path):
@@ -186,6 +195,7 @@ def test_a_drop_inside_the_noise_is_reported_not_failed(tmp_path):
     failed, within = hc.regressions(hc.compare(base, new), hc.parse_fail("primary:0.02"))
     assert failed == [] and within == ["000_c: primary 0.8000 -> 0.7700 (worse by 0.03 > 0.02) [primary:0.02]: "
                                        "within the noise (±0.05657), not failed"]
+    assert "| within noise primary:0.02 |" in hc.comparison_table(hc.compare(base, new), hc.parse_fail("primary:0.02"))
     new["children"][0].update(primary=0.60, primary_lo=0.56, primary_hi=0.64)
     failed, within = hc.regressions(hc.compare(base, new), hc.parse_fail("primary:0.02"))
     assert len(failed) == 1 and within == []

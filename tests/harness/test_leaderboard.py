@@ -143,10 +143,20 @@ def test_pareto_is_stable_under_latency_noise_and_skips_children_that_did_not_fi
 def test_legend_explains_every_column_mark_and_present_status() -> None:
     rows = build_rows([_rec(0, "layer", "short", 0.7, 0.6, status="degenerate")], PARENTS, SPLIT)
     text = "\n".join(legend(rows))
-    for needle in ("primary: min(agree_a, agree_b)", "±: half the 95 % interval", "P(best)", "mark =", "mark *",
+    for needle in ("primary: min(agree_a, agree_b)", "± / [lo, hi]: the 95 % interval", "P(best)", "mark =",
+                   "mark *", "mark >", "before ft: primary of the crossed child before fine-tuning",
+                   "child_id: NNN_<mode>_a<alpha>_s<seed>_<regime>", "a0p50 = alpha 0.50", "sNone = no seed",
+                   "_aam = activations alignment", "_awm = weights alignment", "_t<teacher>",
                    "status degenerate", "status baseline"):
         assert needle in text, needle
     assert "status return-drop" not in text  # only the statuses that occur
+    before = _rec(1, "layer", "long", 0.8, 0.7)
+    before["before_finetune"] = {"primary": 0.25}
+    rows = build_rows([before], PARENTS, SPLIT)
+    shown = table(rows, chosen="parent_b")
+    head, _, first, *_, parent_b = shown.splitlines()
+    assert [c.strip() for c in head.strip("|").split("|")][2:4] == ["primary", "before ft"]
+    assert [c.strip() for c in first.strip("|").split("|")][3] == "0.2500" and parent_b.rstrip(" |").endswith(">")
     assert text.splitlines()[0] in markdown(rows, _manifest([]))
 
 
@@ -164,7 +174,11 @@ def test_the_recommendation_is_a_child_or_a_parent_never_both_and_explains_the_t
     rec = recommend(build_rows(below, PARENTS, SPLIT), _manifest(below))
     assert rec["recommended"] is None and rec["prefer_parent"]["parent"] == "parent_a"
     text = recommendation_text(rec)
-    assert "Prefer a parent over any child here: parent_a (it has the higher return" in text
+    assert "Use parent_a (a parent): no child here beats the parents." in text
+    # A parent is preferred over the other for a stated reason: its return, with the paired interval.
+    assert "which parent: its return 250.0 is above parent_b's 240.0 (A - B +10.0, paired 95 % interval [+9.4, " \
+        "+10.6])" in text
+    assert "next: rerun with --crossover-teacher both" in text
     assert "pulls toward A; --crossover-teacher both" in text and "Use child" not in text
     assert "§" not in text and "seed" not in text.lower()
     above = [_rec(0, "weighted", "short", 0.78, 0.76, ret=RET_A), _rec(1, "layer", "long", 0.77, 0.75, ret=RET_A),
@@ -175,7 +189,10 @@ def test_the_recommendation_is_a_child_or_a_parent_never_both_and_explains_the_t
     assert set(rec["best_per_mode"]) == {"weighted", "layer", "random"}
     assert rec["best_per_regime"]["long"]["child_id"] == above[1]["child_id"]
     text = recommendation_text(rec)
-    assert text.count("Use child") == 1 and "Prefer a parent" not in text and "statistically tied with it" in text
+    assert text.count("Use child") == 1 and "(a parent)" not in text and "statistically tied with it" in text
+    # The tie-break named is the one applied, and the tied set's best return is named as measured.
+    assert "keeps the leaderboard's order: primary, then mean agreement, return, fine-tune steps); within that set, " \
+        "the recommended child itself has the highest return (250.0 ±1.2)" in text
     # The longest regime is not the best here, so no advice to fine-tune longer.
     assert "longer fine-tuning" not in text
 

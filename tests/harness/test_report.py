@@ -67,14 +67,24 @@ def test_report_holds_every_child_and_four_pictures():
             w, h = _png_ok(data)
             assert w == 1100 and 200 < h < 700, name  # 11 in at 100 dpi: shown 1:1 in a 1200 px window
     html = files["report.html"]
-    # Best first, then the parents; each child once.
-    assert _table_ids(html) == [k["child_id"] for k in reversed(m["children"])] + ["parent_a", "parent_b"]
+    # No child beats the parents here: the decision says so first, and the parents come before any child's row.
+    assert _table_ids(html) == ["parent_a", "parent_b"] + [k["child_id"] for k in reversed(m["children"])]
+    assert html.index('<section id="decision"') < html.index('id="leaderboard-table"')
+    assert '<p class=use>Use parent_a (a parent): no child here beats the parents.</p>' in html
+    assert html.count('<tr class="chosen">') == 1 and '<tr class="best">' not in html
     assert html.count("data:image/png;base64,") == 4 and "<script" not in html and "http" not in html
     assert "Complete: 6 children." in html and "INCOMPLETE" not in html
     # Inputs by file name and sha256 prefix, never the full path; how latency was timed; the versions.
     assert "a.pt" in html and "abababababab" in html and "/x/a.pt" not in html and "ab" * 32 not in html
     assert "3 warm-up, 20 timed, median" in html and "<td>torch</td>" in html
     assert "status ok" in html and "primary/bound" in html  # the legend
+    # The report's legend is the terminal's, item for item (one source: harness.answer.leaderboard.legend_items).
+    from harness.answer.leaderboard import legend, legend_items
+    from harness.pictures.page import esc
+
+    rows = report.session_rows(m)
+    assert all(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" in html for k, v in legend_items(rows))
+    assert [f"{k}: {v}" for k, v in legend_items(rows)] == legend(rows)
 
 
 def test_intervals_ties_and_p_best_are_shown_when_rows_have_them(monkeypatch):
@@ -100,9 +110,10 @@ def test_intervals_ties_and_p_best_are_shown_when_rows_have_them(monkeypatch):
     assert failures == []
     assert "0.4500<br><span class=ci>[0.440, 0.460]</span>" in html  # the best child's primary with its interval
     assert "285.0<br><span class=ci>[285, 285]</span>" in html  # return 150 + 300 * 0.45, ± 0.01: one digit less
-    assert html.count('<tr class="best">') == 2 and html.count('title="tied with #1"') == 2
-    assert "<th>p_best</th>" in html and "<td class=num>0.60</td>" in html
-    assert "95% bootstrap interval of primary/agree_a/agree_b/return" in html and "<dt>≈</dt>" in html
+    # A parent wins here: the tied children keep their mark, but no child row is highlighted as the answer.
+    assert '<tr class="best">' not in html and html.count('title="tied with #1"') == 2
+    assert "<th>P(best)</th>" in html and "<td class=num>0.60</td>" in html
+    assert "<dt>± / [lo, hi]</dt>" in html and "<dt>mark =</dt>" in html
 
 
 def test_plain_rows_draw_without_intervals():
@@ -170,7 +181,7 @@ def test_an_incomplete_session_and_a_child_without_metrics():
     assert "INCOMPLETE</b>: 4 of 5 children" in html and "004_weighted_a0p50_sNone_short" in html
     assert "(INCOMPLETE)</title>" in html
     assert '<tr class="bad">' in html and "status diverged" in html
-    assert "<dt>≈</dt>" not in html and "<th>p_best</th>" not in html  # rows without the trust fields
+    assert 'title="tied with #1"' not in html and "<th>P(best)</th>" not in html  # rows without the trust fields
 
 
 def test_the_switch_takes_on_or_off():

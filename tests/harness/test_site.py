@@ -148,3 +148,30 @@ def test_a_bad_fail_expression_is_a_usage_error(store, capsys):
         history.main(["--storage", str(store.root), "--site", "x", "--fail", "primary:abc"])
     assert exit_.value.code == 2
     assert "--fail: cannot parse 'primary:abc'" in capsys.readouterr().err
+
+
+def test_the_trend_keeps_every_childs_point_and_marks_the_ones_not_ok(tmp_path):
+    """A child whose last record is return-drop (or degenerate) keeps its point on the line, marked; the series
+    reads as its title, not its hash."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    s = hs.HistoryStore(tmp_path / "store")
+    for n in range(3):
+        _save(s, n, [0.50, 0.52, 0.54, 0.56])
+    last = s.load()[0][-1]
+    for c in last.data["children"]:
+        if c["child_id"].startswith("003_"):
+            c["status"], c["primary"] = "return-drop", 0.40
+    series = ht.group_series(s.load()[0][:-1] + [last])
+    assert ht.recipe_values(series[0], "layer_a0p50_sNone_long", "primary") == pytest.approx([0.56, 0.56, 0.40])
+    fig = ht.trend_figure(series[0])
+    marked = {ax.get_title(): [(list(ln.get_xdata()), list(ln.get_ydata())) for ln in ax.get_lines()
+                               if ln.get_marker() == ht.NOT_OK_MARKER] for ax in fig.axes}
+    assert marked["regime long: primary per recipe"] == [([2], [pytest.approx(0.40)])]
+    assert marked["regime long: return per recipe"] == [([2], [pytest.approx(203.0)])]
+    assert marked["best child: primary"] == marked["regime short: primary per recipe"] == []
+    assert ht.NOT_OK_LABEL in [t.get_text() for t in fig.legends[0].get_texts()]
+    build_site(s.load()[0][:-1] + [last], tmp_path / "site", parse_fail("primary:0.02"))
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert f">{series[0].title}</a>" in index and f">{series[0].slug}</a>" not in index

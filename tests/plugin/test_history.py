@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +147,9 @@ def test_fail_expressions_trigger_exactly_at_their_thresholds(pytester, search_f
                               "(worse by 0.3 > 0.29) [primary:0.29]")]
     bad.stdout.fnmatch_lines([(f"regressed against {stored.stem} (1 breach(es) of --crossover-compare-fail="
                               "primary:0.29); exit status 1:")])
+    # The last line says so (a degenerate child's says "failed" instead; both exit 1).
+    assert re.fullmatch(r"=* 2 passed, 1 regressed in [0-9.]+s( \([0-9:]+\))? =*", bad.stdout.lines[-1]), \
+        bad.stdout.lines[-1]
 
     # A drop past the threshold but inside the noise of this session's 60 held-out states: reported, not failed.
     baseline(p0 + 0.03, p1, 1e6)

@@ -43,7 +43,7 @@ def _save(path: Path, sd: dict[str, torch.Tensor]) -> str:
 def test_benchmark_skip_still_runs_every_child_and_its_gate(pytester, search_files):
     pytester.makepyfile(test_search=CLIENT)
     result = pytester.runpytest_inprocess(*_argv(search_files, "--crossover-max-runs=2",
-                                                 "--crossover-degenerate-threshold=0.99"), "--benchmark-skip")
+                                                 "--crossover-degenerate-threshold=bound:0.99"), "--benchmark-skip")
     result.assert_outcomes(failed=2)  # both children ran, and the gate failed them
     manifest = read_json(pytester.path / "runs" / "manifest.json")
     assert manifest["latency_mode"].startswith("harness.evaluate.timing in the test")

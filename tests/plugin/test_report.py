@@ -61,6 +61,21 @@ def test_the_report_as_a_browser_shows_it(smoke_run, chromium, tmp_path):
         chromium.evaluate(tab, "document.querySelector('#leaderboard-table').parentElement.clientWidth")
     assert page.screenshot[:8] == b"\x89PNG\r\n\x1a\n" and len(page.screenshot) > 50_000
     (tmp_path / "report.png").write_bytes(page.screenshot)
+    # The decision opens the page, above the leaderboard and inside the first screen, with the terminal's words.
+    from harness.answer.recommend import decision_lines
+
+    block = decision_lines(read_json(smoke_run["run_dir"] / "recommendation.json"))
+    shown = chromium.evaluate(tab, "Array.from(document.querySelectorAll('#decision p, #decision li'))"
+                                   ".map(e => e.textContent)")
+    assert shown == block
+    top = chromium.evaluate(tab, "[document.querySelector('#decision').getBoundingClientRect().bottom, "
+                                 "document.querySelector('#leaderboard-table').getBoundingClientRect().top]")
+    assert top[0] < top[1] and top[0] < 900
+    assert block[-1] in smoke_run["stdout"] and block[0] in smoke_run["stdout"]  # the terminal says the same
+    chosen = chromium.evaluate(tab, "Array.from(document.querySelectorAll("
+                                    "'#leaderboard-table tr.chosen td:nth-child(2)')).map(td => td.textContent)")
+    assert len(chosen) == 1 and chosen[0] in block[0]
+    assert chromium.capture(tab, 900)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _without_report(files: dict[str, Path]) -> list[str]:

@@ -54,17 +54,54 @@ def test_smoke_space_writes_every_output(pytester, search_files):
     assert primaries == sorted(primaries, reverse=True)
     assert any(r["pareto"] == "True" for r in children)
     rec = (run_dir / "recommendation.txt").read_text()
-    assert (rec.count("Use child") + rec.count("Prefer a parent")) == 1 and rows[0]["child_id"] in rec
+    assert (rec.count("Use child") + rec.count("(a parent)")) == 1 and rows[0]["child_id"] in rec
+    # The terminal ends with the decision block: the same lines as recommendation.txt's, after every other summary.
+    from harness.answer.recommend import decision_lines
+
+    block = decision_lines(read_json(run_dir / "recommendation.json"))
+    out = result.stdout.lines
+    start = out.index(next(ln for ln in out if "crossover decision" in ln))
+    assert [ln.strip() for ln in out[start + 1:start + 1 + len(block)]] == block
+    labels = ["why", "which parent", "how sure", "next"] if "(a parent)" in block[0] else ["why", "how sure", "next"]
+    assert out[start + 1].startswith("Use ") and [ln.split(":")[0] for ln in block[1:]] == labels
+    assert out[start + 1 + len(block)].startswith("====") and "3 passed" in out[start + 1 + len(block)]
+    assert all(f"  {line}" in rec for line in block[1:])  # one source: the file says the same
 
 
 def test_degenerate_threshold_fails_the_session(pytester, search_files):
+    """A threshold relative to the parents (99.9 % of their blend bound) fails both children, each in one line
+    with the resolved value and the form given; pytest's last line says "failed" (a regression's says
+    "regressed")."""
     result = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-max-runs=2",
-                        "--crossover-degenerate-threshold=0.999")
+                        "--crossover-degenerate-threshold=bound:0.999")
     assert result.ret == 1
     result.assert_outcomes(failed=2)
-    result.stdout.fnmatch_lines(["*000_random_a0p50_s0_short: degenerate child: primary 0.* < threshold 0.999*"])
+    bound = read_json(pytester.path / "runs" / "manifest.json")["parents"]["bound"]
+    result.stdout.fnmatch_lines([f"000_random_a0p50_s0_short: degenerate child: primary 0.* < threshold "
+                                 f"{0.999 * bound:.4f} (bound:0.999)"])
+    # pytest's own shape: FAILED <nodeid> - <reason>
+    assert any(ln.startswith("FAILED test_search.py::test_child[000_random_a0p50_s0_short] - Failed: ")
+               for ln in result.stdout.lines)
+    assert "2 failed" in result.stdout.lines[-1] and "regressed" not in result.stdout.lines[-1]
     rows = read_json(pytester.path / "runs" / "leaderboard.json")
     assert [r["status"] for r in rows[:2]] == ["degenerate", "degenerate"]
+    # The same children pass a gate at the parents' own agreement minus a margin.
+    lenient = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-max-runs=2",
+                         "--crossover-degenerate-threshold=parents:-0.5")
+    lenient.assert_outcomes(passed=2)
+
+
+def test_an_absolute_threshold_above_the_bound_is_refused_naming_it(pytester, search_files):
+    pytester.makeini("[pytest]\ncrossover_degenerate_threshold = 0.99\n")
+    result = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-max-runs=2")
+    assert result.ret == 1
+    result.assert_outcomes(failed=2)  # each child says why, before any work on it
+    bound = read_json(pytester.path / "runs" / "manifest.json")["parents"]["bound"]
+    result.stdout.fnmatch_lines([f"crossover_degenerate_threshold (ini): degenerate threshold 0.99 is above the blend "
+                                 f"bound {bound:.4f} of these parents (*): no child can reach it; give at most "
+                                 f"{bound:.4f}, or a relative form such as bound:0.8"])
+    assert any(ln.startswith("FAILED test_search.py::test_child[000_random_a0p50_s0_short] - Failed: ")
+               for ln in result.stdout.lines)
 
 
 @pytest.mark.slow
