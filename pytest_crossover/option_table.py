@@ -79,6 +79,9 @@ def option_table() -> tuple[Option, ...]:
         Option("controls", "Control children: each parent fine-tuned, and a fresh network distilled, by every "
                "regime and teacher of the space (with its replicates), to tell whether crossing adds anything: on, "
                "off, or auto (default: on for spaces of 9 or more children)", "auto", metavar="on|off|auto"),
+        Option("equivalence-margin", "How close two values of a lever must be to be called no difference: the 95 % "
+               "interval of their gap in primary lies within ±this margin (default 0.01)", "0.01", kind="float",
+               metavar="DELTA"),
         Option("max-runs", "Run only the first N children of the space (N >= 1)", kind="int", metavar="N"),
         Option("parent-a", "Parent A checkpoint (.pt state dict); default: the embedded LunarLander parents",
                kind="path", metavar="PATH"),

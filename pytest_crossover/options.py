@@ -86,6 +86,7 @@ class CrossoverOptions:
     define_regime: tuple[str, ...]  # the definitions as given
     replicates: int
     controls: str  # "on", "off" or "auto"
+    equivalence_margin: float
     max_runs: int | None
     parent_a: str | None
     parent_b: str | None
@@ -228,6 +229,7 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         space=values["space"], modes=values["modes"], grids=grids, regimes=values["regimes"],
         align=values["align"], teachers=values["teachers"], axes=axes,
         define_regime=values["define-regime"] or (), replicates=values["replicates"], controls=values["controls"],
+        equivalence_margin=values["equivalence-margin"],
         max_runs=values["max-runs"], parent_a=values["parent-a"],
         parent_b=values["parent-b"], states=values["states"], eval_states=values["eval-states"],
         allow_unsafe_unpickle=bool(values["allow-unsafe-unpickle"]), split_seed=values["split-seed"],
@@ -303,6 +305,9 @@ def _check(opts: CrossoverOptions) -> None:
         _ignored(opts)
         check_name("barrier mode", opts.barrier, BARRIER_MODES, field="barrier")
         check_name("controls switch", opts.controls, ("on", "off", "auto"), field="controls")
+        if not 0.0 < opts.equivalence_margin < 1.0:
+            raise HarnessError(f"{opts.equivalence_margin} is outside (0, 1); 0.01 calls two values alike when their "
+                               "gap's 95 % interval lies within ±0.01 of primary", field="equivalence_margin")
         if not 1 <= opts.replicates <= MAX_REPLICATES:
             raise HarnessError(f"{opts.replicates} is outside [1, {MAX_REPLICATES}]; 3 to 5 replicates resolve the "
                                "levers that matter", field="replicates")

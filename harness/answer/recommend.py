@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from harness.answer.advice import advice, return_text, spread_text
+from harness.answer.recipes import TOP, control_line, lever_line, recipe_answer
+from harness.answer.verdicts import MARGIN
 from harness.evaluate import intervals as bootstrap
 from harness.evaluate.metrics import METRICS, dig
 from harness.search.axes import AXES
@@ -63,9 +65,32 @@ def recommend(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) ->
         out["tied_best_return"] = _best_return([best, *tied]) if tied else None
     else:
         out["prefer_parent"] = _prefer_parent(parents, best, ab, bool(children))
+    answer = recipe_answer(manifest, float(options.get("equivalence_margin") or MARGIN))
+    if answer is not None:
+        out.update(recipes=answer["recipes"], levers=answer["levers"], controls=answer["controls"],
+                   crossover_vs_control=answer["overall"], replicates=answer["replicates"],
+                   equivalence_margin=answer["margin"])
+        _control_decision(out, children, ab)
     out["advice"] = advice(finished, manifest, out)
     out["next_step"] = next_step(out)
     return out
+
+
+def _control_decision(out: dict[str, Any], children: Sequence[Mapping[str, Any]], ab: float | None) -> None:
+    """A control that beats the parents, when crossing adds nothing measurable over it, is the thing to use."""
+    overall = out.get("crossover_vs_control")
+    if not overall:
+        return
+    recipe = next(r for r in out["recipes"] if r["recipe"] == overall["control"])
+    row = next((c for c in children if c["child_id"] in recipe["children"]), None)
+    if row is None or (ab is not None and _margin(row, ab) <= 0) or (out["recommended"] and overall["lo"] > 0):
+        return
+    out["recommended"] = {**_brief(row), "vs_parents": _gap(row, ab), "control": True,
+                          "why": f"crossing adds nothing measurable over this control: the best crossover recipe "
+                                 f"{overall['crossover']} minus it is {overall['gap']:+.4f} (95 % interval "
+                                 f"[{overall['lo']:+.3f}, {overall['hi']:+.3f}]), and it agrees with both parents "
+                                 f"more than they agree with each other"}
+    out["prefer_parent"], out["tied_with_recommended"] = None, []
 
 
 def _margin(row: Mapping[str, Any], ab: float) -> float:
@@ -212,8 +237,19 @@ def _next_returns(rec: Mapping[str, Any]) -> str | None:
     return "measure returns (--crossover-env ID --crossover-episodes 20): agreement alone does not say it acts well"
 
 
+def _next_replicates(rec: Mapping[str, Any]) -> str | None:
+    """An undecided lever: the replicates (or held-out episodes) that its interval's scaling says would decide it."""
+    undecided = [v for v in rec.get("levers") or [] if v["verdict"] == "undecided" and v.get("need")]
+    if not undecided:
+        return None
+    first = min(undecided, key=lambda v: v["need"]["replicates"])
+    return (f"rerun with --crossover-replicates {first['need']['replicates']} (or about {first['need']['episodes']} "
+            f"held-out episodes) to decide {first['lever']}: {first['value']} vs {first['versus']} is undecided "
+            f"[{first['lo']:+.3f}, {first['hi']:+.3f}]")
+
+
 NEXT_STEPS: tuple[Callable[[Mapping[str, Any]], str | None], ...] = (
-    _next_subset, _next_unfinished, _next_teacher, _next_noise, _next_tied, _next_returns)
+    _next_subset, _next_unfinished, _next_teacher, _next_noise, _next_replicates, _next_tied, _next_returns)
 
 
 def subset_statement(manifest: Mapping[str, Any]) -> str | None:
@@ -247,7 +283,9 @@ def decision_lines(rec: Mapping[str, Any]) -> list[str]:
         p = METRICS.get("primary")
         tied = rec.get("tied_with_recommended") or []
         p_best = "" if chosen.get("p_best") is None else f"P(best) {chosen['p_best']:.2f}; "
-        lines += [f"Use child {chosen['child_id']} ({chosen['mode']} crossover, regime {chosen['regime']}): primary "
+        what = (f"control {chosen['child_id']} ({chosen['mode']}, regime {chosen['regime']})" if chosen.get("control")
+                else f"child {chosen['child_id']} ({chosen['mode']} crossover, regime {chosen['regime']})")
+        lines += [f"Use {what}: primary "
                   f"{spread_text(chosen['primary'], p.fmt)}" + return_text(chosen) + ".",
                   f"why: {chosen['why']}",
                   f"how sure: {p_best}" + (f"{len(tied)} other child(ren) statistically tied with it "
@@ -281,6 +319,7 @@ def recommendation_text(rec: Mapping[str, Any]) -> str:
             lines += ["", f"{title}:"]
             lines += [f"  {k:<12} {v['child_id']:<42} primary {spread_text(v['primary'], p.fmt)}"
                       for k, v in rec[key].items()]
+    lines += _recipe_text(rec)
     if rec.get("advice"):
         lines += ["", "Advice:"] + [f"  - {a}" for a in rec["advice"]]
     if rec.get("unfinished"):
@@ -289,3 +328,24 @@ def recommendation_text(rec: Mapping[str, Any]) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in rec["counts"].items())
     lines += ["", f"Children: {rec['children']} ({counts})", rule]
     return "\n".join(lines)
+
+
+def _recipe_text(rec: Mapping[str, Any]) -> list[str]:
+    """The recipes (when they have replicates or controls ran), the lever verdicts and crossing vs the controls."""
+    lines: list[str] = []
+    recipes = rec.get("recipes") or []
+    if recipes and (rec.get("replicates", 1) > 1 or rec.get("controls")):
+        lines += ["", f"Recipes (mean primary over {rec['replicates']} replicate(s); 95 % interval over replicates "
+                      "and held-out episodes together; sd across replicates):"]
+        lines += [f"  {r['rank']:>3} {r['recipe']:<44} {r['primary']:.4f} [{r['primary_lo']:.3f}, "
+                  f"{r['primary_hi']:.3f}]" + (f" sd {r['sd']:.3f}" if r.get("sd") is not None else "")
+                  + f" P(best) {r['p_best']:.2f}" + (" control" if r["control"] else "") for r in recipes[:TOP]]
+    if rec.get("levers"):
+        margin = rec.get("equivalence_margin", MARGIN)
+        lines += ["", f"Lever verdicts (paired gap of each value's best recipe to the best of the others; no "
+                      f"difference = the interval within ±{margin:g}):"]
+        lines += [f"  - {lever_line(v)}" for v in rec["levers"]]
+    if rec.get("controls"):
+        lines += ["", "What crossing adds over the best control, per fine-tune budget:"]
+        lines += [f"  - {control_line(c)}" for c in rec["controls"]]
+    return lines

@@ -31,6 +31,7 @@ class ChildResult:
     teacher: str | None
     levels: Mapping[str, Any]
     status: str
+    unit: str | None = None  # the recipe its replicates share: the id without run index and repetition suffixes
     primary: float | None = None
     ranked_model: str | None = None
     before_finetune: Mapping[str, Any] | None = None
@@ -86,4 +87,5 @@ _OPTIONAL = ("started_unix", "message", "files")  # absent from a record that ne
 def _identity(spec: ChildSpec) -> dict[str, Any]:
     """The fields every result of ``spec`` starts with: who the child is."""
     return {"child_id": spec.child_id, "index": spec.index, "crossover": spec.crossover_record(),
-            "finetune_regime": spec.regime.to_dict(), "teacher": spec.teacher, "levels": spec.levels.labels()}
+            "finetune_regime": spec.regime.to_dict(), "teacher": spec.teacher, "levels": spec.levels.labels(),
+            "unit": spec.unit_id}
