@@ -93,6 +93,12 @@ def option_table() -> tuple[Option, ...]:
         Option("eval-states", "A separate evaluation buffer (.npy or .npz, as --crossover-states): every state of "
                "--crossover-states fine-tunes and these score the children (instead of a holdout)", kind="path",
                metavar="PATH"),
+        Option("eval-episodes", "Before any child, collect N fresh evaluation episodes by running the parents in the "
+               "environment (alternating A and B, epsilon-greedy 0.1, seeds from 5,000,000: disjoint from the embedded "
+               "parents' training, state and return seeds), keep every 10th state with its episode id, cache the "
+               "buffer in the history folder by a hash of what made it, and score every child on it (every state of "
+               "--crossover-states then fine-tunes); needs an environment (default: none; the decisive space: 300)",
+               kind="int", metavar="N"),
         Option("allow-unsafe-unpickle", "Allow full-pickle checkpoints: unpickling runs arbitrary code from the file, "
                "so only for files you trust (default: off)", kind="flag"),
         Option("holdout", "Fraction of states held out of fine-tuning and used for every metric; 0 = evaluate on all "

@@ -24,12 +24,13 @@ from harness.crossing.operators import OPERATORS
 from harness.search.axes import AXES
 from harness.search.barrier import MODES as BARRIER_MODES
 from harness.search.settings import parse, threshold_value
-from harness.search.space import ChildSpec, build_space
+from harness.search.space import SPACES, ChildSpec, build_space
 from harness.train.regimes import Regime, parse_regime
 from pytest_crossover.option_table import Option, option_table
 
 CONTROLS_FROM = 9  # --crossover-controls auto: spaces of this many children or more get controls
 MAX_REPLICATES = 100
+MAX_EVAL_EPISODES = 100_000
 
 # Library field (HarnessError.field) -> option name, where they differ.
 _FIELD_OPTION = {"env_id": "env", "regime": "define-regime", "mode": "modes"}
@@ -92,6 +93,7 @@ class CrossoverOptions:
     parent_b: str | None
     states: str | None
     eval_states: str | None
+    eval_episodes: int | None
     allow_unsafe_unpickle: bool
     holdout: float
     split_seed: int
@@ -142,6 +144,12 @@ class CrossoverOptions:
     def extra_regimes(self) -> dict[str, Regime]:
         return {r.name: r for r in (parse_regime(d) for d in self.define_regime)}
 
+    def planned_eval_episodes(self) -> int:
+        """The evaluation episodes to collect: the option's, else the space's own (a preset may set it), else 0."""
+        if self.eval_episodes is not None or self.eval_states is not None:
+            return self.eval_episodes or 0
+        return SPACES.get(self.space).eval_episodes if self.space in SPACES.names() else 0
+
     def levels(self) -> dict[str, tuple[Any, ...] | None]:
         """Each declared axis's values as given: its own option (``--crossover-regimes``), else ``--crossover-axis``."""
         own = {"regime": self.regimes, "align": self.align, "teacher": self.teachers,
@@ -151,7 +159,10 @@ class CrossoverOptions:
     def space_specs(self, **overrides: Any) -> list[ChildSpec]:
         knobs: dict[str, Any] = {"modes": self.modes, "grids": self.grids, "levels": self.levels(),
                                  "defaults": {"teacher": self.teacher}, "max_runs": self.max_runs, **overrides}
-        if self.controls == "auto":  # on for a space of 9 children or more (before its replicates)
+        preset = SPACES.get(self.space) if self.space in SPACES.names() else None
+        if self.controls == "auto" and preset is not None and preset.controls is not None:
+            knobs.setdefault("controls", preset.controls)
+        elif self.controls == "auto":  # on for a space of 9 children or more (before its replicates)
             base = build_space(self.space, extra_regimes=self.extra_regimes(),
                                **{**knobs, "levels": {**knobs["levels"], "replicate": None}, "max_runs": None})
             knobs.setdefault("controls", len(base) >= CONTROLS_FROM)
@@ -232,6 +243,7 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         equivalence_margin=values["equivalence-margin"],
         max_runs=values["max-runs"], parent_a=values["parent-a"],
         parent_b=values["parent-b"], states=values["states"], eval_states=values["eval-states"],
+        eval_episodes=values["eval-episodes"],
         allow_unsafe_unpickle=bool(values["allow-unsafe-unpickle"]), split_seed=values["split-seed"],
         holdout=_holdout(values, origin), teacher=values["teacher"],
         degenerate_threshold=threshold,
@@ -305,6 +317,12 @@ def _check(opts: CrossoverOptions) -> None:
         _ignored(opts)
         check_name("barrier mode", opts.barrier, BARRIER_MODES, field="barrier")
         check_name("controls switch", opts.controls, ("on", "off", "auto"), field="controls")
+        if opts.eval_episodes is not None and not 20 <= opts.eval_episodes <= MAX_EVAL_EPISODES:
+            raise HarnessError(f"{opts.eval_episodes} is outside [20, {MAX_EVAL_EPISODES}]; an interval needs at least "
+                               "20 episodes, and 300 hold ~6,000 states", field="eval_episodes")
+        if opts.eval_episodes is not None and opts.eval_states is not None:
+            raise HarnessError("is ignored with --crossover-eval-states (that buffer scores the children); drop one "
+                               "of them", field="eval_episodes")
         if not 0.0 < opts.equivalence_margin < 1.0:
             raise HarnessError(f"{opts.equivalence_margin} is outside (0, 1); 0.01 calls two values alike when their "
                                "gap's 95 % interval lies within ±0.01 of primary", field="equivalence_margin")

@@ -7,6 +7,7 @@ interrupted or crashed session keeps what finished.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -67,14 +68,31 @@ class CrossoverSession:
         with naming(self.options.sources):
             if self.options.device != "cpu":
                 Settings(device=self.options.device).check_device()
+            self.collect_eval_buffer()
         return self.runtime.check_inputs(load=not self.distributed)
+
+    def collect_eval_buffer(self) -> None:
+        """``--crossover-eval-episodes N`` (or a space's own): play the evaluation episodes once, here on the
+        controller, before any worker starts (cached in the history folder), and score every child on them as on
+        ``--crossover-eval-states``."""
+        o = self.options
+        episodes = o.planned_eval_episodes()
+        if not episodes or self.is_worker or o.eval_states is not None:
+            return
+        from pytest_crossover.evaluation import collect_for
+
+        path = collect_for(o, episodes, self.config)
+        self.options = dataclasses.replace(o, eval_states=str(path), holdout=0.0 if "holdout" not in o.explicit
+                                           else o.holdout)
+        self.runtime = Runtime(self.options, rootpath=self.config.rootpath, workerinput=None)
 
     def input_transfer(self) -> InputTransfer:
         """The inputs as every xdist worker gets them (checked first): built at the first worker's start-up."""
         if self.transfer is None:
             from pytest_crossover.transfer import InputTransfer
 
-            self.transfer = InputTransfer(self.options, self.check_inputs().provenance)
+            provenance = self.check_inputs().provenance  # first: it may change the options (the evaluation buffer)
+            self.transfer = InputTransfer(self.options, provenance)
         return self.transfer
 
     # -- run directory ------------------------------------------------------------------------------------

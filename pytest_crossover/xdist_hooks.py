@@ -42,12 +42,13 @@ class XdistHooks:
         cs = self.session
         if not cs.options.explicit:
             return  # no search configured: the plugin changes nothing
+        from pytest_crossover.transfer import KEY
+
+        transfer = cs.input_transfer()  # first: it may collect the evaluation buffer, which the options then name
         node.workerinput["crossover_git"] = cs.runtime.git()
         node.workerinput[OPTIONS_KEY] = cs.options.to_wire()
         node.workerinput[GATEWAY_KEY] = gateway_settings(node.gateway.spec)
-        from pytest_crossover.transfer import KEY
-
-        node.workerinput[KEY] = cs.input_transfer().configure(node)
+        node.workerinput[KEY] = transfer.configure(node)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
