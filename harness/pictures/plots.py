@@ -328,6 +328,22 @@ def barrier(data: Mapping[str, Any]) -> Figure | None:
     return fig
 
 
+def budget_groups(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """The replicates' fine-tune histories of the best recipe (by mean primary) of each crossover mode and of each
+    control, labelled by recipe; only recipes whose histories carry a validation primary."""
+    units: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        if r.get("primary") is not None and (r.get("finetune") or {}).get("val_primary"):
+            units.setdefault(str(r.get("unit") or r["child_id"]), []).append(r)
+    best: dict[str, str] = {}
+    for unit, reps in units.items():
+        kind = str((reps[0].get("crossover") or {}).get("mode"))
+        mean = sum(float(x["primary"]) for x in reps) / len(reps)
+        if kind not in best or mean > sum(float(x["primary"]) for x in units[best[kind]]) / len(units[best[kind]]):
+            best[kind] = unit
+    return {unit: [x["finetune"] for x in units[unit]] for unit in best.values()}
+
+
 def session_pictures(rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
                      parents: Mapping[str, Any] | None, barrier_data: Mapping[str, Any] | None) -> list[Picture]:
     """The pictures of a session, in the report's order (the barrier only when the session computed one)."""
@@ -348,6 +364,12 @@ def session_pictures(rows: Sequence[Mapping[str, Any]], records: Sequence[Mappin
                 "Validation loss and agreement with the teacher per epoch, one line per child (colour: regime, line "
                 "style: mode); the dot marks the epoch whose weights were kept.", lambda: finetune(records)),
     ]
+    groups = budget_groups(records)
+    if len(groups) > 1:
+        pictures.append(Picture("budget", "Crossing against the controls, by fine-tune budget",
+                                "Validation primary against fine-tune steps: the best recipe of each crossover mode "
+                                "and each control, a line at the mean over its replicates and a band from the lowest "
+                                "to the highest replicate.", lambda: budget_curves(groups)))
     if barrier_data:
         pictures.append(Picture("barrier", "Interpolation barrier",
                                 "Agreement (and return) along the straight line between the parents' weights, per "
