@@ -1,75 +1,53 @@
-"""Which lever matters: the same embedded parents searched with one lever after another, best child of each.
+"""Which lever matters: the embedded parents searched by the `decisive` space, and what its answer says.
 
-    python benchmarks/levers.py        # about 3 minutes on 2 cores; prints the README's table
+    python benchmarks/levers.py        # about 4 minutes on 2 cores (-n 2); prints the README's block
 
-Each row is a real session (its options in the row) on the embedded LunarLander parents and their held-out
-episodes; a row's number is its best child's primary as a share of the blend bound (1 + agree_ab) / 2, the best
-primary any policy can reach, with the 95 % interval of the paired bootstrap. The alignment rows are the weighted
-0.5 child before any fine-tuning (the midpoint of the session's interpolation curves, barrier.json).
+The session trains weighted 0.5, SLERP 0.5 and layer (aligned by activations) at two budgets (short, xlong), with
+teacher a and teacher both, three replicates each, against the controls (each parent fine-tuned, a fresh network
+distilled), and scores every child on 300 fresh evaluation episodes. The block lists the best recipes (mean over
+replicates, the 95 % interval over replicates and episodes together), the lever verdicts and what crossing adds over
+the best control at each budget, as recommendation.json holds them.
 """
 
 from __future__ import annotations
 
 import sys
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from sessions import read, session
 
-ROWS: list[tuple[str, list[str]]] = [
-    ("the established search: teacher A, `default-qat`", ["--crossover-space=default-qat"]),
-    ("teacher `both`", ["--crossover-space=default-qat", "--crossover-teacher=both"]),
-    ("teacher `both`, 50-epoch regime `xlong`",
-     ["--crossover-space=custom", "--crossover-modes=random,layer,weighted", "--crossover-alphas=0.5",
-      "--crossover-seeds=0", "--crossover-regimes=xlong", "--crossover-teacher=both"]),
-    ("activation alignment, teachers `both`/`balanced`, `xlong`",
-     ["--crossover-space=custom", "--crossover-modes=weighted,slerp", "--crossover-alphas=0.5",
-      "--crossover-align=activations", "--crossover-regimes=xlong", "--crossover-teachers=both,balanced"]),
-    ("every lever: the `frontier` space (64 children)", ["--crossover-space=frontier", "-n", "2"]),
-]
-ALIGN_ARGS = ["--crossover-space=custom", "--crossover-modes=weighted", "--crossover-alphas=0.5",
-              "--crossover-regimes=short", "--crossover-align=none,weights,activations", "--crossover-teacher=both"]
-
-
-def _share(value: float | None, bound: float) -> str:
-    return "—" if value is None else f"{value / bound:.3f}"
-
-
-def best_row(run_dir: Path) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
-    rows = [r for r in read(run_dir, "leaderboard.json") if not r["is_parent_baseline"] and r["status"] == "ok"]
-    return max(rows, key=lambda r: r["primary_metric"]), read(run_dir, "manifest.json")["parents"]
+ARGS = ["--crossover-space=decisive", "-n", "2"]
+TOP = 8
 
 
 def table(tmp: Path) -> str:
-    """The README block: one line per lever, then the frontier recommendation's verdict per lever."""
-    lines = ["| lever | best child | primary / bound (95 % interval) | return (weaker parent) |",
-             "|---|---|---|---|"]
-    frontier_dir = None
-    for i, (label, args) in enumerate(ROWS):
-        run_dir = session(args, tmp / f"lever{i}")
-        best, parents = best_row(run_dir)
-        bound = parents["bound"]
-        interval = f"{_share(best['primary_metric_lo'], bound)}–{_share(best['primary_metric_hi'], bound)}"
-        weaker = min(parents["returns"][p]["mean"] for p in ("parent_a", "parent_b")) if parents.get("returns") \
-            else None
-        ret = "—" if best["return_mean"] is None else f"{best['return_mean']:.1f}"
-        lines.append(f"| {label} | `{best['child_id']}` | **{_share(best['primary_metric'], bound)}** ({interval}) | "
-                     f"{ret} ({'—' if weaker is None else f'{weaker:.1f}'}) |")
-        frontier_dir = run_dir
-    align_dir = session(ALIGN_ARGS, tmp / "align")
-    barrier, bound = read(align_dir, "barrier.json"), read(align_dir, "manifest.json")["parents"]["bound"]
-    mid = barrier["alphas"].index(0.5)
-    shares = ", ".join(f"{a} **{_share(c['primary'][mid], bound)}**" for a, c in barrier["curves"].items())
-    lines += ["", f"Before any fine-tuning, the weighted 0.5 child reaches {shares} of the bound by alignment; "
-              "the interpolation barrier on primary is " + ", ".join(
-                  f"{a} {b['primary']:.3f}" for a, b in barrier["barrier"].items()) + "."]
-    assert frontier_dir is not None
-    verdicts = [ln.strip()[2:] for ln in (frontier_dir / "recommendation.txt").read_text().splitlines()
-                if ln.strip().startswith("- ") and ": the best child per value is" in ln]
-    lines += ["", "What the `frontier` session's recommendation says about each lever:", "",
-              *(f"- {v}" for v in verdicts)]
+    run_dir = session(ARGS, tmp / "decisive")
+    rec = read(run_dir, "recommendation.json")
+    bound = rec["parents"]["bound"]
+    lines = [f"`pytest benchmarks --crossover-space decisive -n 2` ({rec['children']} children, "
+             f"{rec['replicates']} replicates, scored on 300 fresh episodes; the bound is {bound:.4f}):", "",
+             "| rank | recipe | primary (95 % interval) | / bound | sd over replicates | P(best) |",
+             "|---|---|---|---|---|---|"]
+    for r in rec["recipes"][:TOP]:
+        kind = " (control)" if r["control"] else ""
+        lines.append(f"| {r['rank']} | `{r['recipe']}`{kind} | {r['primary']:.4f} ({r['primary_lo']:.3f}–"
+                     f"{r['primary_hi']:.3f}) | {r['primary'] / bound:.3f} | {r['sd']:.3f} | {r['p_best']:.2f} |")
+    counts = {lv: sum(v["lever"] == lv for v in rec["levers"]) for lv in {v["lever"] for v in rec["levers"]}}
+    lines += ["", "The lever verdicts (the best recipe of a value against the best of the others):", ""]
+    for v in rec["levers"]:
+        if counts[v["lever"]] > 2 or v["gap"] >= 0:
+            need = v.get("need") or {}
+            more = f"; {need['replicates']} replicates or {need['episodes']} episodes would decide it" if need else ""
+            lines.append(f"- **{v['lever']}**: {v['value']} vs `{v['versus']}`: {v['gap']:+.4f} "
+                         f"[{v['lo']:+.3f}, {v['hi']:+.3f}]: **{v['verdict']}**{more}")
+    lines += ["", "What crossing adds over the best control, per budget:", ""]
+    lines += [f"- {c['regime']}: `{c['crossover']}` minus `{c['control']}` = {c['gap']:+.4f} [{c['lo']:+.3f}, "
+              f"{c['hi']:+.3f}]: **{c['verdict']}**" for c in rec["controls"]]
+    chosen = rec.get("recommended") or {}
+    what = (f"control `{chosen['child_id']}`" if chosen.get("control") else f"child `{chosen.get('child_id')}`") \
+        if chosen else f"{rec['prefer_parent']['parent']} (a parent)"
+    lines += ["", f"The decision: use {what}; next: {rec['next_step']}."]
     return "\n".join(lines) + "\n"
 
 

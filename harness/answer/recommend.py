@@ -344,7 +344,9 @@ def _recipe_text(rec: Mapping[str, Any]) -> list[str]:
         margin = rec.get("equivalence_margin", MARGIN)
         lines += ["", f"Lever verdicts (paired gap of each value's best recipe to the best of the others; no "
                       f"difference = the interval within ±{margin:g}):"]
-        lines += [f"  - {lever_line(v)}" for v in rec["levers"]]
+        values = {lv: sum(v["lever"] == lv for v in rec["levers"]) for lv in {v["lever"] for v in rec["levers"]}}
+        # a lever of two values is one comparison: shown once, from the leading value
+        lines += [f"  - {lever_line(v)}" for v in rec["levers"] if values[v["lever"]] > 2 or v["gap"] >= 0]
     if rec.get("controls"):
         lines += ["", "What crossing adds over the best control, per fine-tune budget:"]
         lines += [f"  - {control_line(c)}" for c in rec["controls"]]

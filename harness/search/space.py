@@ -206,12 +206,12 @@ for _space in (
           {"align": ("none", "activations"), "regime": ("short", "xlong"), "teacher": ("both", "balanced")},
           "the seven default recipes and slerp 0.5, x align none/activations x regimes short, xlong x teachers both, "
           "balanced"),
-    # What decides whether and how to recombine: the recipes that reached the top of frontier (activation alignment,
-    # the teacher of both parents), at two budgets, three replicates each, against the controls, scored on 300 fresh
-    # episodes from the environment.
+    # What decides whether and how to recombine: the recipes that reached the top of frontier (activation alignment;
+    # weighted, slerp and layer), at two budgets, with the established teacher and the teacher of both parents,
+    # three replicates each, against the controls, scored on 300 fresh episodes from the environment.
     Space("decisive", (Recipe.of("weighted", alpha=0.5), Recipe.of("slerp", alpha=0.5), Recipe.of("layer")),
-          {"align": ("activations",), "regime": ("short", "xlong"), "teacher": ("both",), "replicate": (0, 1, 2)},
-          "weighted 0.5, slerp 0.5 and layer, aligned by activations, x regimes short, xlong x teacher both x 3 "
+          {"align": ("activations",), "regime": ("short", "xlong"), "teacher": ("a", "both"), "replicate": (0, 1, 2)},
+          "weighted 0.5, slerp 0.5 and layer, aligned by activations, x regimes short, xlong x teachers a, both x 3 "
           "replicates, with the controls, scored on 300 fresh evaluation episodes", controls=True, eval_episodes=300),
 ):
     SPACES.register(_space.name, _space)
