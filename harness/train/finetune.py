@@ -263,6 +263,77 @@ class _Child:
                 h["early_stopped"], h["steps"], self.alive = True, steps, False
 
 
+@dataclass
+class _Run:
+    """One population's training state between epochs: the stack, its splits and targets, its children's rows, the
+    optimiser and the generators of batch order and dropout masks (seeded by the regime, local to the run)."""
+
+    net: Any
+    x_tr: torch.Tensor
+    x_val: torch.Tensor
+    targets: _Targets
+    rows: list[_Child]
+    ref: Regime
+    order_gen: torch.Generator = field(init=False)
+    drop_gen: torch.Generator = field(init=False)
+    adam: StackedAdam = field(init=False)
+    log_q_buf: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.order_gen = torch.Generator().manual_seed(self.ref.seed)
+        self.drop_gen = torch.Generator().manual_seed((self.ref.seed ^ _DROPOUT_STREAM) & 0xFFFF_FFFF_FFFF)
+        self.adam = StackedAdam(self.net.full_flat, self.net.full_grad, [r.regime.lr for r in self.rows])
+        self.log_q_buf = torch.empty(len(self.rows), self.x_tr.shape[0], self.net.out_dim, device=self.x_tr.device)
+
+    def epoch(self, epoch: int) -> bool:
+        """Train one epoch of every active child, then score it; False when no child is left to train."""
+        net, adam, rows, ref, device = self.net, self.adam, self.rows, self.ref, self.x_tr.device
+        n_train = self.x_tr.shape[0]
+        active = sum(r.regime.epochs > epoch for r in rows)
+        if not any(r.alive for r in rows[:active]):
+            return False
+        if active < net.k:
+            net.narrow(active)
+            adam.narrow(active)
+        # The generators stay on the CPU so the batch order and masks are the same on every device.
+        perm = torch.randperm(n_train, generator=self.order_gen).to(device)
+        xe = self.x_tr[perm]
+        pe, ce = self.targets.epoch(perm, active)
+        masks = [dropout_mask(n_train, w, q, self.drop_gen) for w, q in zip(net.widths, net.dropout)]
+        masks = [None if m is None else m.to(device) for m in masks]
+        log_q = self.log_q_buf[:active]
+        for s in range(0, n_train, ref.batch_size):
+            e = s + ref.batch_size
+            net.train_step(xe[s:e], pe[..., s:e, :], [None if m is None else m[s:e] for m in masks],
+                           log_q[:, s:e])
+            adam.clip(MAX_GRAD_NORM)
+            adam.step()
+        train_losses = ((ce - (pe * log_q).sum(2)).double().mean(1) * (TEMPERATURE * TEMPERATURE)).tolist()
+        self.score(epoch, active, train_losses)
+        return True
+
+    def score(self, epoch: int, active: int, train_losses: list[float]) -> None:
+        """Validate the active children after an epoch and let each row keep, stop or reweigh."""
+        targets = self.targets
+        vals: list[tuple[float, list[float]] | None] = [None] * active
+        primaries: list[float | None] = [None] * active
+        if self.x_val.shape[0]:
+            losses, agrees = _evaluate(self.net, self.x_val, targets.val(active), targets.val_args)
+            vals = [(loss, [a[i] for a in agrees[:targets.own]]) for i, loss in enumerate(losses)]
+            primaries = [targets.primary(agrees, i) for i in range(active)]
+        for i, row in enumerate(self.rows[:active]):
+            if row.alive:
+                if targets.adaptive:
+                    row.history["teacher_weights"].append(targets.weights[i])
+                val = vals[i]
+                row.history["epoch_steps"].append(self.adam.steps)
+                if val is not None and primaries[i] is not None:
+                    row.history["val_primary"].append(primaries[i])
+                row.end_epoch(epoch, train_losses[i], val, self.adam.steps, self.net.flat[i])
+                if val is not None:
+                    targets.after_epoch(i, val[1])
+
+
 def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, target_probs: torch.Tensor | Targets,
                         regime: Regime | Sequence[Regime]) -> list[FinetuneResult]:
     """Fine-tune every child of ``children`` together; one :class:`FinetuneResult` per child, in order.
@@ -311,48 +382,10 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
         for i, (row, loss) in enumerate(zip(rows, losses)):
             row.start(loss, [a[i] for a in agrees[:targets.own]])
             row.history["initial_val_primary"] = targets.primary(agrees, i)
-    order_gen = torch.Generator().manual_seed(ref.seed)
-    drop_gen = torch.Generator().manual_seed((ref.seed ^ _DROPOUT_STREAM) & 0xFFFF_FFFF_FFFF)
-    adam = StackedAdam(net.full_flat, net.full_grad, [r.regime.lr for r in rows])
-    log_q_buf = torch.empty(len(rows), n_train, net.out_dim, device=device)
+    run = _Run(net, x_tr, x_val, targets, rows, ref)
     for epoch in range(ref.epochs):
-        active = sum(r.regime.epochs > epoch for r in rows)
-        if not any(r.alive for r in rows[:active]):
+        if not run.epoch(epoch):
             break
-        if active < net.k:
-            net.narrow(active)
-            adam.narrow(active)
-        # The generators stay on the CPU so the batch order and masks are the same on every device.
-        perm = torch.randperm(n_train, generator=order_gen).to(device)
-        xe = x_tr[perm]
-        pe, ce = targets.epoch(perm, active)
-        masks = [dropout_mask(n_train, w, q, drop_gen) for w, q in zip(net.widths, net.dropout)]
-        masks = [None if m is None else m.to(device) for m in masks]
-        log_q = log_q_buf[:active]
-        for s in range(0, n_train, ref.batch_size):
-            e = s + ref.batch_size
-            net.train_step(xe[s:e], pe[..., s:e, :], [None if m is None else m[s:e] for m in masks],
-                           log_q[:, s:e])
-            adam.clip(MAX_GRAD_NORM)
-            adam.step()
-        train_losses = ((ce - (pe * log_q).sum(2)).double().mean(1) * (TEMPERATURE * TEMPERATURE)).tolist()
-        vals: list[tuple[float, list[float]] | None] = [None] * active
-        primaries: list[float | None] = [None] * active
-        if n_val:
-            losses, agrees = _evaluate(net, x_val, targets.val(active), targets.val_args)
-            vals = [(loss, [a[i] for a in agrees[:targets.own]]) for i, loss in enumerate(losses)]
-            primaries = [targets.primary(agrees, i) for i in range(active)]
-        for i, row in enumerate(rows[:active]):
-            if row.alive:
-                if targets.adaptive:
-                    row.history["teacher_weights"].append(targets.weights[i])
-                val = vals[i]
-                row.history["epoch_steps"].append(adam.steps)
-                if val is not None and primaries[i] is not None:
-                    row.history["val_primary"].append(primaries[i])
-                row.end_epoch(epoch, train_losses[i], val, adam.steps, net.flat[i])
-                if val is not None:
-                    targets.after_epoch(i, val[1])
     results: list[FinetuneResult | None] = [None] * len(rows)
     for row, i in zip(rows, order):
         model = copy.deepcopy(children[i]).cpu()
