@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,6 +26,7 @@ from harness.core.errors import HarnessError, StatesError
 from harness.networks.adam import StackedAdam
 from harness.networks.quantize import convert_int8
 from harness.networks.stacked import Stack, stack_children
+from harness.train.batches import dropout_mask, split_indices
 from harness.train.regimes import Regime
 from harness.train.teachers import Targets, Teacher
 
@@ -46,24 +46,6 @@ def distill_loss(child_logits: torch.Tensor, target_probs: torch.Tensor,
     """``T² · KL(p ‖ softmax(z_c/T))`` averaged over the batch (``batchmean``), ``p`` = soft targets."""
     log_q = F.log_softmax(child_logits / temperature, dim=1)
     return F.kl_div(log_q, target_probs, reduction="batchmean") * (temperature * temperature)
-
-
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) row indices: ``n_val = max(1, int(n*val_fraction))`` from ``default_rng(seed)``.
-
-    As the established rule: no val set (all rows train, in order) when ``val_fraction <= 0`` or it would leave no
-    training row; otherwise ``perm = permutation(n)``, train = ``perm[:n_train]``, val = ``perm[n_train:]``.
-    """
-    if n < 1:
-        raise HarnessError(f"cannot split {n} states; pass a states buffer with at least one row")
-    if not 0.0 <= val_fraction < 1.0:
-        raise HarnessError(f"val_fraction must be in [0, 1), got {val_fraction!r}; use e.g. 0.1 or 0 for none")
-    n_val = max(1, int(n * val_fraction)) if val_fraction > 0 else 0
-    n_train = n - n_val
-    if n_val == 0 or n_train <= 0:
-        return np.arange(n, dtype=np.int64), np.empty(0, dtype=np.int64)
-    perm = np.random.default_rng(seed).permutation(n)
-    return perm[:n_train], perm[n_train:]
 
 
 @dataclass
@@ -170,15 +152,6 @@ class _Targets:
         """Reweigh child ``i`` by its validation agreements with A and B (adaptive teachers only)."""
         if self.adaptive and self.teacher is not None:
             self.weights[i] = self.teacher.update(self.weights[i], agrees[0], agrees[1])
-
-
-def dropout_mask(rows: int, width: int, rate: float, gen: torch.Generator) -> torch.Tensor | None:
-    """nn.Dropout's mask (keep with prob 1-p, scaled by 1/(1-p)) for a whole epoch, from the local generator."""
-    if rate == 0.0:
-        return None
-    if rate >= 1.0:
-        return torch.zeros(rows, width)
-    return (torch.rand(rows, width, generator=gen) >= rate).to(torch.float32).mul_(1.0 / (1.0 - rate))
 
 
 def _new_history(n_train: int, n_val: int, qat: bool, teacher: Teacher | None) -> dict[str, Any]:
@@ -350,9 +323,8 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
     targets, or a :class:`harness.train.teachers.Targets` whose adaptive teacher gives each child its own mix of the
     parents' soft targets, reweighed after every epoch by its validation agreements with A and B (then the best
     epoch is the one with the highest validation min(agree_a, agree_b)). A regime with ``patience`` stops a child
-    after that many epochs without a better score
-    (``early_stopped``). A non-finite loss stops that child with ``diverged=True`` and its best weights so far
-    (its initial weights if no epoch finished) while the others go on. QAT regimes train, validate and select under
+    after that many epochs without a better score (``early_stopped``). A non-finite loss stops that child with
+    ``diverged=True`` and its best weights so far (its initial weights if no epoch finished) while the others go on. QAT regimes train, validate and select under
     int8 fake quant and return ``int8_model``. Works on CPU and CUDA (the device of ``states``). Children are not
     modified; each result's model is a CPU copy of its child with the best weights.
     """
