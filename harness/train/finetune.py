@@ -324,9 +324,10 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
     parents' soft targets, reweighed after every epoch by its validation agreements with A and B (then the best
     epoch is the one with the highest validation min(agree_a, agree_b)). A regime with ``patience`` stops a child
     after that many epochs without a better score (``early_stopped``). A non-finite loss stops that child with
-    ``diverged=True`` and its best weights so far (its initial weights if no epoch finished) while the others go on. QAT regimes train, validate and select under
-    int8 fake quant and return ``int8_model``. Works on CPU and CUDA (the device of ``states``). Children are not
-    modified; each result's model is a CPU copy of its child with the best weights.
+    ``diverged=True`` and its best weights so far (its initial weights if no epoch finished) while the others go on.
+    QAT regimes train, validate and select under int8 fake quant and return ``int8_model``. Works on CPU and CUDA
+    (the device of ``states``). Children are not modified; each result's model is a CPU copy of its child with the
+    best weights.
     """
     if not children:
         return []
