@@ -27,8 +27,10 @@ from harness.errors import StatesError, existing_file, first_line
 
 # Row chunks of about 4M values (16 MiB of float32) keep the finiteness scan and the cast cheap in memory.
 _CHUNK_VALUES = 1 << 22
-# dtype kinds that cast to float32 meaningfully: bool, signed/unsigned integers, floats.
-_CASTABLE_KINDS = "biuf"
+# dtype kinds that cast to float32 meaningfully: signed/unsigned integers, floats (booleans are flags, not states).
+_CASTABLE_KINDS = "iuf"
+# The fewest evaluation units (held-out episodes, or rows) a bootstrap interval means something with.
+MIN_EVAL_UNITS = 10
 _NPY_MAGIC = b"\x93NUMPY"
 _FIX = "save a 2-D float32 array with numpy.save(path, states), or numpy.savez(path, states=..., episode=...)"
 NPZ_KEYS = ("states", "episode")
@@ -144,6 +146,9 @@ def _checked(raw: np.ndarray, p: Path, what: str, input_dim: int | None) -> np.n
                           "pass states recorded for these networks")
     states = _as_float32(raw)
     _check_finite(p, what, states)
+    if len(states) > 1 and not (states != states[0]).any():
+        raise StatesError(f"{what} {str(p)!r} holds one state repeated in all {len(states)} rows: every metric would "
+                          "be measured on one input; pass states recorded from the task")
     return states
 
 
@@ -232,7 +237,27 @@ def _rle(groups: np.ndarray) -> list[list[int]]:
 
 def split_buffer(buffer: Buffer, holdout: float, seed: int, eval_buffer: Buffer | None = None) -> Split:
     """Split ``buffer`` (seeded, local generator): whole episodes when it has ids, else rows; or evaluate on a
-    separate ``eval_buffer`` (then every row of ``buffer`` fine-tunes and ``holdout`` must be 0)."""
+    separate ``eval_buffer`` (then every row of ``buffer`` fine-tunes and ``holdout`` must be 0). Fewer than
+    :data:`MIN_EVAL_UNITS` evaluation units is an error: their intervals would be zero-width, their leads
+    "significant"."""
+    split = _split(buffer, holdout, seed, eval_buffer)
+    units = len(np.unique(split.eval_groups))
+    if units < MIN_EVAL_UNITS:
+        kind = "episodes" if split.method == "episodes" or (split.method != "rows" and _has_ids(buffer, eval_buffer)) \
+            else "states"
+        source = eval_buffer if eval_buffer is not None else buffer
+        field = "holdout" if split.method in ("rows", "episodes") else ("eval_states" if eval_buffer else "states")
+        raise StatesError(f"evaluation on {units} {kind} of {source.path!r} (need at least {MIN_EVAL_UNITS} for an "
+                          "interval); use a larger holdout or more "
+                          f"{kind}", field=field)
+    return split
+
+
+def _has_ids(buffer: Buffer, eval_buffer: Buffer | None) -> bool:
+    return (eval_buffer if eval_buffer is not None else buffer).episodes is not None
+
+
+def _split(buffer: Buffer, holdout: float, seed: int, eval_buffer: Buffer | None) -> Split:
     n = len(buffer.states)
     every = np.arange(n)
     if eval_buffer is not None:

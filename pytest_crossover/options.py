@@ -8,6 +8,7 @@ that names the option as the user wrote it: the flag, or the ini key. Nothing he
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from harness.arithmetic import MODES as ARITHMETIC_MODES
 from harness.barrier import MODES as BARRIER_MODES
 from harness.errors import HarnessError
 from harness.operators import OPERATORS
@@ -110,6 +112,9 @@ def option_table() -> tuple[Option, ...]:
         Option("threads", "Torch intra-op threads per process (default 1: xdist workers must not fight over cores)",
                "1", kind="int", metavar="N"),
         Option("device", f"{' or '.join(DEVICES)} (default cpu)", "cpu", metavar="|".join(DEVICES)),
+        Option("arithmetic", "CPU kernels: portable (the same numbers on every x86-64 CPU: ATen's default kernels, "
+               "MKL's COMPATIBLE branch) or native (the CPU's fastest kernels; numbers then depend on the CPU) "
+               "(default portable)", "portable", metavar="|".join(ARITHMETIC_MODES)),
         Option("report", "Write report.html (leaderboard and pictures; needs matplotlib) in the run directory at "
                "the end of the session: on or off (default on)", "on", metavar="on|off"),
     )
@@ -199,6 +204,7 @@ class CrossoverOptions:
     device: str
     report: str  # "on" or "off"
     barrier: str  # "on", "returns" or "off"
+    arithmetic: str  # "portable" or "native" (harness.arithmetic)
     explicit: tuple[str, ...]  # the settings given on the command line or in the ini file
     sources: Sources = field(default_factory=Sources, compare=False)
 
@@ -286,9 +292,45 @@ def _convert(opt: Option, value: Any, origin: str, ini_dir: Path | None) -> Any:
     return parse(field_name, text, str)
 
 
+def early_arithmetic(early_config: pytest.Config) -> str | None:
+    """The arithmetic mode before the command line is fully parsed (``pytest_load_initial_conftests``), or ``None``
+    when no crossover setting is given (the plugin then changes nothing until it collects a child)."""
+    ns = early_config.known_args_namespace
+    table = option_table()
+    given = [o for o in table if getattr(ns, o.dest, None) is not None or _ini_given(early_config, o)]
+    if not given:
+        return None
+    cli = getattr(ns, "crossover_arithmetic", None)
+    if cli is not None:
+        return str(cli).strip()
+    return str(early_config.getini("crossover_arithmetic") or "portable").strip()
+
+
+def _ini_given(config: pytest.Config, opt: Option) -> bool:
+    try:
+        value = config.getini(opt.dest)
+    except (ValueError, KeyError):
+        return False
+    return bool(value) if opt.kind in ("flag", "lines") else value not in ("", None)
+
+
+def check_ini_keys(config: pytest.Config, known: tuple[str, ...]) -> None:
+    """A misspelt ``crossover_*`` key would be ignored, with only pytest's warning (a gate switched off by a typo):
+    an error naming it, with the closest key. ``known``: every crossover ini key."""
+    # pytest's own list of the ini keys no plugin registered (what its "Unknown config option" warning uses).
+    unknown: set[str] = getattr(config, "_get_unknown_ini_keys", set)()
+    for key in sorted(k for k in unknown if k.lower().startswith("crossover")):
+        close = difflib.get_close_matches(key.lower().replace("-", "_"), known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise pytest.UsageError(f"{key} (ini): not a pytest-crossover setting{hint}; fix its name, or remove it")
+
+
 def resolve(config: pytest.Config) -> CrossoverOptions:
     """Read, parse and check every option; a bad one raises a ``pytest.UsageError`` naming it."""
     table = option_table()
+    from pytest_crossover.history import HISTORY_KEYS
+
+    check_ini_keys(config, tuple(o.dest for o in table) + HISTORY_KEYS)
     raw, origin = {}, {}
     for opt in table:
         raw[opt.name], origin[opt.name] = _raw(config, opt)
@@ -312,7 +354,7 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         degenerate_threshold=values["degenerate-threshold"],
         run_dir=values["run-dir"], env=values["env"], episodes=values["episodes"], threads=values["threads"],
         device=values["device"], report=values["report"], barrier=values["barrier"],
-        explicit=tuple(n for n in origin if origin[n] != "default"), sources=sources,
+        arithmetic=values["arithmetic"], explicit=tuple(n for n in origin if origin[n] != "default"), sources=sources,
     )
     _check(opts)
     return opts
@@ -362,6 +404,7 @@ def _check(opts: CrossoverOptions) -> None:
                                "scores); drop one of them", field="holdout")
         _ignored(opts)
         check_name("barrier mode", opts.barrier, BARRIER_MODES, field="barrier")
+        check_name("arithmetic", opts.arithmetic, ARITHMETIC_MODES, field="arithmetic")
         Settings(holdout=opts.holdout, teacher=opts.teacher, degenerate_threshold=opts.degenerate_threshold,
                  env_id=opts.env, episodes=opts.episodes or 0, threads=opts.threads, device=opts.device,
                  split_seed=opts.split_seed)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 from collections.abc import Generator
 from typing import Any
 
@@ -29,6 +32,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_history_options(parser)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """Pin the CPU arithmetic before any conftest can import torch and run an operation (each library reads its
+    variable once), in a session that names a crossover setting; xdist workers run this too."""
+    from pytest_crossover.options import early_arithmetic
+
+    mode = early_arithmetic(early_config)
+    if mode == "portable":
+        from harness.arithmetic import pin
+
+        pin()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     session = CrossoverSession(config, _options(config))
@@ -37,6 +53,8 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_crossover.workers import exit_with_controller
 
         exit_with_controller()
+    else:
+        _terminate_like_interrupt(config)
     config.pluginmanager.register(_ReportHooks(session), "crossover-reports")
     if config.pluginmanager.hasplugin("xdist"):
         from pytest_crossover.xdist_hooks import XdistHooks
@@ -64,7 +82,28 @@ def _options(config: pytest.Config) -> CrossoverOptions:
     return resolve(config)
 
 
+_SIGTERM_KEY = pytest.StashKey[Any]()
+
+
+def _terminate_like_interrupt(config: pytest.Config) -> None:
+    """SIGTERM (a CI job's timeout) ends the session as Ctrl-C does: the finished children's files are written,
+    marked incomplete, and the summary says so. Only where nobody else handles SIGTERM, and only in the main thread
+    (where Python runs signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    config.stash[_SIGTERM_KEY] = signal.signal(signal.SIGTERM, interrupt)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
+    previous = config.stash.get(_SIGTERM_KEY, None)
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         from pytest_crossover.transfer import remove_cache
@@ -84,6 +123,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # A session with no crossover setting learns only now that it collected children.
     if any(FIXTURE in getattr(item, "fixturenames", ()) for item in items):
         _refuse_benchmark_only(config)
+        cs = _session(config)
+        if cs is not None and cs.options.arithmetic == "portable":
+            from harness.arithmetic import pin
+
+            pin()  # a session without crossover settings: before the first child
+            if "torch" in sys.modules and not cs.distributed:
+                cs.runtime.arithmetic()  # torch may have chosen already: refused now, not once per child
 
 
 def _session(config: pytest.Config) -> CrossoverSession | None:

@@ -66,6 +66,8 @@ class CrossoverSession:
         with naming(self.options.sources):
             if self.options.device != "cpu":
                 Settings(device=self.options.device).check_device()
+        if not self.distributed:
+            self.runtime.arithmetic()  # this process computes the children: its kernels, checked before any
         return self.runtime.check_inputs(load=not self.distributed)
 
     def input_transfer(self) -> InputTransfer:
@@ -82,6 +84,11 @@ class CrossoverSession:
             return
         with naming(self.options.sources):
             self.run_dir.acquire()
+            try:
+                self.run_dir.check_children(self.expected if self.expected is not None else list(self.ids))
+            except BaseException:
+                self.run_dir.release()
+                raise
         self.run_dir.start_journal()
 
     def release_run_dir(self) -> None:
@@ -170,7 +177,8 @@ class CrossoverSession:
         return {
             "schema_version": SCHEMA_VERSION,
             "harness_version": __version__,
-            "complete": self.complete and not missing,
+            # Complete: every expected child finished and its files are on disk (none after a failed write).
+            "complete": self.complete and not missing and self.write_error is None,
             "space": self.options.space,
             "options": {**self.options.to_dict(), "run_dir": self._relative_run_dir()},
             "expected_children": expected,
