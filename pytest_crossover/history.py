@@ -185,8 +185,10 @@ class HistoryHooks:
                 base, notes = select_baseline(records, record, self.opts.compare)
             except HarnessError as exc:
                 base, notes = None, [f"warning: {exc}"]
-            self.notes += notes
             unreadable = [w for w in warnings if "record name" not in w]  # files named as records, not read
+            if unreadable:  # the store is not empty: its history started, and may be in those files
+                notes = [n for n in notes if "starts its history" not in n]
+            self.notes += notes
             if base is None and self.opts.checks and unreadable:
                 # Unreadable records may hold the baseline: a gate that could not look is not a pass.
                 self.unrun = (f"--crossover-compare-fail could not run: no readable baseline, and "

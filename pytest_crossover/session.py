@@ -66,9 +66,10 @@ class CrossoverSession:
         with naming(self.options.sources):
             if self.options.device != "cpu":
                 Settings(device=self.options.device).check_device()
+        checked = self.runtime.check_inputs(load=not self.distributed)
         if not self.distributed:
             self.runtime.arithmetic()  # this process computes the children: its kernels, checked before any
-        return self.runtime.check_inputs(load=not self.distributed)
+        return checked
 
     def input_transfer(self) -> InputTransfer:
         """The inputs as every xdist worker gets them (checked first): built at the first worker's start-up."""
