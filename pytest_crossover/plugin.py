@@ -166,8 +166,16 @@ def pytest_sessionstart(session: pytest.Session) -> Generator[None, None, None]:
     # A wrapper, so this runs after xdist's own sessionstart has started the workers (they receive no test before
     # it returns): each worker's start-up (pytest_configure_node) has checked the inputs and its versions by then,
     # and a session refused there leaves the run directory as it was.
-    yield
     cs = _session(session.config)
+    try:
+        yield
+    except Exception as exc:
+        if cs is None or cs.is_worker or not cs.options.explicit or not cs.distributed or \
+                isinstance(exc, pytest.UsageError):
+            raise
+        from pytest_crossover.xdist_hooks import start_failure
+
+        raise start_failure(session.config, exc) from None
     if cs is not None:
         cs.pytest_session = session
     if cs is not None and not cs.is_worker and cs.options.explicit:

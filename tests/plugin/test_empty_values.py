@@ -33,4 +33,4 @@ def test_an_empty_value_is_one_line_naming_the_option(pytester, name):
 def test_every_option_is_swept():
     assert "compare" in OPTIONS and "compare-fail" in OPTIONS and "storage" in OPTIONS and "arithmetic" in OPTIONS
     assert len(OPTIONS) == len(option_table()) + len(HISTORY_KEYS)
-    assert FLAGS == {"allow-unsafe-unpickle", "no-save"}
+    assert {"allow-unsafe-unpickle", "no-save"} == FLAGS
