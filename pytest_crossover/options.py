@@ -8,7 +8,6 @@ that names the option as the user wrote it: the flag, or the ini key. Nothing he
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -112,9 +111,8 @@ def option_table() -> tuple[Option, ...]:
         Option("threads", "Torch intra-op threads per process (default 1: xdist workers must not fight over cores)",
                "1", kind="int", metavar="N"),
         Option("device", f"{' or '.join(DEVICES)} (default cpu)", "cpu", metavar="|".join(DEVICES)),
-        Option("arithmetic", "CPU kernels: portable (the same numbers on every x86-64 CPU: ATen's default kernels, "
-               "MKL's COMPATIBLE branch) or native (the CPU's fastest kernels; numbers then depend on the CPU) "
-               "(default portable)", "portable", metavar="|".join(ARITHMETIC_MODES)),
+        Option("arithmetic", "CPU kernels: portable (the same numbers on any x86-64 CPU) or native (the CPU's fastest; "
+               "numbers depend on the CPU) (default portable)", "portable", metavar="|".join(ARITHMETIC_MODES)),
         Option("report", "Write report.html (leaderboard and pictures; needs matplotlib) in the run directory at "
                "the end of the session: on or off (default on)", "on", metavar="on|off"),
     )
@@ -292,45 +290,9 @@ def _convert(opt: Option, value: Any, origin: str, ini_dir: Path | None) -> Any:
     return parse(field_name, text, str)
 
 
-def early_arithmetic(early_config: pytest.Config) -> str | None:
-    """The arithmetic mode before the command line is fully parsed (``pytest_load_initial_conftests``), or ``None``
-    when no crossover setting is given (the plugin then changes nothing until it collects a child)."""
-    ns = early_config.known_args_namespace
-    table = option_table()
-    given = [o for o in table if getattr(ns, o.dest, None) is not None or _ini_given(early_config, o)]
-    if not given:
-        return None
-    cli = getattr(ns, "crossover_arithmetic", None)
-    if cli is not None:
-        return str(cli).strip()
-    return str(early_config.getini("crossover_arithmetic") or "portable").strip()
-
-
-def _ini_given(config: pytest.Config, opt: Option) -> bool:
-    try:
-        value = config.getini(opt.dest)
-    except (ValueError, KeyError):
-        return False
-    return bool(value) if opt.kind in ("flag", "lines") else value not in ("", None)
-
-
-def check_ini_keys(config: pytest.Config, known: tuple[str, ...]) -> None:
-    """A misspelt ``crossover_*`` key would be ignored, with only pytest's warning (a gate switched off by a typo):
-    an error naming it, with the closest key. ``known``: every crossover ini key."""
-    # pytest's own list of the ini keys no plugin registered (what its "Unknown config option" warning uses).
-    unknown: set[str] = getattr(config, "_get_unknown_ini_keys", set)()
-    for key in sorted(k for k in unknown if k.lower().startswith("crossover")):
-        close = difflib.get_close_matches(key.lower().replace("-", "_"), known, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise pytest.UsageError(f"{key} (ini): not a pytest-crossover setting{hint}; fix its name, or remove it")
-
-
 def resolve(config: pytest.Config) -> CrossoverOptions:
     """Read, parse and check every option; a bad one raises a ``pytest.UsageError`` naming it."""
     table = option_table()
-    from pytest_crossover.history import HISTORY_KEYS
-
-    check_ini_keys(config, tuple(o.dest for o in table) + HISTORY_KEYS)
     raw, origin = {}, {}
     for opt in table:
         raw[opt.name], origin[opt.name] = _raw(config, opt)

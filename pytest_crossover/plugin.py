@@ -36,7 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
     """Pin the CPU arithmetic before any conftest can import torch and run an operation (each library reads its
     variable once), in a session that names a crossover setting; xdist workers run this too."""
-    from pytest_crossover.options import early_arithmetic
+    from pytest_crossover.early import early_arithmetic
 
     mode = early_arithmetic(early_config)
     if mode == "portable":
@@ -79,6 +79,9 @@ def _options(config: pytest.Config) -> CrossoverOptions:
     workerinput = getattr(config, "workerinput", None) or {}
     if OPTIONS_KEY in workerinput:
         return CrossoverOptions.from_wire(workerinput[OPTIONS_KEY], workerinput.get(GATEWAY_KEY))
+    from pytest_crossover.early import check_ini_keys
+
+    check_ini_keys(config)  # a misspelt key first: it may be what the user meant to set
     return resolve(config)
 
 
