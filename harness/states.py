@@ -31,6 +31,7 @@ _CHUNK_VALUES = 1 << 22
 _CASTABLE_KINDS = "iuf"
 # The fewest evaluation units (held-out episodes, or rows) a bootstrap interval means something with.
 MIN_EVAL_UNITS = 10
+_HEADER_BYTES = 1 << 20  # more than any .npy header numpy writes
 _NPY_MAGIC = b"\x93NUMPY"
 _FIX = "save a 2-D float32 array with numpy.save(path, states), or numpy.savez(path, states=..., episode=...)"
 NPZ_KEYS = ("states", "episode")
@@ -66,6 +67,9 @@ def load_buffer(path: str | os.PathLike[str], *, input_dim: int | None = None, w
     if suffix not in (".npy", ".npz"):
         raise StatesError(f"{what} {str(p)!r} is not a .npy or .npz file; {_FIX}")
     try:
+        if suffix == ".npy":  # its header first: a file that cannot be right is refused before it is read whole
+            with p.open("rb") as fh:
+                _npy_precheck(fh.read(_HEADER_BYTES), p.stat().st_size, p, what, input_dim)
         data = p.read_bytes()
     except OSError as exc:
         raise StatesError(f"{what} {str(p)!r} cannot be read ({exc.strerror}); check its permissions") from None
@@ -83,6 +87,33 @@ def load_buffer(path: str | os.PathLike[str], *, input_dim: int | None = None, w
 def load_states(path: str | os.PathLike[str], *, input_dim: int | None = None) -> np.ndarray:
     """The float32 (N, input_dim) states of a buffer file (see :func:`load_buffer`)."""
     return load_buffer(path, input_dim=input_dim).states
+
+
+def _npy_precheck(head: bytes, size: int, p: Path, what: str, input_dim: int | None) -> None:
+    """What a .npy file's header and size alone refuse: its kind, shape and width, a truncated file."""
+    shape, dtype, offset = _npy_header(head, p, what)
+    _check_shape(shape, dtype, p, what, input_dim)
+    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size < need:
+        raise StatesError(f"{what} {str(p)!r} is truncated ({size - offset} bytes of data for shape {shape} of "
+                          f"{dtype}); re-save it with numpy.save")
+
+
+def _npy_header(data: bytes, p: Path, what: str) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """(shape, dtype, data offset) from the start of a .npy file, checked as _npy checks them."""
+    bad = f"{what} {str(p)!r} is not a valid .npy file"
+    if not data.startswith(_NPY_MAGIC):
+        raise StatesError(f"{bad} (no NumPy header); {_FIX}")
+    fh = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(fh)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = reader(fh)
+    except Exception as exc:  # a crafted header can make numpy's parser raise almost anything
+        raise StatesError(f"{bad} ({type(exc).__name__}: {first_line(exc)}); {_FIX}") from None
+    shape = tuple(int(n) for n in shape)
+    _check_kind(np.dtype(dtype), shape, p, what)
+    return shape, np.dtype(dtype), fh.tell()
 
 
 def _npy(data: bytes, p: Path, what: str) -> np.ndarray:
@@ -133,9 +164,18 @@ def _check_kind(dtype: np.dtype[Any], shape: tuple[int, ...], p: Path, what: str
 
 
 def _checked(raw: np.ndarray, p: Path, what: str, input_dim: int | None) -> np.ndarray:
-    shape = tuple(raw.shape)
-    if raw.dtype.kind not in _CASTABLE_KINDS:
-        raise StatesError(f"{what} {str(p)!r} has dtype {raw.dtype}, which is not numeric; save float32 states")
+    _check_shape(tuple(raw.shape), raw.dtype, p, what, input_dim)
+    states = _as_float32(raw)
+    _check_finite(p, what, states)
+    if len(states) > 1 and not (states != states[0]).any():
+        raise StatesError(f"{what} {str(p)!r} holds one state repeated in all {len(states)} rows: every metric would "
+                          "be measured on one input; pass states recorded from the task")
+    return states
+
+
+def _check_shape(shape: tuple[int, ...], dtype: np.dtype[Any], p: Path, what: str, input_dim: int | None) -> None:
+    if dtype.kind not in _CASTABLE_KINDS:
+        raise StatesError(f"{what} {str(p)!r} has dtype {dtype}, which is not numeric; save float32 states")
     if len(shape) != 2:
         raise StatesError(f"{what} {str(p)!r} has shape {shape}, expected 2-D (N, input_dim); reshape it to one row "
                           "per state")
@@ -144,12 +184,6 @@ def _checked(raw: np.ndarray, p: Path, what: str, input_dim: int | None) -> np.n
     if input_dim is not None and shape[1] != input_dim:
         raise StatesError(f"{what} {str(p)!r} has {shape[1]} columns but the parents take input_dim={input_dim}; "
                           "pass states recorded for these networks")
-    states = _as_float32(raw)
-    _check_finite(p, what, states)
-    if len(states) > 1 and not (states != states[0]).any():
-        raise StatesError(f"{what} {str(p)!r} holds one state repeated in all {len(states)} rows: every metric would "
-                          "be measured on one input; pass states recorded from the task")
-    return states
 
 
 def _checked_episodes(episodes: np.ndarray, n: int, p: Path, what: str) -> np.ndarray:

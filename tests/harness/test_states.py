@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 from pathlib import Path
@@ -222,3 +223,24 @@ def test_degenerate_buffers_are_refused(tmp_path) -> None:
     np.save(flags, np.random.default_rng(0).random((50, 4)) > 0.5)
     with pytest.raises(StatesError, match="has dtype bool, which is not numeric"):
         load_buffer(flags)
+
+
+def test_a_huge_states_file_is_judged_by_its_header_before_it_is_read(tmp_path, monkeypatch) -> None:
+    """A 6 GiB file (sparse: nothing is on disk) whose header cannot be right is refused without reading it."""
+    def header(shape: tuple[int, int]) -> bytes:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        return buf.getvalue()
+
+    read: list[Path] = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self) or real(self))
+    for shape, message in (((200_000_000, 9), "has 9 columns but the parents take input_dim=8"),
+                           ((2_000_000_000, 8), "is truncated")):
+        path = tmp_path / f"{shape[0]}.npy"
+        with path.open("wb") as fh:
+            fh.write(header(shape))
+            fh.truncate(6 << 30)
+        with pytest.raises(StatesError, match=message):
+            load_buffer(path, input_dim=8)
+    assert read == []  # refused from the header and the size alone
