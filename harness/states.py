@@ -31,7 +31,8 @@ _CHUNK_VALUES = 1 << 22
 _CASTABLE_KINDS = "iuf"
 # The fewest evaluation units (held-out episodes, or rows) a bootstrap interval means something with.
 MIN_EVAL_UNITS = 10
-_HEADER_BYTES = 1 << 20  # more than any .npy header numpy writes
+_HEADER_BYTES = 1 << 20
+ROWS_LISTED = 10_000  # held-out rows listed in the manifest at most  # more than any .npy header numpy writes
 _NPY_MAGIC = b"\x93NUMPY"
 _FIX = "save a 2-D float32 array with numpy.save(path, states), or numpy.savez(path, states=..., episode=...)"
 NPZ_KEYS = ("states", "episode")
@@ -247,8 +248,10 @@ class Split:
                                "eval_units": int(len(np.unique(self.eval_groups))), "digest": self.digest}
         if self.held_out_episodes is not None:
             out["held_out_episodes"] = list(self.held_out_episodes)
-        elif self.method == "rows":
+        elif self.method == "rows" and len(self.eval_idx) <= ROWS_LISTED:
             out["held_out_rows"] = [int(i) for i in self.eval_idx]
+        # More rows are not listed (the manifest is rewritten every second): holdout_split(n, holdout, seed) gives
+        # them, and the digest identifies them.
         # The bootstrap's resampling units per evaluation row, run-length coded (None: every row its own unit).
         by_rows = len(np.unique(self.eval_groups)) == len(self.eval_groups)
         out["eval_groups"] = None if by_rows else _rle(self.eval_groups)

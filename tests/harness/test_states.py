@@ -244,3 +244,13 @@ def test_a_huge_states_file_is_judged_by_its_header_before_it_is_read(tmp_path, 
         with pytest.raises(StatesError, match=message):
             load_buffer(path, input_dim=8)
     assert read == []  # refused from the header and the size alone
+
+
+def test_a_large_row_holdout_is_described_without_listing_every_row() -> None:
+    small = split_buffer(Buffer(np.arange(200, dtype=np.float32).reshape(100, 2), None, "", "s.npy"), 0.2, 0)
+    assert small.describe()["held_out_rows"] == [int(i) for i in small.eval_idx]
+    big = Buffer(np.arange(2_000_000, dtype=np.float32).reshape(1_000_000, 2), None, "", "b.npy")
+    described = split_buffer(big, 0.2, 0).describe()
+    assert "held_out_rows" not in described and described["n_eval"] == 200_000
+    train, held = holdout_split(1_000_000, 0.2, 0)  # how to get them back
+    assert described["digest"] == split_buffer(big, 0.2, 0).digest and len(held) == 200_000
