@@ -126,13 +126,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # A session with no crossover setting learns only now that it collected children.
     if any(FIXTURE in getattr(item, "fixturenames", ()) for item in items):
         _refuse_benchmark_only(config)
-        cs = _session(config)
-        if cs is not None and cs.options.arithmetic == "portable":
-            from harness.arithmetic import pin
-
-            pin()  # a session without crossover settings: before the first child
-            if "torch" in sys.modules and not cs.distributed:
-                cs.runtime.arithmetic()  # torch may have chosen already: refused now, not once per child
 
 
 def _session(config: pytest.Config) -> CrossoverSession | None:
@@ -194,6 +187,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     ids = [child_id_of(item.nodeid) for item in session.items if FIXTURE in getattr(item, "fixturenames", ())]
     if ids:
         cs.expected = [i for i in ids if i]
+        if cs.options.arithmetic == "portable":
+            from harness.arithmetic import pin
+
+            pin()  # a session without crossover settings: before the first child
+            if "torch" in sys.modules and not cs.distributed:
+                cs.runtime.arithmetic()  # torch may have chosen already: refused now, not once per child
         cs.acquire_run_dir()
 
 
