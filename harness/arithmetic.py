@@ -3,8 +3,9 @@
 torch picks its CPU kernels by the CPU it finds: ATen's vectorised kernels (``DEFAULT``, ``AVX2``, ``AVX512``), MKL's
 BLAS branch (the matrix products of every Linear layer) and FBGEMM's int8 kernels. Each choice sums in another
 order, so the same inputs give other metrics on another CPU (measured in docs/reliability.md). The pin names the
-kernels that every x86-64 CPU runs: ATen's scalar ``default`` kernels and MKL's ``COMPATIBLE`` branch, with FBGEMM
-and oneDNN held to AVX2 (int8 kernels need AVX2 on x86 anyway).
+kernels that every x86-64 CPU with AVX2 runs (Intel since 2013, AMD since 2015): ATen's scalar ``default`` kernels,
+MKL's ``AVX2`` branch in its ``STRICT`` mode (MKL's ``COMPATIBLE`` branch changes its sums with the thread count:
+measured), FBGEMM and oneDNN held to AVX2 (x86 int8 kernels need AVX2 anyway).
 
 Each variable is read once by its library, at its first operation, so the pin is set in the environment before
 any torch operation runs, in every process that computes (xdist workers start pytest, which pins, and inherit the
@@ -26,7 +27,7 @@ from harness.errors import HarnessError
 # The portable arithmetic: each variable and its value.
 PIN: Mapping[str, str] = {
     "ATEN_CPU_CAPABILITY": "default",
-    "MKL_CBWR": "COMPATIBLE",
+    "MKL_CBWR": "AVX2,STRICT",
     "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
 }
@@ -56,14 +57,24 @@ def requested(environ: Mapping[str, str] | None = None) -> dict[str, str | None]
     return out
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's instruction-set flags (Linux; empty when unknown)."""
+    return set((_cpuinfo("flags") or "").split())
+
+
 def cpu_model() -> str | None:
     """The CPU's model name (Linux), which fixes the kernels each library picks when nothing is pinned."""
+    return _cpuinfo("model name")
+
+
+def _cpuinfo(key: str) -> str | None:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             text = fh.read(1 << 16)  # the first processor's block is at the start
     except OSError:
         return None
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                 if line.split(":", 1)[0].strip() == key), None)
 
 
 def session(mode: str, environ: Mapping[str, str] | None = None) -> dict[str, object]:
@@ -85,7 +96,7 @@ def _mkl_branch() -> str | None:
     except (OSError, AttributeError):
         return None
     get.argtypes, get.restype = [ctypes.c_int], ctypes.c_int
-    code = int(get(1))  # MKL_CBWR_BRANCH
+    code = int(get(-1))  # MKL_CBWR_ALL: the branch and its STRICT flag
     name = _MKL_BRANCH.get(code & ~_STRICT, str(code))
     return name + (",STRICT" if code & _STRICT else "")
 
@@ -110,6 +121,10 @@ def check(mode: str, environ: Mapping[str, str] | None = None) -> dict[str, obje
         wrong.append(f"ATen's kernels are {seen['aten']}, not {PIN['ATEN_CPU_CAPABILITY'].upper()}")
     if seen["mkl"] is not None and seen["mkl"] != PIN["MKL_CBWR"]:
         wrong.append(f"MKL's branch is {seen['mkl']}, not {PIN['MKL_CBWR']}")
+    flags = cpu_flags()
+    if flags and "avx2" not in flags:
+        raise HarnessError("this CPU has no AVX2, which the portable arithmetic needs (MKL's AVX2 branch); pass "
+                           "--crossover-arithmetic native (the numbers are then this CPU's)", field="arithmetic")
     if wrong:
         fix = " ".join(f"{k}={v}" for k, v in PIN.items())
         raise HarnessError(f"torch chose its CPU kernels before pytest-crossover could pin them ({'; '.join(wrong)}): "

@@ -30,8 +30,9 @@ def _flags() -> set[str]:
     return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
 
 
-# The CPUs this machine can stand in for: (ATen capability, MKL's widest instructions).
-CPUS = [("default", "SSE4_2"), *((("avx2", "AVX2"),) if "avx2" in _flags() else ()),
+# The CPUs this machine can stand in for: (ATen capability, MKL's widest instructions). The portable arithmetic
+# needs AVX2 (MKL's AVX2 branch): every CPU stood in for has it.
+CPUS = [*((("default", "AVX2"), ("avx2", "AVX2")) if "avx2" in _flags() else ()),
         *((("avx512", "AVX512"),) if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= _flags() else ())]
 
 
@@ -62,14 +63,16 @@ def test_smoke_gives_bitwise_identical_children_whatever_the_cpu(pytester, monke
         config = json.loads((pytester.path / f"port_{cpu[0]}" / "000_random_a0p50_s0_short" / "run_config.json")
                             .read_text())
         assert config["arithmetic"]["observed"]["aten"] == "DEFAULT"  # whatever the environment asked for
-        assert config["arithmetic"]["observed"]["mkl"] in ("COMPATIBLE", None)  # None: a torch without MKL
+        assert config["arithmetic"]["observed"]["mkl"] in ("AVX2,STRICT", None)  # None: a torch without MKL
     first = runs[CPUS[0][0]]
     assert all(m == first for m in runs.values())  # every metric of every child, bit for bit
     assert first[0]["primary"] > 0.5
-    # Under xdist too: each worker pins its own kernels.
+    # Under xdist too: each worker pins its own kernels; and with another thread count.
     _as_cpu(monkeypatch, CPUS[-1])
     _session(pytester, "xdist", "-n", "2").assert_outcomes(passed=3)
     assert _metrics(pytester.path / "xdist") == first
+    _session(pytester, "threads", "--crossover-threads=2").assert_outcomes(passed=3)
+    assert [{k: v for k, v in c.items() if k != "message"} for c in _metrics(pytester.path / "threads")] == first
     # The test can fail: the CPUs' own kernels (native) give other numbers.
     native = {}
     for cpu in (CPUS[0], CPUS[-1]):
@@ -92,7 +95,7 @@ def test_the_arithmetic_is_in_the_provenance_and_in_the_history_fingerprint(pyte
     records = sorted((pytester.path / ".crossover").rglob("*.json"))
     portable, native = (json.loads(p.read_text()) for p in records)
     assert portable["comparable_on"]["arithmetic"] == {"mode": "portable", "requested": {
-        "ATEN_CPU_CAPABILITY": "DEFAULT", "MKL_CBWR": "COMPATIBLE", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+        "ATEN_CPU_CAPABILITY": "DEFAULT", "MKL_CBWR": "AVX2,STRICT", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
         "ONEDNN_MAX_CPU_ISA": "AVX2"}}
     assert native["comparable_on"]["arithmetic"]["mode"] == "native"
     assert native["comparable_on"]["arithmetic"]["requested"]["ATEN_CPU_CAPABILITY"] is None
@@ -123,7 +126,7 @@ def test_torch_run_before_the_pin_is_refused_in_one_line(pytester, monkeypatch):
     err = [line for line in bare.stderr.lines if line.strip()]
     assert len(err) == 1 and err[0].startswith("ERROR: --crossover-arithmetic: torch chose its CPU kernels before "
                                                "pytest-crossover could pin them (ATen's kernels are AVX2, not DEFAULT)")
-    assert "ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE" in err[0]
+    assert "ATEN_CPU_CAPABILITY=default MKL_CBWR=AVX2,STRICT" in err[0]
     assert not (pytester.path / "runs").exists()
     # With a setting on the command line, the pin is set before the conftest is imported.
     configured = pytester.runpytest_subprocess(*ARGS, "--crossover-max-runs=1")
