@@ -28,6 +28,7 @@ from harness.errors import HarnessError
 PIN: Mapping[str, str] = {
     "ATEN_CPU_CAPABILITY": "default",
     "MKL_CBWR": "AVX2,STRICT",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # set to AVX512, it overrides MKL_CBWR (measured)
     "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
 }
