@@ -38,7 +38,8 @@ def table(tmp: Path) -> str:
     for v in rec["levers"]:
         if counts[v["lever"]] > 2 or v["gap"] >= 0:
             need = v.get("need") or {}
-            more = f"; {need['replicates']} replicates or {need['episodes']} episodes would decide it" if need else ""
+            episodes = f" or {need['episodes']} episodes" if need and need["episodes"] > rec["eval_units"] else ""
+            more = f"; {need['replicates']} replicates{episodes} would decide it" if need else ""
             lines.append(f"- **{v['lever']}**: {v['value']} vs `{v['versus']}`: {v['gap']:+.4f} "
                          f"[{v['lo']:+.3f}, {v['hi']:+.3f}]: **{v['verdict']}**{more}")
     lines += ["", "What crossing adds over the best control, per budget:", ""]

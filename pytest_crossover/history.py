@@ -28,6 +28,8 @@ _HELP = {
                     "(relative increase); implies --crossover-compare",
 }
 
+HISTORY_KEYS = tuple(f"crossover_{name.replace('-', '_')}" for name in _HELP)  # their ini keys
+
 
 def add_history_options(parser: pytest.Parser) -> None:
     """The history options, in the ``crossover`` group, each also an ini key ``crossover_*``."""
@@ -74,7 +76,10 @@ def resolve_history(config: pytest.Config) -> HistoryOptions:
     base = config.inipath.parent if from_ini and config.inipath else Path(config.invocation_params.dir)
     no_save = config.getoption("crossover_no_save", None)
     save = not (no_save if no_save is not None else bool(config.getini("crossover_no_save")))
-    compare = config.getoption("crossover_compare", None) or config.getini("crossover_compare") or None
+    # An empty value (``--crossover-compare=``, an unset CI variable) is an error below, never "compare nothing".
+    compare = config.getoption("crossover_compare", None)
+    if compare is None:
+        compare = config.getini("crossover_compare") or None
     fail = config.getoption("crossover_compare_fail", None) or (
         [config.getini("crossover_compare_fail")] if config.getini("crossover_compare_fail") else [])
     checks: list[FailCheck] = []
@@ -133,6 +138,7 @@ class HistoryHooks:
         self.table: str | None = None
         self.notes: list[str] = []
         self.regressed: list[str] = []
+        self.unrun: str | None = None  # why a requested gate could not run (the session then fails)
         self.active = False
 
     @pytest.hookimpl(wrapper=True)
@@ -179,7 +185,15 @@ class HistoryHooks:
                 base, notes = select_baseline(records, record, self.opts.compare)
             except HarnessError as exc:
                 base, notes = None, [f"warning: {exc}"]
+            unreadable = [w for w in warnings if "record name" not in w]  # files named as records, not read
+            if unreadable:  # the store is not empty: its history started, and may be in those files
+                notes = [n for n in notes if "starts its history" not in n]
             self.notes += notes
+            if base is None and self.opts.checks and unreadable:
+                # Unreadable records may hold the baseline: a gate that could not look is not a pass.
+                self.unrun = (f"--crossover-compare-fail could not run: no readable baseline, and "
+                              f"{len(unreadable)} file(s) of the history store {str(self.opts.storage)!r} could not "
+                              "be read (listed above); fix or remove them")
             if base is not None:
                 cmp = compare(base, record)
                 self.baseline, self.table = base.name, comparison_table(cmp, self.opts.checks)
@@ -201,12 +215,13 @@ class HistoryHooks:
                 self.notes.append("saved as a subset record: it is never the baseline of a whole-space session")
         else:
             self.notes.append("record not saved: the session is incomplete (interrupted or children missing)")
-        if self.regressed and session.exitstatus == pytest.ExitCode.OK:
+        if (self.regressed or self.unrun) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     @pytest.hookimpl(trylast=True)  # after the crossover leaderboard
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.active or not (self.table or self.notes or self.regressed or self.saved or self.baseline):
+        if not self.active or not (self.table or self.notes or self.regressed or self.saved or self.baseline
+                                   or self.unrun):
             return
         tr = terminalreporter
         title = f"crossover history: compared with {self.baseline}" if self.baseline else "crossover history"
@@ -215,6 +230,8 @@ class HistoryHooks:
             tr.write_line(self.table)
         for note in self.notes:
             tr.write_line(note, yellow=True)
+        if self.unrun:
+            tr.write_line(f"{self.unrun}; exit status 1", red=True, bold=True)
         if self.regressed:
             # pytest's last line counts them ("9 passed, 1 regressed in 6.2s"), as pytest-rerunfailures counts its
             # reruns: exit status 1 as for a failed test (CI treats both alike), the last line tells them apart.

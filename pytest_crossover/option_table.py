@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from harness.core.arithmetic import MODES as ARITHMETIC_MODES
 from harness.crossing.operators import OPERATORS
 from harness.search.axes import AXES
 from harness.search.settings import DEVICES, THRESHOLD_FORMS
@@ -122,6 +123,8 @@ def option_table() -> tuple[Option, ...]:
         Option("threads", "Torch intra-op threads per process (default 1: xdist workers must not fight over cores)",
                "1", kind="int", metavar="N"),
         Option("device", f"{' or '.join(DEVICES)} (default cpu)", "cpu", metavar="|".join(DEVICES)),
+        Option("arithmetic", "CPU kernels: portable (the same numbers on any x86-64 CPU with AVX2) or native (fastest; "
+               "numbers depend on the CPU) (default portable)", "portable", metavar="|".join(ARITHMETIC_MODES)),
         Option("report", "Write report.html (leaderboard and pictures; needs matplotlib) in the run directory at "
                "the end of the session: on or off (default on)", "on", metavar="on|off"),
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from harness.core.arithmetic import MODES as ARITHMETIC_MODES
 from harness.core.errors import HarnessError
 from harness.core.registry import check_name
 from harness.crossing.operators import OPERATORS
@@ -106,6 +107,7 @@ class CrossoverOptions:
     device: str
     report: str  # "on" or "off"
     barrier: str  # "on", "returns" or "off"
+    arithmetic: str  # "portable" or "native" (harness.core.arithmetic)
     explicit: tuple[str, ...]  # the settings given on the command line or in the ini file
     sources: Sources = field(default_factory=Sources, compare=False)
 
@@ -249,7 +251,7 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         degenerate_threshold=threshold,
         run_dir=values["run-dir"], env=values["env"], episodes=values["episodes"], threads=values["threads"],
         device=values["device"], report=values["report"], barrier=values["barrier"],
-        explicit=tuple(n for n in origin if origin[n] != "default"), sources=sources,
+        arithmetic=values["arithmetic"], explicit=tuple(n for n in origin if origin[n] != "default"), sources=sources,
     )
     _check(opts)
     return opts
@@ -329,6 +331,7 @@ def _check(opts: CrossoverOptions) -> None:
         if not 1 <= opts.replicates <= MAX_REPLICATES:
             raise HarnessError(f"{opts.replicates} is outside [1, {MAX_REPLICATES}]; 3 to 5 replicates resolve the "
                                "levers that matter", field="replicates")
+        check_name("arithmetic", opts.arithmetic, ARITHMETIC_MODES, field="arithmetic")
         Settings(holdout=opts.holdout, teacher=opts.teacher, degenerate_threshold=opts.degenerate_threshold,
                  env_id=opts.env, episodes=opts.episodes or 0, threads=opts.threads, device=opts.device,
                  split_seed=opts.split_seed)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 from collections.abc import Generator
 from typing import Any
 
@@ -31,6 +34,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_history_options(parser)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """Pin the CPU arithmetic before any conftest can import torch and run an operation (each library reads its
+    variable once), in a session that names a crossover setting; xdist workers run this too."""
+    from pytest_crossover.early import early_arithmetic
+
+    mode = early_arithmetic(early_config)
+    if mode == "portable":
+        from harness.core.arithmetic import pin
+
+        pin()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     session = CrossoverSession(config, _options(config))
@@ -39,6 +55,8 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_crossover.workers import exit_with_controller
 
         exit_with_controller()
+    else:
+        _terminate_like_interrupt(config)
     config.pluginmanager.register(_ReportHooks(session), "crossover-reports")
     if config.pluginmanager.hasplugin("xdist"):
         from pytest_crossover.xdist_hooks import XdistHooks
@@ -63,10 +81,34 @@ def _options(config: pytest.Config) -> CrossoverOptions:
     workerinput = getattr(config, "workerinput", None) or {}
     if OPTIONS_KEY in workerinput:
         return CrossoverOptions.from_wire(workerinput[OPTIONS_KEY], workerinput.get(GATEWAY_KEY))
+    from pytest_crossover.early import check_ini_keys
+
+    check_ini_keys(config)  # a misspelt key first: it may be what the user meant to set
     return resolve(config)
 
 
+_SIGTERM_KEY = pytest.StashKey[Any]()
+
+
+def _terminate_like_interrupt(config: pytest.Config) -> None:
+    """SIGTERM (a CI job's timeout) ends the session as Ctrl-C does: the finished children's files are written,
+    marked incomplete, and the summary says so. Only where nobody else handles SIGTERM, and only in the main thread
+    (where Python runs signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    config.stash[_SIGTERM_KEY] = signal.signal(signal.SIGTERM, interrupt)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
+    previous = config.stash.get(_SIGTERM_KEY, None)
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         from pytest_crossover.transfer import remove_cache
@@ -122,8 +164,16 @@ def pytest_sessionstart(session: pytest.Session) -> Generator[None, None, None]:
     # A wrapper, so this runs after xdist's own sessionstart has started the workers (they receive no test before
     # it returns): each worker's start-up (pytest_configure_node) has checked the inputs and its versions by then,
     # and a session refused there leaves the run directory as it was.
-    yield
     cs = _session(session.config)
+    try:
+        yield
+    except Exception as exc:
+        if cs is None or cs.is_worker or not cs.options.explicit or not cs.distributed or \
+                isinstance(exc, pytest.UsageError):
+            raise
+        from pytest_crossover.xdist_hooks import start_failure
+
+        raise start_failure(session.config, exc) from None
     if cs is not None:
         cs.pytest_session = session
     if cs is not None and not cs.is_worker and cs.options.explicit:
@@ -139,6 +189,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     ids = [child_id_of(item.nodeid) for item in session.items if FIXTURE in getattr(item, "fixturenames", ())]
     if ids:
         cs.expected = [i for i in ids if i]
+        if cs.options.arithmetic == "portable":
+            from harness.core.arithmetic import pin
+
+            pin()  # a session without crossover settings: before the first child
+            if "torch" in sys.modules and not cs.distributed:
+                cs.runtime.arithmetic()  # torch may have chosen already: refused now, not once per child
         cs.acquire_run_dir()
 
 

@@ -34,6 +34,7 @@ class Runtime:
         self._ctx: Context | None = None
         self._finetuner: Finetuner | None = None
         self._git: dict[str, Any] | None = None
+        self._arithmetic: dict[str, Any] | None = None
 
     def inputs(self) -> SearchInputs:
         if self._inputs is None:
@@ -74,8 +75,21 @@ class Runtime:
 
     @property
     def provenance(self) -> dict[str, Any] | None:
+        """The inputs' provenance and the session's arithmetic (what its numbers depend on besides the settings)."""
+        from harness.core.arithmetic import session
+
         checked = self._inputs or self._checked
-        return None if checked is None else checked.provenance
+        return None if checked is None else {**checked.provenance, "arithmetic": session(self.options.arithmetic)}
+
+    def arithmetic(self) -> dict[str, Any]:
+        """This process's CPU arithmetic, checked against the pin (imports torch): refused in one line when torch
+        chose its kernels before the pin (harness.core.arithmetic)."""
+        if self._arithmetic is None:
+            from harness.core.arithmetic import check
+
+            with naming(self.options.sources):
+                self._arithmetic = check(self.options.arithmetic)
+        return self._arithmetic
 
     def split(self) -> Split:
         """Which rows fine-tune and which evaluate: numpy only, so the controller computes it as the workers do."""
@@ -97,13 +111,15 @@ class Runtime:
 
             o = self.options
             torch.set_num_threads(o.threads)
+            arithmetic = self.arithmetic()
             inp = self.inputs()
             with naming(o.sources):
                 settings = Settings(holdout=o.holdout, teacher=o.teacher, degenerate_threshold=o.degenerate_threshold,
                                     env_id=inp.env_id, episodes=inp.episodes, device=o.device, threads=o.threads,
                                     split_seed=o.split_seed)
                 self._ctx = Context.build(inp.sd_a, inp.sd_b, inp.buffer, settings, eval_states=inp.eval_buffer,
-                                          provenance={**inp.provenance, "git": self.git()})
+                                          provenance={**inp.provenance, "git": self.git(),
+                                                      "arithmetic": arithmetic})
             _freeze_long_lived()
         return self._ctx
 

@@ -69,7 +69,10 @@ class CrossoverSession:
             if self.options.device != "cpu":
                 Settings(device=self.options.device).check_device()
             self.collect_eval_buffer()
-        return self.runtime.check_inputs(load=not self.distributed)
+        checked = self.runtime.check_inputs(load=not self.distributed)
+        if not self.distributed:
+            self.runtime.arithmetic()  # this process computes the children: its kernels, checked before any
+        return checked
 
     def collect_eval_buffer(self) -> None:
         """``--crossover-eval-episodes N`` (or a space's own): play the evaluation episodes once, here on the
@@ -101,6 +104,11 @@ class CrossoverSession:
             return
         with naming(self.options.sources):
             self.run_dir.acquire()
+            try:
+                self.run_dir.check_children(self.expected if self.expected is not None else list(self.ids))
+            except BaseException:
+                self.run_dir.release()
+                raise
         self.run_dir.start_journal()
 
     def release_run_dir(self) -> None:
@@ -200,7 +208,8 @@ class CrossoverSession:
         return {
             "schema_version": SCHEMA_VERSION,
             "harness_version": __version__,
-            "complete": self.complete and not missing,
+            # Complete: every expected child finished and its files are on disk (none after a failed write).
+            "complete": self.complete and not missing and self.write_error is None,
             "space": self.options.space,
             "options": {**self.options.to_dict(), "run_dir": self._relative_run_dir()},
             "expected_children": expected,

@@ -3,6 +3,8 @@ workers' shares of the parent baselines."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -34,6 +36,16 @@ class XdistHooks:
         from pytest_crossover.scheduling import UnitScheduling
 
         return UnitScheduling(len(parse_tx_spec_config(config)), log, self.session.ids, config)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_setupnodes(self, config: pytest.Config, specs: Any) -> None:
+        """Before xdist sends the command line to remote workers: ``--crossover-states PATH`` becomes
+        ``--crossover-states=PATH``. xdist rewrites each word that is an existing local path relative to an
+        ``--rsyncdir`` folder (and stops when there is none); a worker never reads these paths anyway (it uses the
+        controller's options, and its inputs are sent to it: pytest_crossover.transfer)."""
+        if self.session.options.explicit:
+            params = config.invocation_params
+            config.invocation_params = dataclasses.replace(params, args=tuple(joined_values(params.args)))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -93,3 +105,53 @@ def gateway_settings(spec: Any) -> dict[str, tuple[Any, str]]:
             Settings(**{name: value})
         out[name] = (value, where)
     return out
+
+
+def _value_flags() -> set[str]:
+    from pytest_crossover.history import HISTORY_KEYS
+    from pytest_crossover.option_table import option_table
+
+    flags = {f"--crossover-{o.name}" for o in option_table() if o.kind != "flag"}
+    # --crossover-compare takes an optional value: a word after it may be a test path, so it is left as it is.
+    return flags | {"--" + k.replace("_", "-") for k in HISTORY_KEYS} - {"--crossover-no-save", "--crossover-compare"}
+
+
+def joined_values(args: Iterable[str]) -> Iterator[str]:
+    """The command line with each crossover option's separate value joined to it (``--opt=VALUE``)."""
+    flags = _value_flags()
+    words = iter(args)
+    for word in words:
+        if word in flags:
+            value = next(words, None)
+            yield word if value is None else f"{word}={value}"
+        else:
+            yield word
+
+
+def start_failure(config: pytest.Config, exc: BaseException) -> pytest.UsageError:
+    """One line for a worker that xdist could not start (a bad ``--tx``, a refused connection, an unknown host, a
+    local path a remote worker cannot have), instead of xdist's INTERNALERROR."""
+    from pytest_crossover.transfer import gateway_text
+
+    specs = [gateway_text(s) for s in _specs(config)]
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    why = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if "not relative to an rsync root" in text:
+        hint = ("a remote worker cannot read a local test path; run the installed children instead: "
+                "--pyargs pytest_crossover.children (docs/machines.md)")
+    elif isinstance(exc, ConnectionRefusedError):
+        hint = ("nothing listens there: start a gateway server on that host, bound to a loopback or private address "
+                "(python -m pytest_crossover.gateway_server HOST:PORT), or use --tx ssh=HOST")
+    else:
+        hint = "check each --tx spec: popen, ssh=HOST or socket=HOST:PORT, with //python=… for another interpreter"
+    return pytest.UsageError(f"--tx {' --tx '.join(dict.fromkeys(specs)) or '?'}: a worker could not be started "
+                             f"({why}); {hint}")
+
+
+def _specs(config: pytest.Config) -> list[Any]:
+    try:
+        from xdist.workermanage import parse_tx_spec_config
+
+        return [str(s) for s in parse_tx_spec_config(config)]
+    except Exception:  # the spec itself is what failed to parse
+        return [str(s) for s in (config.getoption("tx", None) or [])]

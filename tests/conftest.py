@@ -6,7 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.core.arithmetic import pin
 from tests.browser import Chromium, find_chromium
+
+# The suite's own process computes with the CPU kernels its crossover sessions pin (harness.core.arithmetic), set before
+# any test module runs a torch operation: an in-process session then computes as a subprocess one does.
+pin()
 
 
 @pytest.fixture(scope="session", autouse=True)

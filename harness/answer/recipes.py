@@ -122,13 +122,13 @@ def control_gaps(stats: Any, units: Mapping[str, Sequence[Mapping[str, Any]]], m
     return out
 
 
-def lever_line(row: Mapping[str, Any]) -> str:
-    """One verdict as a sentence."""
+def lever_line(row: Mapping[str, Any], units: int | None = None) -> str:
+    """One verdict as a sentence (``units``: the episodes the intervals rest on; more is what ``need`` may ask)."""
     said = {"matters": "it matters", "no difference": "no difference (within the equivalence margin)",
             "undecided": "undecided"}[row["verdict"]]
     need = row.get("need") or {}
-    more = (f"; {need['replicates']} replicates or {need['episodes']} held-out episodes would decide it"
-            if need else "")
+    episodes = f" or {need['episodes']} held-out episodes" if need and need["episodes"] > (units or 0) else ""
+    more = f"; {need['replicates']} replicates{episodes} would decide it" if need else ""
     return (f"{row['lever']}: {row['value']} ({row['recipe']}) vs {row['versus']}: {row['gap']:+.4f} "
             f"[{row['lo']:+.3f}, {row['hi']:+.3f}]: {said}{more}")
 

@@ -68,7 +68,7 @@ def recommend(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) ->
     answer = recipe_answer(manifest, float(options.get("equivalence_margin") or MARGIN))
     if answer is not None:
         out.update(recipes=answer["recipes"], levers=answer["levers"], controls=answer["controls"],
-                   crossover_vs_control=answer["overall"], replicates=answer["replicates"],
+                   crossover_vs_control=answer["overall"], replicates=answer["replicates"], eval_units=answer["units"],
                    equivalence_margin=answer["margin"])
         _control_decision(out, children, ab)
     out["advice"] = advice(finished, manifest, out)
@@ -85,7 +85,11 @@ def _control_decision(out: dict[str, Any], children: Sequence[Mapping[str, Any]]
     row = next((c for c in children if c["child_id"] in recipe["children"]), None)
     if row is None or (ab is not None and _margin(row, ab) <= 0) or (out["recommended"] and overall["lo"] > 0):
         return
-    out["recommended"] = {**_brief(row), "vs_parents": _gap(row, ab), "control": True,
+    brief = _brief(row)
+    if recipe["replicates"] > 1:  # the unit of ranking is the recipe: its mean over replicates, not one child
+        brief.update(child_id=recipe["recipe"], replicates=recipe["replicates"], p_best=recipe["p_best"],
+                     primary={"value": recipe["primary"], "lo": recipe["primary_lo"], "hi": recipe["primary_hi"]})
+    out["recommended"] = {**brief, "vs_parents": _gap(row, ab), "control": True,
                           "why": f"crossing adds nothing measurable over this control: the best crossover recipe "
                                  f"{overall['crossover']} minus it is {overall['gap']:+.4f} (95 % interval "
                                  f"[{overall['lo']:+.3f}, {overall['hi']:+.3f}]), and it agrees with both parents "
@@ -243,9 +247,11 @@ def _next_replicates(rec: Mapping[str, Any]) -> str | None:
     if not undecided:
         return None
     first = min(undecided, key=lambda v: v["need"]["replicates"])
-    return (f"rerun with --crossover-replicates {first['need']['replicates']} (or about {first['need']['episodes']} "
-            f"held-out episodes) to decide {first['lever']}: {first['value']} vs {first['versus']} is undecided "
-            f"[{first['lo']:+.3f}, {first['hi']:+.3f}]")
+    need = first["need"]
+    episodes = (f" (or about {need['episodes']} held-out episodes)"
+                if need["episodes"] > (rec.get("eval_units") or 0) else "")
+    return (f"rerun with --crossover-replicates {need['replicates']}{episodes} to decide {first['lever']}: "
+            f"{first['value']} vs {first['versus']} is undecided [{first['lo']:+.3f}, {first['hi']:+.3f}]")
 
 
 NEXT_STEPS: tuple[Callable[[Mapping[str, Any]], str | None], ...] = (
@@ -283,8 +289,10 @@ def decision_lines(rec: Mapping[str, Any]) -> list[str]:
         p = METRICS.get("primary")
         tied = rec.get("tied_with_recommended") or []
         p_best = "" if chosen.get("p_best") is None else f"P(best) {chosen['p_best']:.2f}; "
-        what = (f"control {chosen['child_id']} ({chosen['mode']}, regime {chosen['regime']})" if chosen.get("control")
-                else f"child {chosen['child_id']} ({chosen['mode']} crossover, regime {chosen['regime']})")
+        reps = f", mean over {chosen['replicates']} replicates" if chosen.get("replicates") else ""
+        what = (f"control {chosen['child_id']} ({chosen['mode']}, regime {chosen['regime']}{reps})"
+                if chosen.get("control") else
+                f"child {chosen['child_id']} ({chosen['mode']} crossover, regime {chosen['regime']})")
         lines += [f"Use {what}: primary "
                   f"{spread_text(chosen['primary'], p.fmt)}" + return_text(chosen) + ".",
                   f"why: {chosen['why']}",
@@ -346,7 +354,8 @@ def _recipe_text(rec: Mapping[str, Any]) -> list[str]:
                       f"difference = the interval within ±{margin:g}):"]
         values = {lv: sum(v["lever"] == lv for v in rec["levers"]) for lv in {v["lever"] for v in rec["levers"]}}
         # a lever of two values is one comparison: shown once, from the leading value
-        lines += [f"  - {lever_line(v)}" for v in rec["levers"] if values[v["lever"]] > 2 or v["gap"] >= 0]
+        lines += [f"  - {lever_line(v, rec.get('eval_units'))}" for v in rec["levers"]
+                  if values[v["lever"]] > 2 or v["gap"] >= 0]
     if rec.get("controls"):
         lines += ["", "What crossing adds over the best control, per fine-tune budget:"]
         lines += [f"  - {control_line(c)}" for c in rec["controls"]]

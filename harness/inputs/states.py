@@ -27,8 +27,12 @@ from harness.core.errors import StatesError, existing_file, first_line
 
 # Row chunks of about 4M values (16 MiB of float32) keep the finiteness scan and the cast cheap in memory.
 _CHUNK_VALUES = 1 << 22
-# dtype kinds that cast to float32 meaningfully: bool, signed/unsigned integers, floats.
-_CASTABLE_KINDS = "biuf"
+# dtype kinds that cast to float32 meaningfully: signed/unsigned integers, floats (booleans are flags, not states).
+_CASTABLE_KINDS = "iuf"
+# The fewest evaluation units (held-out episodes, or rows) a bootstrap interval means something with.
+MIN_EVAL_UNITS = 10
+_HEADER_BYTES = 1 << 20
+ROWS_LISTED = 10_000  # held-out rows listed in the manifest at most  # more than any .npy header numpy writes
 _NPY_MAGIC = b"\x93NUMPY"
 _FIX = "save a 2-D float32 array with numpy.save(path, states), or numpy.savez(path, states=..., episode=...)"
 NPZ_KEYS = ("states", "episode")
@@ -64,6 +68,9 @@ def load_buffer(path: str | os.PathLike[str], *, input_dim: int | None = None, w
     if suffix not in (".npy", ".npz"):
         raise StatesError(f"{what} {str(p)!r} is not a .npy or .npz file; {_FIX}")
     try:
+        if suffix == ".npy":  # its header first: a file that cannot be right is refused before it is read whole
+            with p.open("rb") as fh:
+                _npy_precheck(fh.read(_HEADER_BYTES), p.stat().st_size, p, what, input_dim)
         data = p.read_bytes()
     except OSError as exc:
         raise StatesError(f"{what} {str(p)!r} cannot be read ({exc.strerror}); check its permissions") from None
@@ -81,6 +88,33 @@ def load_buffer(path: str | os.PathLike[str], *, input_dim: int | None = None, w
 def load_states(path: str | os.PathLike[str], *, input_dim: int | None = None) -> np.ndarray:
     """The float32 (N, input_dim) states of a buffer file (see :func:`load_buffer`)."""
     return load_buffer(path, input_dim=input_dim).states
+
+
+def _npy_precheck(head: bytes, size: int, p: Path, what: str, input_dim: int | None) -> None:
+    """What a .npy file's header and size alone refuse: its kind, shape and width, a truncated file."""
+    shape, dtype, offset = _npy_header(head, p, what)
+    _check_shape(shape, dtype, p, what, input_dim)
+    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size < need:
+        raise StatesError(f"{what} {str(p)!r} is truncated ({size - offset} bytes of data for shape {shape} of "
+                          f"{dtype}); re-save it with numpy.save")
+
+
+def _npy_header(data: bytes, p: Path, what: str) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """(shape, dtype, data offset) from the start of a .npy file, checked as _npy checks them."""
+    bad = f"{what} {str(p)!r} is not a valid .npy file"
+    if not data.startswith(_NPY_MAGIC):
+        raise StatesError(f"{bad} (no NumPy header); {_FIX}")
+    fh = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(fh)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = reader(fh)
+    except Exception as exc:  # a crafted header can make numpy's parser raise almost anything
+        raise StatesError(f"{bad} ({type(exc).__name__}: {first_line(exc)}); {_FIX}") from None
+    shape = tuple(int(n) for n in shape)
+    _check_kind(np.dtype(dtype), shape, p, what)
+    return shape, np.dtype(dtype), fh.tell()
 
 
 def _npy(data: bytes, p: Path, what: str) -> np.ndarray:
@@ -131,9 +165,18 @@ def _check_kind(dtype: np.dtype[Any], shape: tuple[int, ...], p: Path, what: str
 
 
 def _checked(raw: np.ndarray, p: Path, what: str, input_dim: int | None) -> np.ndarray:
-    shape = tuple(raw.shape)
-    if raw.dtype.kind not in _CASTABLE_KINDS:
-        raise StatesError(f"{what} {str(p)!r} has dtype {raw.dtype}, which is not numeric; save float32 states")
+    _check_shape(tuple(raw.shape), raw.dtype, p, what, input_dim)
+    states = _as_float32(raw)
+    _check_finite(p, what, states)
+    if len(states) > 1 and not (states != states[0]).any():
+        raise StatesError(f"{what} {str(p)!r} holds one state repeated in all {len(states)} rows: every metric would "
+                          "be measured on one input; pass states recorded from the task")
+    return states
+
+
+def _check_shape(shape: tuple[int, ...], dtype: np.dtype[Any], p: Path, what: str, input_dim: int | None) -> None:
+    if dtype.kind not in _CASTABLE_KINDS:
+        raise StatesError(f"{what} {str(p)!r} has dtype {dtype}, which is not numeric; save float32 states")
     if len(shape) != 2:
         raise StatesError(f"{what} {str(p)!r} has shape {shape}, expected 2-D (N, input_dim); reshape it to one row "
                           "per state")
@@ -142,9 +185,6 @@ def _checked(raw: np.ndarray, p: Path, what: str, input_dim: int | None) -> np.n
     if input_dim is not None and shape[1] != input_dim:
         raise StatesError(f"{what} {str(p)!r} has {shape[1]} columns but the parents take input_dim={input_dim}; "
                           "pass states recorded for these networks")
-    states = _as_float32(raw)
-    _check_finite(p, what, states)
-    return states
 
 
 def _checked_episodes(episodes: np.ndarray, n: int, p: Path, what: str) -> np.ndarray:
@@ -208,8 +248,10 @@ class Split:
                                "eval_units": int(len(np.unique(self.eval_groups))), "digest": self.digest}
         if self.held_out_episodes is not None:
             out["held_out_episodes"] = list(self.held_out_episodes)
-        elif self.method == "rows":
+        elif self.method == "rows" and len(self.eval_idx) <= ROWS_LISTED:
             out["held_out_rows"] = [int(i) for i in self.eval_idx]
+        # More rows are not listed (the manifest is rewritten every second): holdout_split(n, holdout, seed) gives
+        # them, and the digest identifies them.
         # The bootstrap's resampling units per evaluation row, run-length coded (None: every row its own unit).
         by_rows = len(np.unique(self.eval_groups)) == len(self.eval_groups)
         out["eval_groups"] = None if by_rows else _rle(self.eval_groups)
@@ -232,7 +274,27 @@ def _rle(groups: np.ndarray) -> list[list[int]]:
 
 def split_buffer(buffer: Buffer, holdout: float, seed: int, eval_buffer: Buffer | None = None) -> Split:
     """Split ``buffer`` (seeded, local generator): whole episodes when it has ids, else rows; or evaluate on a
-    separate ``eval_buffer`` (then every row of ``buffer`` fine-tunes and ``holdout`` must be 0)."""
+    separate ``eval_buffer`` (then every row of ``buffer`` fine-tunes and ``holdout`` must be 0). Fewer than
+    :data:`MIN_EVAL_UNITS` evaluation units is an error: their intervals would be zero-width, their leads
+    "significant"."""
+    split = _split(buffer, holdout, seed, eval_buffer)
+    units = len(np.unique(split.eval_groups))
+    if units < MIN_EVAL_UNITS:
+        kind = "episodes" if split.method == "episodes" or (split.method != "rows" and _has_ids(buffer, eval_buffer)) \
+            else "states"
+        source = eval_buffer if eval_buffer is not None else buffer
+        field = "holdout" if split.method in ("rows", "episodes") else ("eval_states" if eval_buffer else "states")
+        raise StatesError(f"evaluation on {units} {kind} of {source.path!r} (need at least {MIN_EVAL_UNITS} for an "
+                          "interval); use a larger holdout or more "
+                          f"{kind}", field=field)
+    return split
+
+
+def _has_ids(buffer: Buffer, eval_buffer: Buffer | None) -> bool:
+    return (eval_buffer if eval_buffer is not None else buffer).episodes is not None
+
+
+def _split(buffer: Buffer, holdout: float, seed: int, eval_buffer: Buffer | None) -> Split:
     n = len(buffer.states)
     every = np.arange(n)
     if eval_buffer is not None:

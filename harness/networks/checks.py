@@ -33,8 +33,14 @@ def values_of(value: Any) -> np.ndarray | None:
 
 
 def check_weights(sd: Mapping[str, Any], parent: str) -> None:
-    """Raise naming the first parameter of ``parent`` that holds NaN or inf."""
+    """Raise naming the first parameter of ``parent`` that holds NaN or inf, or integers (weights that cannot be
+    fine-tuned, and whose crossover would be rounded)."""
     for key, value in sd.items():
+        floating = getattr(value, "is_floating_point", None)
+        if callable(floating) and not floating() and not getattr(value, "is_quantized", False):
+            raise CheckpointError(f"parent {parent}'s {key} holds integers ({value.dtype}), not floating-point "
+                                  "weights; export the trained network's float weights",
+                                  field=f"parent_{parent.lower()}")
         arr = values_of(value)
         if arr is not None and not np.isfinite(arr).all():
             bad = int(np.count_nonzero(~np.isfinite(arr)))

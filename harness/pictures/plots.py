@@ -365,7 +365,7 @@ def session_pictures(rows: Sequence[Mapping[str, Any]], records: Sequence[Mappin
                 "style: mode); the dot marks the epoch whose weights were kept.", lambda: finetune(records)),
     ]
     groups = budget_groups(records)
-    if len(groups) > 1:
+    if len(groups) > 1 and any(r.get("status") == "control" for r in records):
         pictures.append(Picture("budget", "Crossing against the controls, by fine-tune budget",
                                 "Validation primary against fine-tune steps: the best recipe of each crossover mode "
                                 "and each control, a line at the mean over its replicates and a band from the lowest "

@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ SCHEMA = "pytest-crossover-history"
 SCHEMA_VERSION = 1
 # Machine fields that change latency; a difference in any of them makes a latency comparison unreliable.
 MACHINE_KEYS = ("node", "system", "machine", "processor", "cpu_count", "python_implementation", "python_version")
+LOCK_WAIT_S = 30.0  # the longest wait for the store's lock
+RECORD_MAX_BYTES = 256 << 20  # a record of 10^5 children is ~100 MB; a larger file is not read
 _NAME = re.compile(r"^(?P<number>\d{4,})_(?P<commit>[0-9A-Za-z]+)(?P<dirty>_dirty)?\.json$")
 
 # -- environment --------------------------------------------------------------------------------------------
@@ -122,10 +125,12 @@ COMPARABLE_OPTIONS = ("modes", "grids", "regimes", "align", "teachers", "define_
 def comparable_on(space: Any, options: Mapping[str, Any] | None,
                   provenance: Mapping[str, Any] | None) -> dict[str, Any]:
     """Everything a comparison must hold equal: the space and its knobs, the settings that change numbers, the
-    inputs' sha256, and the environment and episodes of the returns."""
+    inputs' sha256, the environment and episodes of the returns, and the CPU arithmetic (harness.core.arithmetic:
+    records of unlike kernels, or of no recorded kernels, are never alike)."""
     o, p = options or {}, provenance or {}
     out: dict[str, Any] = json_safe({"space": space, **{k: o.get(k) for k in COMPARABLE_OPTIONS}, **fingerprints(p),
-                                     "env": p.get("env_id"), "episodes": p.get("episodes")})
+                                     "env": p.get("env_id"), "episodes": p.get("episodes"),
+                                     "arithmetic": p.get("arithmetic")})
     return out  # as JSON holds it (lists, not tuples), so a stored record and a live session compare equal
 
 
@@ -219,6 +224,8 @@ class HistoryStore:
                 warnings.append(f"skipped {path}: not a pytest-crossover record name (NNNN_<commit>[_dirty].json)")
                 continue
             try:
+                if path.stat().st_size > RECORD_MAX_BYTES:
+                    raise ValueError(f"{path.stat().st_size} bytes, more than any record ({RECORD_MAX_BYTES})")
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, ValueError) as exc:
                 warnings.append(f"skipped {path}: unreadable or corrupt JSON ({str(exc).splitlines()[0][:80]})")
@@ -245,6 +252,21 @@ class HistoryStore:
         numbers = [int(m["number"]) for p in self.root.glob("*/*.json") if (m := _NAME.match(p.name))]
         return max(numbers, default=0) + 1
 
+    def _lock(self, lock: Any) -> None:
+        """Take the store's lock, waiting at most :data:`LOCK_WAIT_S` (a session saves in milliseconds: a longer
+        hold is a stuck process, and waiting for it would hang the session)."""
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise HarnessError(f"the history store {str(self.root)!r} has been locked by another process for "
+                                       f"{LOCK_WAIT_S:g} s (its .lock); end that process, or pass another "
+                                       "--crossover-storage or --crossover-no-save", field="storage") from None
+                time.sleep(0.05)
+
     def save(self, record: Mapping[str, Any]) -> Path:
         """Write ``record`` atomically as the next number under its machine folder; return the path.
 
@@ -256,7 +278,7 @@ class HistoryStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             with open(self.root / ".lock", "a") as lock:  # held while the number is taken and the record written
-                fcntl.flock(lock, fcntl.LOCK_EX)
+                self._lock(lock)
                 name = f"{self.next_number():04d}_{git.get('short') or 'nogit'}{'_dirty' if git.get('dirty') else ''}"
                 return write_json(folder / f"{name}.json", record)
         except OSError as exc:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import json
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 JOURNAL = "children.jsonl"
 REWRITE_INTERVAL_S = 1.0
+_CONFIG_MAX_BYTES = 1 << 20  # a child's run_config.json is a few kB: anything larger is not one
 CHILD_FILES = {"crossover": "crossover.pt", "child": "child.pt", "int8": "child_int8.pt", "eval": "eval.json",
                "run_config": "run_config.json"}
 _EVAL_KEYS = ("child_id", "status", "primary", "ranked_model", "before_finetune", "after_finetune", "int8",
@@ -80,6 +82,7 @@ class RunDir:
         self.path = Path(path)
         self._lock: IO[str] | None = None
         self._last_rewrite = -float("inf")
+        self._journal_started = True  # until start_journal: append to the journal as it is
 
     @property
     def owned(self) -> bool:
@@ -117,11 +120,15 @@ class RunDir:
             self._lock = None
 
     def start_journal(self) -> None:
-        """An empty journal for this session (the previous session's journal is replaced)."""
-        write_bytes(self.path / JOURNAL, b"", durable=False)
+        """A new journal for this session, begun at its first record: a session that selects, collects or runs
+        nothing leaves the previous session's journal (and files) as they were."""
+        self._journal_started = False
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Append one finished child's record to the journal, in one ``write`` (whole lines only)."""
+        if not self._journal_started:
+            write_bytes(self.path / JOURNAL, b"", durable=False)  # the previous session's journal is replaced
+            self._journal_started = True
         line = (json.dumps(json_safe(record), allow_nan=False, default=str, separators=(",", ":")) + "\n").encode()
         fd = os.open(self.path / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -132,6 +139,8 @@ class RunDir:
     def write_child(self, child_id: str, files: Mapping[str, bytes]) -> dict[str, str]:
         """Write a child's folder whole (staged, then renamed over any older one); its files' record paths."""
         final = self.path / child_id
+        if not self.ours(child_id):  # written since the session checked: still never replaced
+            raise FileExistsError(errno.EEXIST, f"{child_id!r} there was not written by a crossover session")
         staged = self.path / f".{child_id}.{os.getpid()}.tmp"
         shutil.rmtree(staged, ignore_errors=True)
         try:
@@ -143,6 +152,31 @@ class RunDir:
             shutil.rmtree(staged, ignore_errors=True)
             raise
         return file_keys(list(files), child_id)
+
+    def ours(self, child_id: str) -> bool:
+        """Whether ``<run dir>/<child_id>`` is absent or a child folder a crossover session wrote (only its files,
+        and a run_config.json naming this child): only such a folder may be replaced."""
+        folder = self.path / child_id
+        if not os.path.lexists(folder):
+            return True
+        if folder.is_symlink() or not folder.is_dir():
+            return False
+        try:
+            names = {p.name for p in folder.iterdir()}
+            config = folder / CHILD_FILES["run_config"]
+            if not names <= set(CHILD_FILES.values()) or config.stat().st_size > _CONFIG_MAX_BYTES:
+                return False
+            return bool(json.loads(config.read_text(encoding="utf-8")).get("child_id") == child_id)
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def check_children(self, child_ids: Collection[str]) -> None:
+        """Refuse, before any child runs, a folder named like a child that a crossover session did not write."""
+        foreign = [c for c in child_ids if not self.ours(c)]
+        if foreign:
+            raise HarnessError(f"{str(self.path / foreign[0])!r} is not a child folder written by a crossover session "
+                               f"(child {foreign[0]} would replace it); move it away, or pass another run directory",
+                               field="run_dir")
 
     def due(self) -> bool:
         """Whether the derived files may be rewritten now (at most every REWRITE_INTERVAL_S mid-session)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 from pathlib import Path
@@ -154,29 +155,30 @@ def test_a_fifo_is_refused_without_opening_it(tmp_path: Path) -> None:
 
 
 def test_episodes_are_held_out_whole_and_the_split_is_recorded() -> None:
-    episodes = np.repeat(np.arange(20), 10)
-    buffer = Buffer(np.zeros((200, 2), np.float32), episodes, "", "b.npz")
+    episodes = np.repeat(np.arange(50), 10)
+    buffer = Buffer(np.zeros((500, 2), np.float32), episodes, "", "b.npz")
     split = split_buffer(buffer, 0.2, 3)
-    assert split.method == "episodes" and len(split.held_out_episodes) == 4
+    assert split.method == "episodes" and len(split.held_out_episodes) == 10
     assert set(episodes[split.eval_idx]) == set(split.held_out_episodes)
     assert not set(episodes[split.train_idx]) & set(split.held_out_episodes)  # no episode on both sides
     assert split_buffer(buffer, 0.2, 3).digest == split.digest  # seeded: the same split every time
     assert split_buffer(buffer, 0.2, 4).held_out_episodes != split.held_out_episodes
     described = split.describe()
-    assert described["held_out_episodes"] == list(split.held_out_episodes) and described["eval_units"] == 4
+    assert described["held_out_episodes"] == list(split.held_out_episodes) and described["eval_units"] == 10
     assert described["eval_groups"] == [[e, 10] for e in split.held_out_episodes]
     one = Buffer(np.zeros((5, 2), np.float32), np.zeros(5, np.int64), "", "one.npz")
     with pytest.raises(StatesError, match="holds one episode only"):
         split_buffer(one, 0.2, 0)
-    assert split_buffer(one, 0.0, 0).method == "all"
+    with pytest.raises(StatesError, match=r"evaluation on 1 episodes of 'one.npz' \(need at least 10"):
+        split_buffer(one, 0.0, 0)  # every row evaluates, but they are one episode: one resampling unit
 
 
 def test_a_separate_evaluation_buffer_takes_no_holdout() -> None:
-    train, evals = Buffer(np.zeros((8, 2), np.float32), None, "", "t"), Buffer(np.ones((3, 2), np.float32), None,
+    train, evals = Buffer(np.zeros((8, 2), np.float32), None, "", "t"), Buffer(np.ones((12, 2), np.float32), None,
                                                                                   "", "e")
     split = split_buffer(train, 0.0, 0, evals)
-    assert split.method == "eval-file" and list(split.train_idx) == list(range(8)) and list(split.eval_idx) == [0, 1,
-                                                                                                               2]
+    assert split.method == "eval-file" and list(split.train_idx) == list(range(8)) and list(split.eval_idx) == list(
+        range(12))
     with pytest.raises(StatesError, match="is ignored with a separate evaluation buffer") as info:
         split_buffer(train, 0.2, 0, evals)
     assert info.value.field == "holdout"
@@ -192,3 +194,63 @@ def test_holdout_split_is_seeded_sorted_and_disjoint() -> None:
     assert list(every[0]) == list(every[1]) == [0, 1, 2, 3, 4]  # holdout 0: the established behaviour
     with pytest.raises(StatesError, match="leaves 1 fine-tune and 2 evaluation states"):
         holdout_split(3, 0.6, 0)
+
+
+def test_too_few_evaluation_units_are_refused_in_one_line() -> None:
+    """Fewer than 10 held-out episodes or rows: zero-width intervals and "significant" leads; refused."""
+    rows = Buffer(np.zeros((40, 2), np.float32), None, "", "r.npy")
+    with pytest.raises(StatesError, match=r"^evaluation on 8 states of 'r.npy' \(need at least 10 for an interval\); "
+                                          "use a larger holdout or more states$") as info:
+        split_buffer(rows, 0.2, 0)
+    assert info.value.field == "holdout"
+    assert len(split_buffer(rows, 0.25, 0).eval_idx) == 10  # ten is enough
+    episodes = Buffer(np.zeros((200, 2), np.float32), np.repeat(np.arange(20), 10), "", "e.npz")
+    with pytest.raises(StatesError, match="evaluation on 4 episodes of 'e.npz'"):
+        split_buffer(episodes, 0.2, 0)
+    small_eval = Buffer(np.ones((9, 2), np.float32), None, "", "ev.npy")
+    with pytest.raises(StatesError, match="evaluation on 9 states of 'ev.npy'") as info:
+        split_buffer(rows, 0.0, 0, small_eval)
+    assert info.value.field == "eval_states"
+
+
+def test_degenerate_buffers_are_refused(tmp_path) -> None:
+    same = tmp_path / "same.npy"
+    np.save(same, np.tile(np.arange(4, dtype=np.float32), (50, 1)))
+    with pytest.raises(StatesError, match=r"holds one state repeated in all 50 rows: every metric would be measured "
+                                          "on one input"):
+        load_buffer(same)
+    flags = tmp_path / "flags.npy"
+    np.save(flags, np.random.default_rng(0).random((50, 4)) > 0.5)
+    with pytest.raises(StatesError, match="has dtype bool, which is not numeric"):
+        load_buffer(flags)
+
+
+def test_a_huge_states_file_is_judged_by_its_header_before_it_is_read(tmp_path, monkeypatch) -> None:
+    """A 6 GiB file (sparse: nothing is on disk) whose header cannot be right is refused without reading it."""
+    def header(shape: tuple[int, int]) -> bytes:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        return buf.getvalue()
+
+    read: list[Path] = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self) or real(self))
+    for shape, message in (((200_000_000, 9), "has 9 columns but the parents take input_dim=8"),
+                           ((2_000_000_000, 8), "is truncated")):
+        path = tmp_path / f"{shape[0]}.npy"
+        with path.open("wb") as fh:
+            fh.write(header(shape))
+            fh.truncate(6 << 30)
+        with pytest.raises(StatesError, match=message):
+            load_buffer(path, input_dim=8)
+    assert read == []  # refused from the header and the size alone
+
+
+def test_a_large_row_holdout_is_described_without_listing_every_row() -> None:
+    small = split_buffer(Buffer(np.arange(200, dtype=np.float32).reshape(100, 2), None, "", "s.npy"), 0.2, 0)
+    assert small.describe()["held_out_rows"] == [int(i) for i in small.eval_idx]
+    big = Buffer(np.arange(2_000_000, dtype=np.float32).reshape(1_000_000, 2), None, "", "b.npy")
+    described = split_buffer(big, 0.2, 0).describe()
+    assert "held_out_rows" not in described and described["n_eval"] == 200_000
+    train, held = holdout_split(1_000_000, 0.2, 0)  # how to get them back
+    assert described["digest"] == split_buffer(big, 0.2, 0).digest and len(held) == 200_000

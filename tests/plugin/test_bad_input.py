@@ -163,14 +163,14 @@ def test_bad_states(pytester, search_files, name, array, fragment):
 
 def test_holdout_leaving_no_finetune_states(pytester, search_files):
     path = pytester.path / "two.npy"
-    np.save(path, np.zeros((2, 8), np.float32))
+    np.save(path, np.arange(16, dtype=np.float32).reshape(2, 8))
     _assert_usage_error(_run(pytester, search_files, states=str(path), holdout="0.5"),
                         "leaves 1 fine-tune and 1 evaluation states")
 
 
 def test_holdout_leaving_no_evaluation_states(pytester, search_files):
     path = pytester.path / "three.npy"
-    np.save(path, np.zeros((3, 8), np.float32))
+    np.save(path, np.arange(24, dtype=np.float32).reshape(3, 8))
     _assert_usage_error(_run(pytester, search_files, states=str(path), holdout="0.1"),
                         "leaves 3 fine-tune and 0 evaluation states")
 

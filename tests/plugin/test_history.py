@@ -167,18 +167,21 @@ def test_fail_expressions_trigger_exactly_at_their_thresholds(pytester, search_f
 
 
 def test_unlike_runs_are_never_compared_and_corrupt_records_are_reported(pytester, search_files, repo):
-    """Teacher both saved, teacher a compared with a fail gate: nothing is comparable, so nothing is gated."""
+    """Teacher both saved, teacher a compared with a fail gate: nothing readable is comparable, and a corrupt
+    record might have been the baseline: the gate says it could not run, and fails."""
     _run(pytester, search_files, "--crossover-teacher=both").assert_outcomes(passed=2)
     (stored,) = _store(repo).iterdir()
     (_store(repo) / "0002_bad.json").write_text('{"schema": "pytest-crossover-history", "chil')
     (_store(repo) / "foreign.json").write_text("{}")
     result = _run(pytester, search_files, "--crossover-compare", "--crossover-compare-fail=primary:0.01")
-    assert result.ret == 0 and "regressed" not in result.stdout.str()
+    assert result.ret == 1 and "regressed" not in result.stdout.str()
     result.stdout.fnmatch_lines([
         "warning: skipped *0002_bad.json: unreadable or corrupt JSON*",
         "warning: skipped *foreign.json: not a pytest-crossover record name*",
         (f"no stored record is comparable with this session; the newest, {stored.stem}, differs in teacher \"both\" "
          "-> \"a\"; nothing compared or gated"),
+        "--crossover-compare-fail could not run: no readable baseline, and 1 file(s) of the history store * could not "
+        "be read (listed above); fix or remove them; exit status 1",
         f"saved: *0003_{stored.stem[5:]}.json",
     ])
     # Named explicitly, an incomparable record is an error before any child runs.

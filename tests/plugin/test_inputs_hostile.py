@@ -124,7 +124,9 @@ def test_non_finite_and_overflowing_numbers_are_refused_up_front(pytester, searc
         args = [f"--crossover-parent-b={_save(pytester.path / 'b.pt', sd)}"]
     else:
         path = pytester.path / "big.npy"
-        np.save(path, np.full((50, 8), 3e37, np.float32))
+        big = np.full((50, 8), 3e37, np.float32)
+        big[:, 0] += np.arange(50, dtype=np.float32) * 1e33  # distinct rows (one repeated state is refused first)
+        np.save(path, big)
         args = [f"--crossover-states={path}"]
     line = _error(pytester, search_files, *args, *(["-n", "2"] if workers else []), subprocess_=bool(workers))
     assert fragment in line and line.startswith("ERROR: --crossover-")

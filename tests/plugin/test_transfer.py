@@ -70,7 +70,7 @@ def test_a_file_changed_since_the_check_is_a_one_line_error_naming_it(search_fil
     shutil.copy(search_files["states"], states)
     files = {**search_files, "states": states}
     workerinput = _workerinput(files, None)
-    np.save(states, np.zeros((300, 8), dtype=np.float32))  # changed after the controller checked it
+    np.save(states, np.random.default_rng(7).standard_normal((300, 8)).astype(np.float32))  # changed since checked
     provenance = check_inputs(str(files["parent_a"]), str(files["parent_b"]), str(states), episodes=0).provenance
     with pytest.raises(HarnessError, match=r"^'.*states\.npy' changed since the session checked it \(sha256 \w{12}… "
                                            r"then, \w{12}… now\); leave the input files unchanged") as info:
@@ -173,7 +173,7 @@ import numpy as np
 def pytest_collection_finish(session):
     # On the worker, after the controller checked the inputs and before the first child loads them.
     if hasattr(session.config, "workerinput"):
-        np.save(os.environ["CROSSOVER_TEST_STATES"], np.ones((300, 8), dtype=np.float32))
+        np.save(os.environ["CROSSOVER_TEST_STATES"], np.arange(2400, dtype=np.float32).reshape(300, 8))
 """
 
 

@@ -20,7 +20,7 @@ CLIENT = "def test_child(crossover_child):\n    crossover_child.run()\n"
 
 def _episodes(files: dict[str, Path], name: str = "ep.npz", **override: np.ndarray) -> Path:
     states = np.load(files["states"])
-    arrays = {"states": states, "episode": np.repeat(np.arange(30), 10), **override}
+    arrays = {"states": states, "episode": np.repeat(np.arange(50), 6), **override}
     path = files["dir"] / name
     np.savez(path, **arrays)
     return path
@@ -50,9 +50,9 @@ def test_whole_episodes_are_held_out_and_the_split_is_recorded(pytester, search_
                         f"--crossover-states={path}", "--crossover-split-seed=3")
     result.assert_outcomes(passed=1)
     split = read_json(pytester.path / "runs" / "manifest.json")["split"]
-    assert split["method"] == "episodes" and split["seed"] == 3 and len(split["held_out_episodes"]) == 6
-    assert split["n_eval"] == 60 and split["eval_units"] == 6
-    assert split["eval_groups"] == [[e, 10] for e in split["held_out_episodes"]]
+    assert split["method"] == "episodes" and split["seed"] == 3 and len(split["held_out_episodes"]) == 10
+    assert split["n_eval"] == 60 and split["eval_units"] == 10
+    assert split["eval_groups"] == [[e, 6] for e in split["held_out_episodes"]]
     again = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-max-runs=1",
                        f"--crossover-states={path}", "--crossover-split-seed=4", "--crossover-run-dir=r2")
     again.assert_outcomes(passed=1)
