@@ -42,6 +42,9 @@ def base_args(files: dict[str, Path], run_dir: Path | str = "runs") -> list[str]
         f"--crossover-states={files['states']}", f"--crossover-run-dir={run_dir}", "--crossover-episodes=0",
         # The report costs ~0.8 s a session; the tests about it (test_report.py) turn it on.
         "--crossover-report=off", "-p", "no:cacheprovider", "-p", "no:randomly",
+        # The tests' searches are far too small for workers to pay for themselves; those that say -n N test the
+        # workers, so they get exactly N (test_scheduling.py tests the plugin's own choice).
+        "--crossover-workers=asked",
     ]
 
 
