@@ -20,6 +20,7 @@ from pytest_crossover.options import CrossoverOptions, naming
 from pytest_crossover.runtime import Runtime
 
 if TYPE_CHECKING:
+    from harness.drawer import Drawer
     from harness.inputs import SearchInputs
     from pytest_crossover.transfer import InputTransfer
 
@@ -57,6 +58,7 @@ class CrossoverSession:
         self.write_error: str | None = None  # set when the run directory could not be written (a full disk)
         self.pytest_session: pytest.Session | None = None
         self.transfer: InputTransfer | None = None  # built at the first xdist worker's start-up
+        self.drawers: list[Drawer] | None = None  # the report's drawing processes, started at the first record
 
     # -- inputs ---------------------------------------------------------------------------------------------------
     def check_inputs(self) -> SearchInputs:
@@ -85,6 +87,8 @@ class CrossoverSession:
         self.run_dir.start_journal()
 
     def release_run_dir(self) -> None:
+        for d in self.drawers or ():
+            d.close()  # one the report did not use (an interrupted session)
         self.run_dir.release()
 
     # -- records --------------------------------------------------------------------------------------------
@@ -92,6 +96,10 @@ class CrossoverSession:
         """A finished child: its folder written whole, its record journaled; the derived files at most every
         second (rewriting all of them after every child is quadratic in the children)."""
         self.records[record["child_id"]] = record
+        if self.drawers is None and self.options.report == "on":
+            from harness import drawer
+
+            self.drawers = drawer.start()  # warm while the other children run: the report then only draws
         if self.write_error is not None:
             return  # the disk is full: keep the record, write nothing more
         try:
@@ -152,7 +160,7 @@ class CrossoverSession:
             from harness.report import report_outputs
 
             try:
-                files, self.report_failures = report_outputs(self.manifest(), self.run_dir.path)
+                files, self.report_failures = report_outputs(self.manifest(), self.run_dir.path, self.drawers or ())
                 written = self.run_dir.write_outputs(files, final=True)
             except Exception as exc:  # the other outputs are written; the report must not take the session down
                 self.report_failures = [f"{REPORT}: {type(exc).__name__}: {exc}"]
