@@ -159,7 +159,8 @@ def report_outputs(manifest: Mapping[str, Any], run_dir: str | os.PathLike[str] 
         barrier = load_barrier(manifest, folder)
     except (OSError, ValueError) as exc:
         barrier, failures = None, [f"barrier: {BARRIER} unreadable ({first_line(exc)})"]
-    inputs = {"rows": rows, "records": records, "parents": manifest.get("parents"), "barrier_data": barrier}
+    inputs: dict[str, Any] = {"rows": rows, "records": records, "parents": manifest.get("parents"),
+                              "barrier_data": barrier}
     with _gc_paused():
         drawn = draw_shared(plots.session_pictures(**inputs), inputs, drawers)
     failures += [f"{d.name}: {d.error}" for d in drawn if d.error]
