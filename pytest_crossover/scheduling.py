@@ -227,7 +227,7 @@ def _pending(workload: Mapping[str, Unit]) -> int:
 
 
 # -- how many local workers pay for themselves ------------------------------------------------------------------
-# Measured on a 2-core EPYC (docs/performance.md, "Workers"): what a local worker costs before its first child
+# Measured on the 2-core machines of docs/performance.md ("Workers"): what a local worker costs before its first child
 # (pytest's start-up, torch's import, loading the inputs and building the context: CPU seconds), and the serial
 # cost of the work it takes over. A worker is started only when its share of the work is at least PAYBACK times
 # its start-up: on free cores the session then finishes up to N times sooner; on cores that other programs keep
