@@ -231,32 +231,6 @@ def eval_memory(work: Path, files: dict[str, Path]) -> tuple[float, float, float
     return float(before), float(after), float(secs), int(rows)
 
 
-def readme_sessions(work: Path, repeats: int) -> dict[str, tuple[float, float]]:
-    """The README's own search (``pytest benchmarks --crossover-space minimal``: embedded parents and states, 10
-    episodes a child, report and barrier on) as a user runs it, serially, with report and barrier off, and under
-    ``-n 2`` and ``-n 4``, the runs interleaved (every configuration once a round, the order reversed every other
-    round) so drifting load on a shared machine hits all alike: {label: (median wall, median CPU seconds of the
-    session's process tree)}."""
-    import resource
-
-    configs = {"-n 0 (default: report and barrier on)": [],
-               "-n 0 --crossover-report off --crossover-barrier off": ["--crossover-report=off",
-                                                                      "--crossover-barrier=off"],
-               "-n 2": ["-n", "2"], "-n 4": ["-n", "4"]}
-    walls: dict[str, list[float]] = {k: [] for k in configs}
-    cpus: dict[str, list[float]] = {k: [] for k in configs}
-    for i in range(repeats):
-        for label, extra in (list(configs.items()) if i % 2 == 0 else list(configs.items())[::-1]):
-            cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-q", "-p", "no:cacheprovider",
-                   "--crossover-space=minimal", f"--crossover-run-dir={work / 'rd_readme'}",
-                   f"--crossover-storage={work / 'history'}", *extra]
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            walls[label].append(_spawn(cmd, work)[0])
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpus[label].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-    return {k: (statistics.median(walls[k]), statistics.median(cpus[k])) for k in configs}
-
-
 def machine() -> dict[str, str]:
     import torch
 
@@ -289,20 +263,6 @@ def row(label: str, r: Run) -> str:
 
 HEADER = ("| run | children | wall s | first child s | crossover s | fine-tune s | evaluate s | latency s | write s "
           "| ms/step | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|")
-
-
-def readme_section(work: Path, reps: int, say: Any) -> None:
-    say(f"\n## The README's command: per-session overhead and workers (medians of {reps}, interleaved)\n")
-    say("Embedded parents and states (10,000 x 8), 10 episodes a child, `minimal`, as `pytest benchmarks "
-        "--crossover-space minimal` runs it. CPU is user + system time of the session's whole process tree.\n")
-    say("| run | wall s | vs `-n 0` | CPU s |\n|---|---|---|---|")
-    res = readme_sessions(work, reps)
-    base = next(iter(res.values()))[0]
-    for label, (wall, cpu) in res.items():
-        say(f"| `{label}` | {wall:.2f} | {wall / base:.2f}x | {cpu:.2f} |")
-    light = res["-n 0 --crossover-report off --crossover-barrier off"][0]
-    say(f"\nDefault session vs report and barrier off: {base / light:.2f}x (target <= 1.15x); `-n 4` vs `-n 0`: "
-        f"{res['-n 4'][0] / base:.2f}x (target <= 1.1x).")
 
 
 def grid_section(work: Path, data: Path, say: Any) -> None:
@@ -446,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:
                     work, f, s, n, extra=e, name=f"{t}_{i}"))
                 say(row(label + (" (1 run)" if heavy and sreps > 1 else ""), r))
         if args.only in ("readme", "all"):
-            readme_section(work, max(3, reps), say)
+            import readme_command
+
+            readme_command.section(work, max(3, reps), say)
         if args.only in ("grid", "all"):
             grid_section(work, data, say)
     if args.only == "all":

@@ -303,6 +303,7 @@ def fit_workers(config: pytest.Config, options: CrossoverOptions) -> str | None:
     asked = getattr(config.option, "numprocesses", None)
     if not isinstance(asked, int) or asked < 2 or getattr(config.option, "dist", "no") == "no":
         return None
+    asked = min(asked, len(getattr(config.option, "tx", None) or ()) or asked)  # after xdist's --maxprocesses
     cores = usable_cores()
     work = _work_estimate(options)
     n = workers_that_pay(asked, cores, work)
