@@ -145,7 +145,7 @@ def run_session(work: Path, files: dict[str, Path], space: str, workers: int, *,
     test_file = work / "test_search.py"
     if not test_file.exists():
         test_file.write_text(CLIENT)
-    cmd = [sys.executable, "-m", "pytest", str(test_file), "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+    cmd = [sys.executable, "-m", "pytest", str(test_file), "-p", "no:cacheprovider", "-p", "no:randomly",
            f"--crossover-space={space}", f"--crossover-parent-a={files['parent_a']}",
            f"--crossover-parent-b={files['parent_b']}", f"--crossover-states={files['states']}",
            f"--crossover-run-dir={run_dir}", "--crossover-episodes=0", "--crossover-holdout=0",

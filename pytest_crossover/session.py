@@ -58,6 +58,7 @@ class CrossoverSession:
         self.write_error: str | None = None  # set when the run directory could not be written (a full disk)
         self.pytest_session: pytest.Session | None = None
         self.transfer: InputTransfer | None = None  # built at the first xdist worker's start-up
+        self._next_rewrite = 0.0  # monotonic time before which the derived files are not rewritten mid-session
         self.drawers: list[Drawer] | None = None  # the report's drawing processes, started at the first record
 
     # -- inputs ---------------------------------------------------------------------------------------------------
@@ -109,8 +110,12 @@ class CrossoverSession:
         except OSError as exc:
             self.failed_write(exc)
             return
-        if self.run_dir.due():
+        if self.run_dir.due() and time.monotonic() >= self._next_rewrite:
+            start = time.monotonic()
             self.write_outputs(final=False)
+            # The derived files (the leaderboard's bootstrap: ~5 s at 100,000 per-row units) may take no more than
+            # a tenth of the session mid-way; the journal already keeps every finished child.
+            self._next_rewrite = time.monotonic() + 9 * (time.monotonic() - start)
 
     def add_failure(self, child_id: str, status: str, message: str) -> None:
         spec = self.ids.get(child_id)
