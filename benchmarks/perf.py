@@ -272,7 +272,7 @@ def grid_section(work: Path, data: Path, say: Any) -> None:
     say("\n## Scaling: states x hidden (`minimal`, holdout 0, no episodes; 1 run each)\n")
     say("\n".join(scaling.machine_lines(m)))
     say(f"- rows over ~{scaling.BUDGET_S:.0f} s of estimated serial work are sampled (see `benchmarks/scaling.py`); "
-        f"rows whose fine-tuning would need over {scaling.MEM_CAP_MB:,.0f} MB are not run on this shared machine\n")
+        f"rows predicted to need over {scaling.MEM_CAP_MB:,.0f} MB are not run on this shared machine\n")
     say(scaling.HEADER)
 
     def run(states: int, hidden: int, workers: int, extra: tuple[str, ...]) -> Run:

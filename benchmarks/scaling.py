@@ -5,8 +5,9 @@ default ``--crossover-workers=fit``, so the workers column says what a user gets
 plugin's own estimate (``pytest_crossover.scheduling.serial_work_s``) puts above ``BUDGET_S`` is *sampled*: one
 child (weighted, alpha 0.5) fine-tuned for one epoch, ``-n 0`` only; its per-step time and peak RSS are measured
 and its ``minimal`` wall is extrapolated from them (start-up of the sample + the per-step time x ``minimal``'s
-child-steps). A row whose fine-tuning would need more memory than ``MEM_CAP_MB`` (each epoch's dropout masks are
-drawn for every training row at once) is not run on a shared machine; the table says so.
+child-steps). A row predicted to need more memory than ``MEM_CAP_MB`` (:func:`predicted_mb`: each epoch's dropout
+masks are drawn for every training row at once, and the bootstrap resamples every state) is not run on a shared
+machine; the table says so.
 
 The limit of one child's Adam step (batch 32) is the time its arithmetic needs at this machine's measured speed,
 one thread: 6 x batch x weights FLOPs (forward 2, backward 4) at the measured large-matmul rate, plus 40 bytes a
@@ -26,7 +27,7 @@ BATCH = 32
 STATES = (1_000, 10_000, 100_000, 1_000_000)
 HIDDEN = (64, 256, 1024)
 BUDGET_S = 40.0  # estimated serial work above which a row is sampled
-MEM_CAP_MB = 3000.0  # predicted fine-tune peak above which a row is not run on a shared machine
+MEM_CAP_MB = 8000.0  # predicted peak above which a row is not run on a shared machine (of 23 GB here)
 SAMPLE = ("--crossover-space=custom", "--crossover-modes=weighted", "--crossover-alphas=0.5",
           "--crossover-define-regime=one:epochs=1,lr=1e-3", "--crossover-regimes=one")
 
@@ -86,9 +87,11 @@ def measure_machine() -> Machine:
 
 
 def predicted_mb(states: int, hidden: int) -> float:
-    """torch's ~250 MB, plus an epoch's two dropout masks and the uniform draw behind one of them (float32,
-    one row per training state: 90 % of the states, the regime's validation split being the rest)."""
-    return 250.0 + 3 * 0.9 * states * hidden * 4 / 2**20
+    """torch's ~250 MB, plus the larger of: an epoch's two dropout masks and the uniform draw behind one of them
+    (float32, one row per training state: 90 % of the states, the regime's validation split being the rest), and
+    the bootstrap's resample matrices without episode ids (200 resamples x one unit per state, int64, ~4 alive;
+    measured 6.8 GB at 1,000,000 states)."""
+    return 250.0 + max(3 * 0.9 * states * hidden * 4, 4 * 200 * states * 8) / 2**20
 
 
 def plan(states: int, hidden: int) -> tuple[str, float]:
@@ -122,8 +125,9 @@ def grid_rows(machine: Machine, run: Callable[..., Any], say: Callable[[str], No
             limit = machine.limit_ms(hidden)
             cell: dict[str, Any] = {"states": states, "hidden": hidden, "how": how, "limit_ms": limit, "est_s": est}
             if how == "skipped":
-                say(f"| {states:,} | {hidden} | not run: fine-tuning would need ~{predicted_mb(states, hidden):,.0f} "
-                    f"MB | – | – | – | {limit:.3f} | – | – |")
+                need = predicted_mb(states, hidden)
+                say(f"| {states:,} | {hidden} | not run: would need ~{need:,.0f} MB | – | – | – | {limit:.3f} | – "
+                    "| – |")
                 out.append(cell)
                 continue
             if how == "full":
