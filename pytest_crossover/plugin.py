@@ -32,6 +32,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     from pytest_crossover.history import add_history_options
 
     add_history_options(parser)
+    from pytest_crossover.scheduling import add_workers_option
+
+    add_workers_option(parser)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -73,6 +76,25 @@ def pytest_configure(config: pytest.Config) -> None:
     # A worker's inputs are checked before xdist starts it (pytest_configure_node), see pytest_crossover.transfer.
     if session.options.explicit and not session.is_worker and not session.distributed and not config.option.help:
         session.check_inputs()
+
+
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    # Not tryfirst: this runs after xdist's own (tryfirst) hook has turned -n N into N gateways, and before the
+    # session starts them: the plugin fits N to the cores and to the search's size (pytest_crossover.scheduling).
+    from pytest_crossover.scheduling import WORKERS_KEY, fit_workers, workers_mode
+
+    if workers_mode(config) == "asked" or not isinstance(getattr(config.option, "numprocesses", None), int) \
+            or hasattr(config, "workerinput"):
+        return
+    from harness.core.errors import HarnessError
+
+    try:
+        options = resolve(config)
+    except (pytest.UsageError, HarnessError):
+        return  # pytest_configure reports it, naming the option
+    line = fit_workers(config, options) if options.explicit else None
+    if line is not None:
+        config.stash[WORKERS_KEY] = line
 
 
 def _options(config: pytest.Config) -> CrossoverOptions:

@@ -6,18 +6,28 @@ only the worker controller's public calls (``send_runtest_some``, ``shutdown``, 
 one xdist behaviour that the protocol leaves implicit, as xdist's own schedulers do: a worker keeps its last
 pending test until it is sent more work or told to shut down (tested in tests/plugin/test_scheduling.py; the
 xdist version range is pinned in pyproject.toml).
+
+Before xdist starts its workers, :func:`fit_workers` decides how many local workers ``-n N`` gets: no more than
+the cores this process may use, and none when the search is too small for workers to pay for their start-up
+(the rule is :func:`workers_that_pay`'s).
 """
 
 from __future__ import annotations
 
+import math
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from pytest_crossover.collect import child_id_of
 
 if TYPE_CHECKING:
     from harness.search.space import ChildSpec
+    from pytest_crossover.options import CrossoverOptions
 
 
 def regime_costs(specs: Sequence[ChildSpec]) -> dict[str, float]:
@@ -54,6 +64,8 @@ def work_units(specs: Sequence[ChildSpec], workers: int) -> dict[str, tuple[str,
             cost[f"{u}/{part}"] = cost[u] * len(chunk) / len(ids)
     return {cid: (u, cost[u]) for u, ids in units.items() for cid in ids}
 
+
+WORKERS_KEY = pytest.StashKey[str]()  # the header's line when fit_workers changed the workers
 
 Unit = dict[str, bool]  # node id -> done
 
@@ -212,3 +224,130 @@ class UnitScheduling:
 
 def _pending(workload: Mapping[str, Unit]) -> int:
     return sum(not done for work in workload.values() for done in work.values())
+
+
+# -- how many local workers pay for themselves ------------------------------------------------------------------
+# Measured on the 2-core machines of docs/performance.md ("Workers"): what a local worker costs before its first child
+# (pytest's start-up, torch's import, loading the inputs and building the context: CPU seconds), and the serial
+# cost of the work it takes over. A worker is started only when its share of the work is at least PAYBACK times
+# its start-up: on free cores the session then finishes up to N times sooner; on cores that other programs keep
+# busy (where N workers cost CPU rather than save wall time) it spends at most 1 / PAYBACK more.
+WORKER_START_S = 2.5
+PAYBACK = 4.0
+STEP_MS = 0.1  # one child's Adam step at batch 32: a fixed part (dispatch) ...
+STEP_MS_PER_PARAM = 5.2e-6  # ... plus one proportional to the network's parameters (0.13 ms at hidden 64)
+CHILD_S = 0.06  # crossover, evaluation, latency timing and files of one child
+EPISODE_S = 0.04  # one greedy episode of the embedded LunarLander parents, batched
+
+
+def serial_work_s(specs: Sequence[ChildSpec], *, rows: int, holdout: float, n_params: int, episodes: int) -> float:
+    """Seconds a serial session spends on its children and the parents' rows, from the sizes alone (the same cost
+    model as the measured rows of docs/performance.md; a coarse estimate, used only to choose the workers)."""
+    train = rows * (1.0 - holdout)
+    step_s = (STEP_MS + STEP_MS_PER_PARAM * n_params) / 1000.0
+    steps = sum(s.regime.epochs * math.ceil(train * (1 - s.regime.val_fraction) / s.regime.batch_size)
+                for s in specs)
+    return steps * step_s + len(specs) * (CHILD_S + episodes * EPISODE_S) + 2 * episodes * EPISODE_S
+
+
+def workers_that_pay(asked: int, cores: int, work_s: float | None) -> int:
+    """Local workers for ``-n asked``: at most ``cores``, and only as many as each get at least PAYBACK times a
+    worker's start-up in work; 0 (a serial session) when fewer than two would. ``-n 1`` stays as asked (a worker
+    of its own isolates a crashing child); ``work_s`` None (unknown) caps to the cores only."""
+    n = min(asked, max(1, cores))
+    if asked < 2:
+        return asked
+    if work_s is not None:
+        while n > 1 and work_s / n < PAYBACK * WORKER_START_S:
+            n -= 1
+    return n if n > 1 else 0
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or ``taskset`` narrows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+WORKERS_HELP = ("What -n N starts: fit (at most the cores this process may use, and a serial session when the search "
+                "is too small for workers to pay for their start-up; the header says so) or asked (exactly N) "
+                "(default fit)")
+WORKERS_MODES = ("fit", "asked")
+
+
+def add_workers_option(parser: pytest.Parser) -> None:
+    group = parser.getgroup("crossover", "crossover search harness")
+    group.addoption("--crossover-workers", action="store", default=None, dest="crossover_workers",
+                    metavar="fit|asked", help=WORKERS_HELP)
+    parser.addini("crossover_workers", WORKERS_HELP, type="string", default="")
+
+
+def workers_mode(config: pytest.Config) -> str:
+    """``--crossover-workers`` (or its ini key); a usage error naming it as the user wrote it when it is neither
+    fit nor asked."""
+    given = config.getoption("crossover_workers", None)
+    value = given if given is not None else (config.getini("crossover_workers") or "fit")
+    if value not in WORKERS_MODES:
+        name = "--crossover-workers" if given is not None else "crossover_workers (ini)"
+        raise pytest.UsageError(f"{name}: {value!r} is neither fit nor asked; fit lets the plugin choose the "
+                                "workers of -n N, asked starts exactly N")
+    return str(value)
+
+
+def fit_workers(config: pytest.Config, options: CrossoverOptions) -> str | None:
+    """Set xdist's ``-n`` to :func:`workers_that_pay` (called after xdist turned ``-n N`` into N gateways, before
+    it starts them); the header's line when it changed anything, else None. Explicit ``--tx`` gateways (remote
+    machines) are left as given."""
+    asked = getattr(config.option, "numprocesses", None)
+    if not isinstance(asked, int) or asked < 2 or getattr(config.option, "dist", "no") == "no":
+        return None
+    asked = min(asked, len(getattr(config.option, "tx", None) or ()) or asked)  # after xdist's --maxprocesses
+    cores = usable_cores()
+    work = _work_estimate(options)
+    n = workers_that_pay(asked, cores, work)
+    if n == asked:
+        return None
+    if n == 0:
+        config.option.numprocesses, config.option.dist, config.option.tx = 0, "no", []
+        return (f"crossover: -n {asked} runs serially: ~{work:.0f} s of work, under {PAYBACK:g}x the start-up of "
+                f"two workers ({WORKER_START_S:g} s each); --crossover-workers=asked starts them")
+    config.option.numprocesses, config.option.tx = n, ["popen"] * n
+    why = f"this process may use {cores} cores" if n == min(asked, cores) else \
+        f"~{work:.0f} s of work pays for {n} workers' start-up, not more"
+    return f"crossover: -n {asked} uses {n} workers ({why}); --crossover-workers=asked starts {asked}"
+
+
+def _work_estimate(options: CrossoverOptions) -> float | None:
+    """:func:`serial_work_s` of the selected space from the inputs' sizes (read from headers, without torch);
+    None when a size cannot be read this way (the checks that follow report any problem with the inputs)."""
+    from harness.inputs import embedded
+    from harness.inputs.checkpoint_meta import read_meta
+
+    try:
+        parent = Path(options.parent_a) if options.parent_a else embedded.parent_paths()[0]
+        states = Path(options.states) if options.states else embedded.states_path()
+        meta = read_meta(parent)
+        if not isinstance(meta, Mapping):
+            return None
+        n_params = sum(math.prod(v.shape) for v in meta.values() if hasattr(v, "shape"))
+        rows = _rows(states)
+        episodes = options.episodes
+        if episodes is None:
+            episodes = 10 if options.env or not options.parent_a else 0
+        holdout = options.holdout if options.eval_states is None else 0.0
+        return serial_work_s(options.space_specs(), rows=rows, holdout=holdout, n_params=n_params,
+                             episodes=episodes)
+    except Exception:  # an estimate only: never the reason a session fails
+        return None
+
+
+def _rows(path: Path) -> int:
+    """Rows of a .npy states file (memory-mapped: its header alone is read), or of the ``states`` of a .npz."""
+    import numpy as np
+
+    if path.suffix == ".npz":
+        with np.load(path) as archive:
+            return len(archive["states"])
+    return len(np.load(path, mmap_mode="r"))

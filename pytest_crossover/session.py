@@ -23,6 +23,7 @@ from pytest_crossover.runtime import Runtime
 
 if TYPE_CHECKING:
     from harness.inputs.load import SearchInputs
+    from harness.pictures.drawer import Drawer
     from pytest_crossover.transfer import InputTransfer
 
 RESULT_KEY = "crossover_result"
@@ -59,6 +60,8 @@ class CrossoverSession:
         self.write_error: str | None = None  # set when the run directory could not be written (a full disk)
         self.pytest_session: pytest.Session | None = None
         self.transfer: InputTransfer | None = None  # built at the first xdist worker's start-up
+        self._next_rewrite = 0.0  # monotonic time before which the derived files are not rewritten mid-session
+        self.drawers: list[Drawer] | None = None  # the report's drawing processes, started at the first record
 
     # -- inputs ---------------------------------------------------------------------------------------------------
     def check_inputs(self) -> SearchInputs:
@@ -112,6 +115,8 @@ class CrossoverSession:
         self.run_dir.start_journal()
 
     def release_run_dir(self) -> None:
+        for d in self.drawers or ():
+            d.close()  # one the report did not use (an interrupted session)
         self.run_dir.release()
 
     # -- records --------------------------------------------------------------------------------------------
@@ -119,6 +124,10 @@ class CrossoverSession:
         """A finished child: its folder written whole, its record journaled; the derived files at most every
         second (rewriting all of them after every child is quadratic in the children)."""
         self.records[result.child_id] = result
+        if self.drawers is None and self.options.report == "on":
+            from harness.pictures import drawer
+
+            self.drawers = drawer.start()  # warm while the other children run: the report then only draws
         if self.write_error is not None:
             return  # the disk is full: keep the record, write nothing more
         try:
@@ -129,8 +138,12 @@ class CrossoverSession:
         except OSError as exc:
             self.failed_write(exc)
             return
-        if self.run_dir.due():
+        if self.run_dir.due() and time.monotonic() >= self._next_rewrite:
+            start = time.monotonic()
             self.write_outputs(final=False)
+            # The derived files (the leaderboard's bootstrap: ~5 s at 100,000 per-row units) may take no more than
+            # a tenth of the session mid-way; the journal already keeps every finished child.
+            self._next_rewrite = time.monotonic() + 9 * (time.monotonic() - start)
 
     def add_failure(self, child_id: str, status: str, message: str) -> None:
         spec = self.ids.get(child_id)
@@ -190,7 +203,7 @@ class CrossoverSession:
             from harness.pictures.report import report_outputs
 
             try:
-                files, self.report_failures = report_outputs(self.manifest(), self.run_dir.path)
+                files, self.report_failures = report_outputs(self.manifest(), self.run_dir.path, self.drawers or ())
                 written = self.run_dir.write_outputs(files, final=True)
             except Exception as exc:  # the other outputs are written; the report must not take the session down
                 self.report_failures = [f"{REPORT}: {type(exc).__name__}: {exc}"]

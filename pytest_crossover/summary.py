@@ -14,8 +14,12 @@ def header(cs: CrossoverSession) -> list[str]:
     recipes = {s.recipe for s in cs.specs}
     regimes = {s.regime.name for s in cs.specs}
     src = "files" if o.parent_a else "embedded LunarLander-v3 parents"
-    return [f"crossover: space={o.space} ({len(cs.specs)} children: {len(recipes)} recipes x {len(regimes)} regimes), "
-            f"parents={src}, holdout={o.holdout}, teacher={o.teacher}, run-dir={o.run_dir}"]
+    from pytest_crossover.scheduling import WORKERS_KEY
+
+    fitted = cs.config.stash.get(WORKERS_KEY, None)  # how many workers -n N got, when the plugin changed it
+    line = (f"crossover: space={o.space} ({len(cs.specs)} children: {len(recipes)} recipes x {len(regimes)} regimes), "
+            f"parents={src}, holdout={o.holdout}, teacher={o.teacher}, run-dir={o.run_dir}")
+    return [*([fitted] if fitted else []), line]
 
 
 def teststatus(report: pytest.TestReport) -> Any:

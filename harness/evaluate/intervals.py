@@ -43,11 +43,15 @@ def groups_from_rle(rle: Sequence[Sequence[int]] | None, n: int) -> np.ndarray:
     return np.repeat(np.array([u for u, _ in rle]), np.array([c for _, c in rle]))
 
 
-def _weights(rng: np.random.Generator, units: int, count: int) -> np.ndarray:
-    """(count, units) multinomial resample counts: each row of the result is one bootstrap resample."""
+def _counts(rng: np.random.Generator, units: int, count: int) -> np.ndarray:
+    """(count, units) multinomial resample counts (int64): each row of the result is one bootstrap resample."""
     picks = rng.integers(0, units, size=(count, units))
     flat = (np.arange(count)[:, None] * units + picks).ravel()
-    return np.bincount(flat, minlength=count * units).reshape(count, units).astype(np.float64)
+    return np.bincount(flat, minlength=count * units).reshape(count, units)
+
+
+def _weights(rng: np.random.Generator, units: int, count: int) -> np.ndarray:
+    return _counts(rng, units, count).astype(np.float64)
 
 
 def _interval(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,18 +73,21 @@ def agreement_intervals(rows: Mapping[str, Mapping[str, Any]], groups: np.ndarra
     n = len(groups)
     _, unit = np.unique(groups, return_inverse=True)
     units = int(unit.max()) + 1
-    size = np.bincount(unit, minlength=units).astype(np.float64)
+    # Counts in int64: the resampled sums are integers, so integer matmuls give the very values float64 BLAS did,
+    # in numpy's own single-threaded loops; BLAS's threads cost up to 4x the CPU here and contend with the
+    # session's other processes for the cores.
+    size = np.bincount(unit, minlength=units)
     per_unit = {side: np.stack([np.bincount(unit, weights=unpack_bits(rows[c][f"agree_{side}"], n), minlength=units)
-                                for c in ids]) for side in ("a", "b")}
+                                for c in ids]).astype(np.int64) for side in ("a", "b")}
     if parents is not None:
-        per_unit["ab"] = np.bincount(unit, weights=unpack_bits(parents, n), minlength=units)[None, :]
+        per_unit["ab"] = np.bincount(unit, weights=unpack_bits(parents, n), minlength=units)[None, :].astype(np.int64)
     rng = np.random.default_rng(seed)
     blocks: dict[str, list[np.ndarray]] = {side: [] for side in per_unit}
     for start in range(0, resamples, _CHUNK):
-        w = _weights(rng, units, min(_CHUNK, resamples - start))
-        total = w @ size
+        w = _counts(rng, units, min(_CHUNK, resamples - start))
+        total = (w @ size).astype(np.float64)
         for side in per_unit:
-            blocks[side].append((w @ per_unit[side].T) / total[:, None])
+            blocks[side].append((w @ per_unit[side].T).astype(np.float64) / total[:, None])
     agree = {side: np.concatenate(blocks[side]) for side in per_unit}  # (resamples, children)
     primary = np.minimum(agree["a"], agree["b"])
     gap = primary - primary[:, [ids.index(best)]] if best in ids else np.zeros_like(primary)

@@ -71,7 +71,10 @@ class _Keys:
 def _scatter(ax: Axes, rows: Sequence[Mapping[str, Any]], keys: _Keys, x: str, y: str) -> None:
     """One point per child (colour = mode, marker = regime), error bars where intervals exist, a ring around
     rank 1 and every child statistically tied with it."""
-    for group in {(keys.colour(r), keys.marker(r)) for r in rows}:
+    # In the rows' order, not a set's: a set of strings iterates in an order that changes from process to process
+    # (hash randomisation), and overlapping points would be drawn in another order in the drawer
+    # (harness.pictures.drawer).
+    for group in dict.fromkeys((keys.colour(r), keys.marker(r)) for r in rows):
         pts = [r for r in rows if (keys.colour(r), keys.marker(r)) == group]
         xs, ys = [r[x] for r in pts], [r[y] for r in pts]
         xerr, yerr = _err(pts, x), _err(pts, y)

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.answer.leaderboard import BEFORE, MARKS, axis_columns, legend_items, manifest_rows
 from harness.answer.recommend import DECISION_TITLE, chosen_id, decision_lines, recommend
@@ -27,6 +27,9 @@ from harness.core.errors import HarnessError, first_line
 from harness.evaluate.metrics import METRICS, RANKABLE
 from harness.pictures.page import document, esc, legend, table
 from harness.search.axes import AXES
+
+if TYPE_CHECKING:
+    from harness.pictures.drawer import Drawer
 
 REPORT = "report.html"
 PICTURE_PREFIX = "report_"
@@ -57,6 +60,21 @@ class Drawn:
     @property
     def file(self) -> str:
         return f"{PICTURE_PREFIX}{self.name}.png"
+
+
+def draw_shared(pictures: Sequence[Any], inputs: Mapping[str, Any], drawers: Sequence[Drawer]) -> list[Drawn]:
+    """:func:`draw`, the pictures shared out between ``drawers`` (processes warmed up while the session ran, see
+    harness.pictures.drawer) and drawn at once; those a drawer could not draw are drawn here."""
+    names = [p.name for p in pictures]
+    shares = [names[i::len(drawers)] for i in range(len(drawers))]
+    for drawer, share in zip(drawers, shares):
+        drawer.send(inputs, share)
+    by_name: dict[str, Drawn] = {}
+    for drawer, share in zip(drawers, shares):
+        by_name.update(zip(share, drawer.receive() or ()))
+    rest = [p for p in pictures if p.name not in by_name]
+    by_name.update(zip((p.name for p in rest), draw(rest) if rest else ()))
+    return [by_name[n] for n in names]
 
 
 def draw(pictures: Sequence[Any]) -> list[Drawn]:
@@ -128,10 +146,10 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def report_outputs(manifest: Mapping[str, Any], run_dir: str | os.PathLike[str] | None = None
-                   ) -> tuple[dict[str, Any], list[str]]:
+def report_outputs(manifest: Mapping[str, Any], run_dir: str | os.PathLike[str] | None = None,
+                   drawers: Sequence[Drawer] = ()) -> tuple[dict[str, Any], list[str]]:
     """The report's files by name (``report.html`` and a PNG per drawn picture) and one line per picture that
-    failed (``name: why``)."""
+    failed (``name: why``); the pictures are drawn by ``drawers`` where given (harness.pictures.drawer), else here."""
     from harness.pictures import plots
 
     folder = None if run_dir is None else Path(run_dir)
@@ -144,8 +162,10 @@ def report_outputs(manifest: Mapping[str, Any], run_dir: str | os.PathLike[str] 
         barrier = load_barrier(manifest, folder)
     except (OSError, ValueError) as exc:
         barrier, failures = None, [f"barrier: {BARRIER} unreadable ({first_line(exc)})"]
+    inputs: dict[str, Any] = {"rows": rows, "records": records, "parents": manifest.get("parents"),
+                              "barrier_data": barrier}
     with _gc_paused():
-        drawn = draw(plots.session_pictures(rows, records, manifest.get("parents"), barrier))
+        drawn = draw_shared(plots.session_pictures(**inputs), inputs, drawers)
     failures += [f"{d.name}: {d.error}" for d in drawn if d.error]
     files: dict[str, Any] = {REPORT: page(manifest, rows, drawn, failures, rec)}
     files.update({d.file: d.png for d in drawn if d.png is not None})
@@ -258,7 +278,16 @@ def _status(manifest: Mapping[str, Any]) -> str:
             f"interrupted or children were lost); the report holds those that finished. Missing: {esc(missing)}.</p>")
 
 
-def _details(manifest: Mapping[str, Any]) -> str:
+def _installed(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "—"
+
+
+def _details(manifest: Mapping[str, Any], drawn: Sequence[Drawn]) -> str:
     """Options, inputs (file names and sha256 prefixes), versions and how latency was timed."""
     from harness.records.store import versions
 
@@ -280,8 +309,8 @@ def _details(manifest: Mapping[str, Any]) -> str:
         env.append(["commit", f"{git.get('short') or git.get('commit')} ({git.get('branch') or 'detached'}"
                               f"{', dirty' if git.get('dirty') else ''})"])
     vers = [[k, str(v or "—")] for k, v in versions().items()]
-    if "matplotlib" in sys.modules:
-        vers.append(["matplotlib", str(getattr(sys.modules["matplotlib"], "__version__", "—"))])
+    if any(d.png is not None for d in drawn):  # drawn here or by a drawer process: the installed matplotlib
+        vers.append(["matplotlib", _installed("matplotlib")])
     return ("<h2 id=session>How this session ran</h2><div class=cols>"
             f"<div><h3>Inputs</h3>{table(['input', 'file', 'sha256', 'shape'], inputs)}{table(['', ''], env)}"
             f"<h3>Latency</h3><p>{esc(manifest.get('latency_mode') or '—')}</p>"
@@ -304,7 +333,7 @@ def page(manifest: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], drawn: 
                     f'<nav><a href="#decision">Decision</a> · <a href="#leaderboard">Leaderboard</a> · {nav} · '
                     f'<a href="#session">How this session ran</a></nav>'
                     f'<h2 id="leaderboard">Leaderboard</h2>{leaderboard_table(rows, chosen_id(rec))}'
-                    + "".join(_figure(d) for d in drawn) + _details(manifest))
+                    + "".join(_figure(d) for d in drawn) + _details(manifest, drawn))
 
 
 def _fmt(d: Mapping[str, Any] | None, key: str) -> str:

@@ -43,6 +43,9 @@ def base_args(files: dict[str, Path], run_dir: Path | str = "runs") -> list[str]
         # The report costs ~0.8 s a session; the tests about it (test_report.py) turn it on. Controls double a
         # 9-child session; the tests about them turn them on.
         "--crossover-report=off", "--crossover-controls=off", "-p", "no:cacheprovider", "-p", "no:randomly",
+        # The tests' searches are far too small for workers to pay for themselves; those that say -n N test the
+        # workers, so they get exactly N (test_scheduling.py tests the plugin's own choice).
+        "--crossover-workers=asked",
     ]
 
 
