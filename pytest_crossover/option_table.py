@@ -133,13 +133,13 @@ def option_table() -> tuple[Option, ...]:
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("crossover", "crossover search harness")
     for opt in option_table():
-        flag = f"--crossover-{opt.name}"
+        flag, text = f"--crossover-{opt.name}", opt.help.replace("%", "%%")  # argparse formats help with %
         if opt.kind == "flag":
-            group.addoption(flag, action="store_true", default=None, dest=opt.dest, help=opt.help)
+            group.addoption(flag, action="store_true", default=None, dest=opt.dest, help=text)
             parser.addini(opt.dest, opt.help, type="bool", default=False)
         elif opt.kind == "lines":
-            group.addoption(flag, action="append", default=None, dest=opt.dest, metavar=opt.metavar, help=opt.help)
+            group.addoption(flag, action="append", default=None, dest=opt.dest, metavar=opt.metavar, help=text)
             parser.addini(opt.dest, opt.help, type="linelist", default=[])
         else:
-            group.addoption(flag, action="store", default=None, dest=opt.dest, metavar=opt.metavar, help=opt.help)
+            group.addoption(flag, action="store", default=None, dest=opt.dest, metavar=opt.metavar, help=text)
             parser.addini(opt.dest, opt.help, type="string", default="")
