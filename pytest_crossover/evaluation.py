@@ -19,7 +19,7 @@ def collect_for(options: CrossoverOptions, episodes: int, config: Any) -> Path:
     import torch
 
     from harness.inputs import embedded
-    from harness.inputs.evalbuffer import EvalSpec, collect, embedded_seeds, model_digest
+    from harness.inputs.evalbuffer import EvalSpec, cache_path, collect, embedded_seeds, model_digest
     from harness.inputs.load import load_inputs
     from harness.networks.qnetwork import network_from_state_dict
     from harness.search.settings import Settings
@@ -40,4 +40,4 @@ def collect_for(options: CrossoverOptions, episodes: int, config: Any) -> Path:
     spec = EvalSpec(inputs.env_id, episodes)
     storage = resolve_history(config).storage
     collect(nets[0], nets[1], spec, storage, avoid=avoid)
-    return Path(storage) / "eval" / f"{spec.key(model_digest(*nets))}.npz"
+    return cache_path(storage, spec, model_digest(*nets))

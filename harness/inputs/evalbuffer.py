@@ -16,7 +16,7 @@ checkpoint selection 500,000+, final returns 1,000,000+, states 2,000,000+ and 3
 episodes' default (4,000,000+, :mod:`harness.search.settings`); for a user's own parents it is a stated offset, and
 ``seed`` moves it.
 
-The buffer is written once as ``<storage>/eval/<key>.npz`` (``states``, ``episode``), where the key is a sha256
+The buffer is written once as ``<storage>/.eval/<key>.npz`` (``states``, ``episode``), where the key is a sha256
 of the parents' weights, the environment id, N, k, epsilon and the first seed, and read back from there on every
 later call with the same inputs (no environment step).
 """
@@ -121,12 +121,18 @@ def check_disjoint(seeds: tuple[int, int], avoid: Iterable[tuple[int, int]], fie
                                field=field)
 
 
+def cache_path(storage: str | Path, spec: EvalSpec, parents_digest: str) -> Path:
+    """Where the buffer of ``spec`` for these parents is cached: a hidden folder of the history folder, which the
+    history store does not read as records."""
+    return Path(storage) / ".eval" / f"{spec.key(parents_digest)}.npz"
+
+
 def collect(parent_a: nn.Module, parent_b: nn.Module, spec: EvalSpec, storage: str | Path, *,
             avoid: Iterable[tuple[int, int]] = ()) -> Buffer:
     """The evaluation buffer of ``spec`` for these parents: read from ``storage`` when it was collected before,
     else played (module docstring), written atomically and read back. Raises when the seeds overlap ``avoid``."""
     check_disjoint(spec.seeds, avoid)
-    path = Path(storage) / "eval" / f"{spec.key(model_digest(parent_a, parent_b))}.npz"
+    path = cache_path(storage, spec, model_digest(parent_a, parent_b))
     if not path.is_file():
         states, episode = play(parent_a, parent_b, spec)
         buf = io.BytesIO()

@@ -218,7 +218,8 @@ class HistoryStore:
         warnings: list[str] = []
         if not self.root.is_dir():
             return records, warnings
-        for path in sorted(p for p in self.root.glob("*/*") if p.is_file() and not p.name.startswith(".")):
+        for path in sorted(p for p in self.root.glob("*/*") if p.is_file() and not p.name.startswith(".")
+                           and not p.parent.name.startswith(".")):  # .eval: cached evaluation buffers
             m = _NAME.match(path.name)
             if not m:
                 warnings.append(f"skipped {path}: not a pytest-crossover record name (NNNN_<commit>[_dirty].json)")

@@ -77,7 +77,7 @@ def test_collect_plays_the_parents_alternately_then_reuses_the_cache(
     assert np.all(np.diff(first.episodes) >= 0)  # each episode's rows together, in seed order
     for seed, net in ((5_000_000, a), (5_000_001, b), (5_000_002, a)):
         assert np.array_equal(first.states[first.episodes == seed], _replay(net, seed, 7, 0.2))
-    files = list((tmp_path / "eval").iterdir())
+    files = list((tmp_path / ".eval").iterdir())
     assert [f.suffix for f in files] == [".npz"] and first.path == str(files[0])
 
     def no_env(*args: object, **kwargs: object) -> None:
