@@ -293,6 +293,97 @@ def grid_section(work: Path, data: Path, say: Any) -> None:
         say(f"| {name} | {'yes' if ok else '**no**'} | {val} |")
 
 
+def targets_section(work: Path, data: Path, base: dict[str, Path], reps: int, quick: bool, say: Any) -> None:
+    """The targets: every configuration of the targets table, interleaved over rounds, and the checks."""
+    say("## Targets (1000 x 8 states, 8-64-64-4 parents, holdout 0, no episodes; medians of "
+        f"{reps})\n")
+    say(HEADER)
+    configs = [(s, n) for s, n in (("minimal", 0), ("default-qat", 0), ("default-qat", 2), ("extended", 0),
+                                   ("extended", 2)) if not (quick and s == "extended")]
+    # Interleaved (one run of every configuration per round), so drifting background load on a shared
+    # machine hits the -n 0 and -n 2 runs of a pair alike.
+    runs: dict[str, list[Run]] = {f"{s} -n {n}": [] for s, n in configs}
+    for i in range(reps):
+        for s, n in configs:
+            runs[f"{s} -n {n}"].append(run_session(work, base, s, n, name=f"{s}{n}_{i}"))
+    results = {key: median_run(r) for key, r in runs.items()}
+    for key, r in results.items():
+        say(row(f"`{key}`" + (f" ({r.workers} workers)" if r.workers else " (serial)" * (" -n 0" not in key)),
+                r))
+    with_p, without = plugin_overhead(work, max(5, 2 * reps))
+    say(f"\nPlugin overhead on an unrelated trivial pytest run: {1000 * (with_p - without):.0f} ms "
+        f"(with plugin {with_p:.3f} s, `-p no:crossover` {without:.3f} s; medians of {max(5, 2 * reps)}).")
+    serial, parallel = xdist_cost(work, max(5, reps))
+    say(f"\nxdist's own cost: a pytest run of two tests that only import torch takes {serial:.2f} s under "
+        f"`-n 0` and {parallel:.2f} s under `-n 2` (medians of {max(5, reps)}).")
+    big = make_inputs(data, n_states=1_000_000)
+    before, after, secs, rows = eval_memory(work, big)
+    say(f"\nEvaluating a {rows:,}-state buffer (memory-mapped .npy; both parents' logits + one child's "
+        f"streamed evaluation, fresh process): +{after - before:.0f} MB peak RSS "
+        f"({before:.0f} -> {after:.0f} MB), {secs:.2f} s.")
+    checks = [
+        ("minimal -n 0 wall <= 2.5 s", results["minimal -n 0"].wall_s <= 2.5,
+         f"{results['minimal -n 0'].wall_s:.2f} s"),
+        ("default-qat -n 0 wall <= 4 s", results["default-qat -n 0"].wall_s <= 4.0,
+         f"{results['default-qat -n 0'].wall_s:.2f} s"),
+        ("default-qat -n 2 no slower than -n 0 (+10%)",
+         results["default-qat -n 2"].wall_s <= 1.1 * results["default-qat -n 0"].wall_s,
+         f"{results['default-qat -n 2'].wall_s:.2f} vs {results['default-qat -n 0'].wall_s:.2f} s"),
+        ("fine-tune <= 0.25 ms per child per step", all(1000 * r.phases.get("finetune", 0) / r.steps <= 0.25
+                                                        for r in results.values() if r.steps), "see ms/step"),
+        ("plugin overhead <= 50 ms", with_p - without <= 0.05, f"{1000 * (with_p - without):.0f} ms"),
+        ("first child <= 1.5 s (-n 0)", (results["minimal -n 0"].first_child_s or 99) <= 1.5,
+         f"{results['minimal -n 0'].first_child_s:.2f} s"),
+        ("peak RSS <= 400 MB per process (default-qat)", results["default-qat -n 0"].rss_mb <= 400
+         and results["default-qat -n 2"].rss_mb <= 400, f"{results['default-qat -n 0'].rss_mb:.0f} MB"),
+        ("1,000,000-state evaluation adds <= 200 MB", after - before <= 200, f"+{after - before:.0f} MB"),
+    ]
+    if "extended -n 2" in results:
+        checks.insert(3, ("extended -n 2 no slower than -n 0 (+10%)",
+                          results["extended -n 2"].wall_s <= 1.1 * results["extended -n 0"].wall_s,
+                          f"{results['extended -n 2'].wall_s:.2f} vs {results['extended -n 0'].wall_s:.2f} s"))
+    say("\n| target | holds in this run | measured |\n|---|---|---|")
+    for name, ok, val in checks:
+        say(f"| {name} | {'yes' if ok else '**no**'} | {val} |")
+
+
+def scaling_section(work: Path, data: Path, base: dict[str, Path], reps: int, quick: bool, say: Any) -> None:
+    """The scaling rows: children, states, hidden width and workers."""
+    sreps = 1 if quick else reps
+    say(f"\n## Scaling (medians of {sreps}; -n 0 unless stated)\n")
+    say(HEADER)
+    # random x 10 seeds x 5 alphas, layer, weighted x 5 alphas = 56 recipes x (short, lr_high); first 100.
+    grid100 = ("--crossover-modes=random,layer,weighted", "--crossover-alphas=0.1,0.3,0.5,0.7,0.9",
+               "--crossover-seeds=0,1,2,3,4,5,6,7,8,9", "--crossover-regimes=short,lr_high")
+    s10k, s3k = make_inputs(data, n_states=10_000), make_inputs(data, n_states=3_000)
+    # (label, inputs, space, workers, extra args, heavy: measured once even without --quick)
+    rows: list[tuple[str, dict[str, Path], str, int, tuple[str, ...], bool]] = [
+        ("children 9 (minimal)", base, "minimal", 0, (), False),
+        ("children 28 (extended)", base, "extended", 0, (), False),
+        ("children 100 (custom)", base, "custom", 0, (*grid100, "--crossover-max-runs=100"), False),
+        ("states 1k (minimal)", base, "minimal", 0, (), False),
+        ("states 10k (minimal)", s10k, "minimal", 0, (), False),
+        ("states 100k (minimal)", make_inputs(data, n_states=100_000), "minimal", 0, (), True),
+        ("hidden 64 (minimal)", base, "minimal", 0, (), False),
+        ("hidden 256 (minimal)", make_inputs(data, hidden=256), "minimal", 0, (), False),
+        ("hidden 1024 (minimal)", make_inputs(data, hidden=1024), "minimal", 0, (), True),
+        ("workers 0 (extended -n 0)", base, "extended", 0, (), False),
+        ("workers 1 (extended -n 1)", base, "extended", 1, (), False),
+        ("workers 2 (extended -n 2)", base, "extended", 2, (), False),
+        ("workers 0 (default-qat, 3k states, -n 0)", s3k, "default-qat", 0, (), False),
+        ("workers 2 (default-qat, 3k states, -n 2)", s3k, "default-qat", 2, (), False),
+        ("workers 0 (extended, 10k states, -n 0)", s10k, "extended", 0, (), True),
+        ("workers 2 (extended, 10k states, -n 2)", s10k, "extended", 2, (), True),
+    ]
+    if quick:
+        rows = [r for r in rows if not r[5]]
+    for label, files, space, n, extra, heavy in rows:
+        tag = "".join(c for c in label if c.isalnum())
+        r = repeat(1 if heavy else sreps, lambda i, f=files, s=space, n=n, e=extra, t=tag: run_session(
+            work, f, s, n, extra=e, name=f"{t}_{i}"))
+        say(row(label + (" (1 run)" if heavy and sreps > 1 else ""), r))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="targets only, 1 repeat of the scaling rows, no 100k/1024")
@@ -321,90 +412,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"- nproc: {m['nproc']}; CPU: {m['cpu']}; Python {m['python']}; torch {m['torch']}; {m['platform']}")
         say(f"- load average when the benchmark started: {m['load']} (the machine may be shared)\n")
         if args.only in ("targets", "all"):
-            say("## Targets (1000 x 8 states, 8-64-64-4 parents, holdout 0, no episodes; medians of "
-                f"{reps})\n")
-            say(HEADER)
-            configs = [(s, n) for s, n in (("minimal", 0), ("default-qat", 0), ("default-qat", 2), ("extended", 0),
-                                           ("extended", 2)) if not (args.quick and s == "extended")]
-            # Interleaved (one run of every configuration per round), so drifting background load on a shared
-            # machine hits the -n 0 and -n 2 runs of a pair alike.
-            runs: dict[str, list[Run]] = {f"{s} -n {n}": [] for s, n in configs}
-            for i in range(reps):
-                for s, n in configs:
-                    runs[f"{s} -n {n}"].append(run_session(work, base, s, n, name=f"{s}{n}_{i}"))
-            results = {key: median_run(r) for key, r in runs.items()}
-            for key, r in results.items():
-                say(row(f"`{key}`" + (f" ({r.workers} workers)" if r.workers else " (serial)" * (" -n 0" not in key)),
-                        r))
-            with_p, without = plugin_overhead(work, max(5, 2 * reps))
-            say(f"\nPlugin overhead on an unrelated trivial pytest run: {1000 * (with_p - without):.0f} ms "
-                f"(with plugin {with_p:.3f} s, `-p no:crossover` {without:.3f} s; medians of {max(5, 2 * reps)}).")
-            serial, parallel = xdist_cost(work, max(5, reps))
-            say(f"\nxdist's own cost: a pytest run of two tests that only import torch takes {serial:.2f} s under "
-                f"`-n 0` and {parallel:.2f} s under `-n 2` (medians of {max(5, reps)}).")
-            big = make_inputs(data, n_states=1_000_000)
-            before, after, secs, rows = eval_memory(work, big)
-            say(f"\nEvaluating a {rows:,}-state buffer (memory-mapped .npy; both parents' logits + one child's "
-                f"streamed evaluation, fresh process): +{after - before:.0f} MB peak RSS "
-                f"({before:.0f} -> {after:.0f} MB), {secs:.2f} s.")
-            checks = [
-                ("minimal -n 0 wall <= 2.5 s", results["minimal -n 0"].wall_s <= 2.5,
-                 f"{results['minimal -n 0'].wall_s:.2f} s"),
-                ("default-qat -n 0 wall <= 4 s", results["default-qat -n 0"].wall_s <= 4.0,
-                 f"{results['default-qat -n 0'].wall_s:.2f} s"),
-                ("default-qat -n 2 no slower than -n 0 (+10%)",
-                 results["default-qat -n 2"].wall_s <= 1.1 * results["default-qat -n 0"].wall_s,
-                 f"{results['default-qat -n 2'].wall_s:.2f} vs {results['default-qat -n 0'].wall_s:.2f} s"),
-                ("fine-tune <= 0.25 ms per child per step", all(1000 * r.phases.get("finetune", 0) / r.steps <= 0.25
-                                                                for r in results.values() if r.steps), "see ms/step"),
-                ("plugin overhead <= 50 ms", with_p - without <= 0.05, f"{1000 * (with_p - without):.0f} ms"),
-                ("first child <= 1.5 s (-n 0)", (results["minimal -n 0"].first_child_s or 99) <= 1.5,
-                 f"{results['minimal -n 0'].first_child_s:.2f} s"),
-                ("peak RSS <= 400 MB per process (default-qat)", results["default-qat -n 0"].rss_mb <= 400
-                 and results["default-qat -n 2"].rss_mb <= 400, f"{results['default-qat -n 0'].rss_mb:.0f} MB"),
-                ("1,000,000-state evaluation adds <= 200 MB", after - before <= 200, f"+{after - before:.0f} MB"),
-            ]
-            if "extended -n 2" in results:
-                checks.insert(3, ("extended -n 2 no slower than -n 0 (+10%)",
-                                  results["extended -n 2"].wall_s <= 1.1 * results["extended -n 0"].wall_s,
-                                  f"{results['extended -n 2'].wall_s:.2f} vs {results['extended -n 0'].wall_s:.2f} s"))
-            say("\n| target | holds in this run | measured |\n|---|---|---|")
-            for name, ok, val in checks:
-                say(f"| {name} | {'yes' if ok else '**no**'} | {val} |")
+            targets_section(work, data, base, reps, args.quick, say)
         if args.only in ("scaling", "all"):
-            sreps = 1 if args.quick else reps
-            say(f"\n## Scaling (medians of {sreps}; -n 0 unless stated)\n")
-            say(HEADER)
-            # random x 10 seeds x 5 alphas, layer, weighted x 5 alphas = 56 recipes x (short, lr_high); first 100.
-            grid100 = ("--crossover-modes=random,layer,weighted", "--crossover-alphas=0.1,0.3,0.5,0.7,0.9",
-                       "--crossover-seeds=0,1,2,3,4,5,6,7,8,9", "--crossover-regimes=short,lr_high")
-            s10k, s3k = make_inputs(data, n_states=10_000), make_inputs(data, n_states=3_000)
-            # (label, inputs, space, workers, extra args, heavy: measured once even without --quick)
-            rows: list[tuple[str, dict[str, Path], str, int, tuple[str, ...], bool]] = [
-                ("children 9 (minimal)", base, "minimal", 0, (), False),
-                ("children 28 (extended)", base, "extended", 0, (), False),
-                ("children 100 (custom)", base, "custom", 0, (*grid100, "--crossover-max-runs=100"), False),
-                ("states 1k (minimal)", base, "minimal", 0, (), False),
-                ("states 10k (minimal)", s10k, "minimal", 0, (), False),
-                ("states 100k (minimal)", make_inputs(data, n_states=100_000), "minimal", 0, (), True),
-                ("hidden 64 (minimal)", base, "minimal", 0, (), False),
-                ("hidden 256 (minimal)", make_inputs(data, hidden=256), "minimal", 0, (), False),
-                ("hidden 1024 (minimal)", make_inputs(data, hidden=1024), "minimal", 0, (), True),
-                ("workers 0 (extended -n 0)", base, "extended", 0, (), False),
-                ("workers 1 (extended -n 1)", base, "extended", 1, (), False),
-                ("workers 2 (extended -n 2)", base, "extended", 2, (), False),
-                ("workers 0 (default-qat, 3k states, -n 0)", s3k, "default-qat", 0, (), False),
-                ("workers 2 (default-qat, 3k states, -n 2)", s3k, "default-qat", 2, (), False),
-                ("workers 0 (extended, 10k states, -n 0)", s10k, "extended", 0, (), True),
-                ("workers 2 (extended, 10k states, -n 2)", s10k, "extended", 2, (), True),
-            ]
-            if args.quick:
-                rows = [r for r in rows if not r[5]]
-            for label, files, space, n, extra, heavy in rows:
-                tag = "".join(c for c in label if c.isalnum())
-                r = repeat(1 if heavy else sreps, lambda i, f=files, s=space, n=n, e=extra, t=tag: run_session(
-                    work, f, s, n, extra=e, name=f"{t}_{i}"))
-                say(row(label + (" (1 run)" if heavy and sreps > 1 else ""), r))
+            scaling_section(work, data, base, reps, args.quick, say)
         if args.only in ("readme", "all"):
             import readme_command
 
