@@ -102,12 +102,6 @@ def write_json(path: Path | str, obj: Any, *, durable: bool = True, compact: boo
     return write_text(path, text + "\n", durable=durable)
 
 
-def torch_save(path: Path | str, obj: Any, *, durable: bool = True) -> Path:
-    import torch  # local: keeps this module importable without torch for the plugin's light paths
-
-    return _write(Path(path), lambda fh: torch.save(obj, fh), durable)
-
-
 def publish_dir(staged: Path, final: Path) -> None:
     """Move a fully written folder into place; an older folder of that name is set aside, then removed."""
     old = None

@@ -206,10 +206,6 @@ def row_verdicts(row: Mapping[str, Any], checks: Sequence[FailCheck]) -> list[tu
     return out
 
 
-def _f(v: float | None, spec: str) -> str:
-    return "—" if v is None else format(v, spec)
-
-
 FLAGS = {"regressed": "regressed", "noise": "within noise"}
 
 

@@ -148,12 +148,6 @@ def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     return [f"{k} {short(a.get(k))} -> {short(b.get(k))}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def space_key(record: Mapping[str, Any]) -> dict[str, Any]:
-    """What makes two searches the same space: its name and custom lists (``max_runs`` only adds/removes)."""
-    o = record.get("options") or {}
-    return {"space": record.get("space"), **{k: o.get(k) for k in ("modes", "alphas", "seeds", "regimes")}}
-
-
 def build_record(manifest: Mapping[str, Any], *, git: Mapping[str, Any] | None = None,
                  machine: Mapping[str, Any] | None = None, vers: Mapping[str, Any] | None = None,
                  timestamp: str | None = None) -> dict[str, Any]:
