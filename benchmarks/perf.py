@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/perf.py [--quick] [--repeats N] [--out docs/performance.md] [--only targets|scaling]
 
-Everything runs on synthetic, seeded inputs created in a temporary directory: two parents of the established
+Everything runs on synthetic, seeded inputs created in a temporary directory: two parents of the Q-network
 QNetwork layout (``network.0/1/4/5/8``, 8 inputs, 4 actions, hidden 64 unless a scaling row says otherwise) and a
 float32 states buffer. Each configuration runs ``python -m pytest <tmp>/test_search.py -p no:cacheprovider
 --crossover-... -n N`` as a subprocess, ``--repeats`` times, and reports medians:
@@ -47,7 +47,7 @@ TITLE = """# Performance
 
 Produced by `python benchmarks/perf.py --out docs/performance.md` (see the script's docstring for what each column
 measures; `--quick` skips the heavy rows). Every run is a real `python -m pytest` session in a subprocess on
-synthetic seeded 8-input, 4-action parents of the established layout; `-n 0` unless stated. Phase columns are sums
+synthetic seeded 8-input, 4-action parents of AgentFarm's layout; `-n 0` unless stated. Phase columns are sums
 over all children (under `-n 2`, over both workers, so they can exceed the wall time); `ms/step` is fine-tune time
 per child per Adam step; `first child` is the time from spawning pytest to the first child's crossover.
 """
@@ -57,7 +57,7 @@ NOTES = (Path(__file__).resolve().parent / "performance_notes.md").read_text()
 
 def make_inputs(d: Path, *, hidden: int = 64, n_states: int = 1000, inputs: int = 8,
                 outputs: int = 4) -> dict[str, Path]:
-    """Seeded parents of the established layout and a states buffer in ``d`` (local generators only)."""
+    """Seeded parents of AgentFarm's layout and a states buffer in ``d`` (local generators only)."""
     import numpy as np
     import torch
 

@@ -37,7 +37,7 @@ def weights(hidden: int, inputs: int = 8, outputs: int = 4) -> int:
 
 
 def params(hidden: int, inputs: int = 8, outputs: int = 4) -> int:
-    """Weights, biases and the two layer norms' scales and shifts of the established QNetwork layout."""
+    """Weights, biases and the two layer norms' scales and shifts of AgentFarm's QNetwork layout."""
     return weights(hidden, inputs, outputs) + 2 * hidden + outputs + 4 * hidden
 
 

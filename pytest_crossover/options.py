@@ -116,7 +116,7 @@ class CrossoverOptions:
         out["grids"] = {k: list(v) for k, v in self.grids.items()}
         if self.axes:  # only when given: earlier records have no such key, and their fingerprints must not change
             out["axes"] = {k: list(v) for k, v in self.axes.items()}
-        # The established option names, as earlier records hold them.
+        # AgentFarm's option names, as earlier records hold them.
         out.update({"alphas": self.grids.get("alpha"), "seeds": self.grids.get("seed")})
         return out
 

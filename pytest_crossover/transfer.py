@@ -1,4 +1,4 @@
-"""The session's input files on every xdist worker, local or remote, with no shared filesystem (issue 16).
+"""The session's input files on every xdist worker, local or remote, with no shared filesystem.
 
 On the controller, once per worker, in ``pytest_configure_node`` (before xdist starts pytest on the worker), one
 exchange on a channel of the worker's own execnet gateway runs :mod:`pytest_crossover.host_side` there:

@@ -19,10 +19,10 @@ from harness.evaluate.metrics import METRICS, RANKABLE, dig
 from harness.search import axes
 from harness.search.axes import AXES
 
-# The established CSV's columns, in its order (its metric columns come from harness.evaluate.metrics), then ours.
+# AgentFarm's CSV columns, in its order (its metric columns come from harness.evaluate.metrics), then ours.
 _HEAD = ("rank", "child_id", "crossover_mode", "crossover_alpha", "crossover_seed", "finetune_regime",
          "finetune_epochs", "finetune_lr", "finetune_quantization_applied")
-_ESTABLISHED_TAIL = ("degenerate", "child_pt_path", "eval_report_path", "run_config_path", "is_parent_baseline")
+_COMPATIBLE_TAIL = ("degenerate", "child_pt_path", "eval_report_path", "run_config_path", "is_parent_baseline")
 
 
 def _param_columns() -> tuple[str, ...]:
@@ -39,13 +39,13 @@ STATS = ("tied_with_best", "p_best", "primary_vs_parents_lo", "primary_vs_parent
 def columns() -> tuple[str, ...]:
     metrics = METRICS.values()
     intervals = [f"{m.column}_{end}" for m in metrics if m.interval for end in ("lo", "hi")]
-    return (*_HEAD, *(m.column for m in metrics if m.established), *_ESTABLISHED_TAIL, "status", "ranked_model",
-            *axis_columns(), *(m.column for m in metrics if not m.established), *intervals, *STATS,
+    return (*_HEAD, *(m.column for m in metrics if m.compatible), *_COMPATIBLE_TAIL, "status", "ranked_model",
+            *axis_columns(), *(m.column for m in metrics if not m.compatible), *intervals, *STATS,
             *_param_columns(), "pareto")
 
 
 def axis_columns() -> tuple[str, ...]:
-    """A column per declared search axis beyond the established ones (the regime's is ``finetune_regime``)."""
+    """A column per declared search axis beyond AgentFarm's ones (the regime's is ``finetune_regime``)."""
     return tuple(c for c in axes.columns() if c not in _HEAD)
 
 
@@ -73,7 +73,7 @@ def child_row(rec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parent_rows(parents: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The two baseline rows (as the established tool's): primary = A-vs-B agreement."""
+    """The two baseline rows (as AgentFarm's): primary = A-vs-B agreement."""
     ab = parents.get("agree_ab")
     vs = parents.get("vs") or {}
     rows = []
@@ -97,7 +97,7 @@ def parent_rows(parents: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _sort_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
     # Ties on the primary metric go to the child closer to both parents on average, then to the better
-    # return, then to the cheaper fine-tune; run order is the last resort (the established tool had only that).
+    # return, then to the cheaper fine-tune; run order is the last resort (AgentFarm had only that).
     rankable = row["status"] in RANKABLE and row["primary_metric"] is not None
     mean_agree = ((row["child_vs_parent_a_agreement"] or 0) + (row["child_vs_parent_b_agreement"] or 0)) / 2
     ret = row["return_mean"] if row["return_mean"] is not None else float("-inf")
@@ -302,7 +302,7 @@ def outputs(manifest: Mapping[str, Any]) -> dict[str, Any]:
     rec = recommend(rows, manifest)
     return {
         "manifest.json": manifest,
-        # A plain list of rows, as the established tool writes it; completeness lives in manifest.json.
+        # A plain list of rows, as AgentFarm writes it; completeness lives in manifest.json.
         "leaderboard.json": rows,
         "leaderboard.csv": to_csv(rows),
         "leaderboard.md": markdown(rows, manifest, chosen_id(rec)),

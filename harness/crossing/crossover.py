@@ -1,6 +1,6 @@
 """Crossover of two parent state dicts by a registered operator (:mod:`harness.crossing.operators`).
 
-The established modes (``random``, ``layer``, ``weighted``) match the established tool (Dooders/AgentFarm
+The modes ``random``, ``layer`` and ``weighted`` match AgentFarm's crossover (Dooders/AgentFarm
 ``crossover_quantized_state_dict``) bit for bit on its Q-network layout, and fix its weaknesses: children never
 alias a parent's storage, integer buffers are copied rather than cast and blended, layer blocks are found from the
 module structure (so ``network.10`` comes after ``network.2``), and every key/shape problem is reported in one error.
@@ -35,13 +35,13 @@ def crossover(
 
     - ``random``: one ``u = (rng or numpy.random.default_rng(seed)).random(n)`` draw over the
       lexicographically sorted keys (non-tensor keys included); key i comes from A when ``u[i] < alpha``.
-      ``seed=None`` without ``rng`` draws OS entropy (not reproducible), as the established tool does.
+      ``seed=None`` without ``rng`` draws OS entropy (not reproducible), as AgentFarm does.
     - ``layer``: blocks from :func:`layer_blocks` alternate A, B, A, ...; alpha and seed are unused.
     - ``weighted``: ``alpha * a + (1 - alpha) * b`` per float tensor, in float32.
     - any other registered operator, with its declared ``params``.
 
     ``alpha`` and ``seed`` go to operators that declare them; an operator that does not ignores them (as the
-    established tool's layer mode does), but they must still be a number and an integer or None. Returns a new dict
+    AgentFarm's layer mode does), but they must still be a number and an integer or None. Returns a new dict
     in A's key order whose tensors never share storage with a parent. Raises :class:`CrossoverError` before any
     work for an unknown mode, a parameter out of its declared range, or parents whose keys, shapes or kinds differ.
     """

@@ -2,7 +2,7 @@
 which way is better, and whether history compares it (and so whether ``--crossover-compare-fail`` takes it).
 
 A child record holds the raw evaluation (``after_finetune`` / ``int8`` / ``return`` / ``latency_ms``); the
-leaderboard row holds every metric under its ``column`` (the established CSV names come first); a history record
+leaderboard row holds every metric under its ``column`` (AgentFarm's CSV names come first); a history record
 holds them under their ``name``. All three are derived from :data:`METRICS`, so the names live in one place.
 """
 
@@ -47,7 +47,7 @@ class Metric:
     compared: bool = False
     shown: bool = False
     description: str = ""
-    established: bool = False  # a column of the established tool's CSV (which come first, in its order)
+    compatible: bool = False  # a column of AgentFarm's CSV (which come first, in its order)
     interval: bool = False  # carries a 95 % bootstrap interval: row columns <column>_lo and <column>_hi
     spread: str | None = None  # a column shown as ``±`` instead of half the interval (return: its standard error)
     spread_fmt: str = ".3f"
@@ -84,24 +84,24 @@ def _ranked(*path: str) -> Callable[[Mapping[str, Any]], Any]:
 
 for _m in (
     Metric("primary", "primary_metric", "primary", ".4f", lambda r: r.get("primary"), True, compared=True, shown=True,
-           established=True, interval=True, low=0.0, high=1.0,
+           compatible=True, interval=True, low=0.0, high=1.0,
            description="min(agree_a, agree_b) on the held-out states: a good child agrees with both parents"),
     Metric("agree_a", "child_vs_parent_a_agreement", "agree_a", ".4f", _ranked("vs_parent_a", "top1"), True,
-           shown=True, established=True, interval=True,
+           shown=True, compatible=True, interval=True,
            description="share of held-out states where the child's action is parent A's"),
     Metric("agree_b", "child_vs_parent_b_agreement", "agree_b", ".4f", _ranked("vs_parent_b", "top1"), True,
-           shown=True, established=True, interval=True,
+           shown=True, compatible=True, interval=True,
            description="share of held-out states where the child's action is parent B's"),
-    Metric("oracle", "oracle_agreement", "oracle", ".4f", _ranked("oracle"), True, established=True,
+    Metric("oracle", "oracle_agreement", "oracle", ".4f", _ranked("oracle"), True, compatible=True,
            description="share of held-out states where the child's action is A's or B's"),
-    Metric("kl_a", "kl_divergence_a", "kl_a", ".4f", _ranked("vs_parent_a", "kl"), False, established=True,
+    Metric("kl_a", "kl_divergence_a", "kl_a", ".4f", _ranked("vs_parent_a", "kl"), False, compatible=True,
            description="KL(A ‖ child) of the softmax of the raw Q-values"),
-    Metric("kl_b", "kl_divergence_b", "kl_b", ".4f", _ranked("vs_parent_b", "kl"), False, established=True,
+    Metric("kl_b", "kl_divergence_b", "kl_b", ".4f", _ranked("vs_parent_b", "kl"), False, compatible=True,
            description="KL(B ‖ child) of the softmax of the raw Q-values"),
-    Metric("mse_a", "mse_a", "mse_a", ".4f", _ranked("vs_parent_a", "mse"), False, established=True),
-    Metric("mse_b", "mse_b", "mse_b", ".4f", _ranked("vs_parent_b", "mse"), False, established=True),
-    Metric("cosine_a", "cosine_a", "cosine_a", ".4f", _ranked("vs_parent_a", "cosine"), True, established=True),
-    Metric("cosine_b", "cosine_b", "cosine_b", ".4f", _ranked("vs_parent_b", "cosine"), True, established=True),
+    Metric("mse_a", "mse_a", "mse_a", ".4f", _ranked("vs_parent_a", "mse"), False, compatible=True),
+    Metric("mse_b", "mse_b", "mse_b", ".4f", _ranked("vs_parent_b", "mse"), False, compatible=True),
+    Metric("cosine_a", "cosine_a", "cosine_a", ".4f", _ranked("vs_parent_a", "cosine"), True, compatible=True),
+    Metric("cosine_b", "cosine_b", "cosine_b", ".4f", _ranked("vs_parent_b", "cosine"), True, compatible=True),
     Metric("bound_ratio", "bound_ratio", "primary/bound", ".4f", _ranked("bound_ratio"), True, shown=True,
            description="primary / ((1 + agree_ab) / 2), where (1 + agree_ab) / 2 is the best primary any policy "
                        "can reach when the parents agree on agree_ab of the states"),

@@ -1,4 +1,4 @@
-"""Batch-1 forward latency as the established harness measures it (3 warm-ups, 20 timed passes, median ms)."""
+"""Batch-1 forward latency as AgentFarm measures it (3 warm-ups, 20 timed passes, median ms)."""
 
 from __future__ import annotations
 

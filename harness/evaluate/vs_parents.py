@@ -1,4 +1,4 @@
-"""Child-vs-parent metrics with the established tool's exact definitions, streamed in chunks.
+"""Child-vs-parent metrics with AgentFarm's exact definitions, streamed in chunks.
 
 Every metric is accumulated as a sum over rows (counts as ints, continuous terms in float64) and divided once at
 the end, so chunked evaluation equals single-batch evaluation and memory does not grow with the buffer beyond

@@ -57,7 +57,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 def load_parent(path: str | os.PathLike[str], *, allow_unsafe_unpickle: bool = False) -> dict[str, torch.Tensor]:
     """Load a parent checkpoint as a plain ``{name: tensor}`` dict on the CPU.
 
-    Accepts a ``.pt``/``.pth`` state dict (``torch.save(model.state_dict())``, or the established tool's plain
+    Accepts a ``.pt``/``.pth`` state dict (``torch.save(model.state_dict())``, or AgentFarm's plain
     dict of tensors), optionally nested under ``"state_dict"`` or ``"model_state_dict"``, and ``.safetensors``
     when the ``safetensors`` package is installed. A plain ``nn.Sequential`` of Linear, ReLU (and optionally
     LayerNorm and Dropout) layers, under any key prefix, comes back under the keys of the built-in family that

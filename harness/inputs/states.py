@@ -227,7 +227,7 @@ class Split:
     """Which rows fine-tune and which evaluate.
 
     ``method``: ``episodes`` (whole episodes held out), ``rows`` (single rows held out: no episode ids),
-    ``all`` (holdout 0: every row fine-tunes and evaluates, the established behaviour) or ``eval-file`` (a
+    ``all`` (holdout 0: every row fine-tunes and evaluates, AgentFarm's behaviour) or ``eval-file`` (a
     separate evaluation buffer; every row of the states buffer fine-tunes). ``eval_idx`` indexes the evaluation
     buffer; ``eval_groups`` gives each evaluation row its resampling unit for the bootstrap (its episode, or the
     row itself).

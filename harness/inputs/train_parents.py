@@ -3,7 +3,7 @@
     python -m harness.inputs.train_parents                  # full run -> harness/data/ (two processes, ~10-20 min)
     python -m harness.inputs.train_parents --quick --out D  # smoke run of the pipeline, a few thousand steps
 
-Two compact Double DQN agents on the established QNetwork(8, 4, 64) layout are trained in two
+Two compact Double DQN agents on AgentFarm's QNetwork(8, 4, 64) layout are trained in two
 processes (one thread each) with different seeds; each keeps its best-evaluated checkpoint,
 because greedy return swings widely between evaluations. Then each parent is scored on 100
 unseen seeded episodes, 10,000 states are gathered from both parents' epsilon-greedy rollouts (every 10th

@@ -28,7 +28,7 @@ class Architecture:
 
     @property
     def hidden_size(self) -> int:
-        """The first hidden width (the established layout has one width)."""
+        """The first hidden width (AgentFarm's layout has one width)."""
         return self.hidden[0]
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -68,7 +68,7 @@ def is_tensor(value: Any) -> bool:
 
 
 def is_floatlike(value: Any) -> bool:
-    # Quantized tensors count as float: they are dequantized, which is what the established tool does too.
+    # Quantized tensors count as float: they are dequantized, which is what AgentFarm does too.
     return bool(getattr(value, "is_quantized", False) or value.is_floating_point())
 
 

@@ -46,7 +46,7 @@ class _SequentialNet(nn.Module):
 class QNetwork(_SequentialNet):
     """Linear → LayerNorm → ReLU → Dropout per hidden layer, then Linear (keys ``network.0/1/4/5/8`` for two).
 
-    Same module tree and state-dict keys as the established tool's ``BaseQNetwork`` (two hidden layers of
+    Same module tree and state-dict keys as AgentFarm's ``BaseQNetwork`` (two hidden layers of
     ``hidden_size``) so its checkpoints load unchanged; ``hidden`` gives other depths and widths. Dropout
     follows the caller's ``train()``/``eval()``.
     """

@@ -4,7 +4,7 @@ Training: per-tensor symmetric int8 on Linear weights (bias and activations stay
 (clamped at 1e-8), ``q = clamp(round(W/s), -128, 127)``, zero point 0 (the scale torch's default weight observer
 picks). The deployed model (:func:`convert_int8`) keeps exactly these ``q`` and ``s``, so its dequantized weights
 equal the fake-quant weights bit for bit, and accumulates exactly, so a state's action never depends on which other
-states share its batch. (The established tool trains with ``/127`` and converts through torch's
+states share its batch. (The AgentFarm trains with ``/127`` and converts through torch's
 exact-type mapping, which skips its fake-quant subclass: its "int8" model stays float.)
 """
 
@@ -54,7 +54,7 @@ class FakeQuantLinear(nn.Linear):
     """An ``nn.Linear`` whose forward uses the int8 fake-quant weight in train AND eval mode.
 
     Staying quantized in eval is deliberate: validation and best-epoch selection must see the weights that will be
-    deployed (the established tool's fake quant is off in eval). State-dict keys are unchanged.
+    deployed (AgentFarm's fake quant is off in eval). State-dict keys are unchanged.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

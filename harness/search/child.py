@@ -226,7 +226,7 @@ def run_child(spec: ChildSpec, ctx: Context, *, trained: Trained | None = None) 
     returns = _returns(ctx, ft, int8_model)
     if returns is not None:
         _timed(timings, "rollout", t)
-    # A QAT child ships as int8, so its int8 metrics rank it (the established tool ranked the float model).
+    # A QAT child ships as int8, so its int8 metrics rank it (AgentFarm ranked the float model).
     ranked = int8 if int8 is not None else after
     primary = ranked["primary"] if not ft.diverged else None
     float_returns, int8_returns = returns or (None, None)
@@ -267,7 +267,7 @@ def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def run_config(spec: ChildSpec, ctx: Context) -> dict[str, Any]:
-    """The established reproducibility fields plus what makes the child reproducible here (teacher, holdout,
+    """AgentFarm's reproducibility fields plus what makes the child reproducible here (teacher, holdout,
     hashes, versions)."""
     from harness.core.version import __version__
 

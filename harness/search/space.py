@@ -55,7 +55,7 @@ class Recipe:
         return dict(self.params)
 
     def slot(self, name: str) -> Any:
-        """A child-id slot's value (alpha, seed): the parameter's, or the established placeholder."""
+        """A child-id slot's value (alpha, seed): the parameter's, or AgentFarm's placeholder."""
         return self.kwargs.get(name, next(p.default for p in ID_SLOTS if p.name == name))
 
     @property
@@ -70,7 +70,7 @@ class Recipe:
         return "_".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        """The established ``crossover`` record, ``{mode, alpha, seed}``, plus any other declared parameter (a
+        """AgentFarm's ``crossover`` record, ``{mode, alpha, seed}``, plus any other declared parameter (a
         control: its mode and parameters)."""
         if self.op.control:
             return {"mode": self.operator, **dict(self.params)}
@@ -147,12 +147,12 @@ class ChildSpec:
 
     @property
     def child_id(self) -> str:
-        """The established id, e.g. ``000_random_a0p50_s0_short`` (unused alpha shown, None seed as ``sNone``),
+        """AgentFarm's id, e.g. ``000_random_a0p50_s0_short`` (unused alpha shown, None seed as ``sNone``),
         then each other axis's fragment (``…_short_aam``, ``…_tboth``)."""
         return f"{self.index:03d}_{self.recipe.id}{self.levels.fragments()}"
 
     def crossover_record(self) -> dict[str, Any]:
-        """The record's ``crossover`` entry: the recipe, and its alignment when it aligns (the established shape
+        """The record's ``crossover`` entry: the recipe, and its alignment when it aligns (AgentFarm's shape
         otherwise)."""
         out = self.recipe.to_dict()
         if self.align != "none":
@@ -183,14 +183,14 @@ class Space:
 
 SPACES: Registry[Space] = Registry("search space")
 CUSTOM = "custom"
-# The custom space's defaults, as the established CLI's (each operator's parameters take their declared grid).
+# The custom space's defaults, as AgentFarm's CLI's (each operator's parameters take their declared grid).
 CUSTOM_MODES = ("random", "layer", "weighted")
 CUSTOM_REGIMES = ("short", "long")
 
 _DEFAULT = (*(Recipe.of("random", alpha=0.5, seed=s) for s in (0, 1, 2)), Recipe.of("layer"),
             *(Recipe.of("weighted", alpha=a) for a in (0.3, 0.5, 0.7)))
 _MINIMAL = (Recipe.of("random", alpha=0.5, seed=0), Recipe.of("layer"), Recipe.of("weighted", alpha=0.5))
-# In the exact order of the established presets (the QAT column sits in the middle of minimal-qat).
+# In the exact order of AgentFarm's presets (the QAT column sits in the middle of minimal-qat).
 for _space in (
     Space("smoke", _MINIMAL, {"regime": ("short",)}, "one recipe per mode x short"),
     Space("minimal", _MINIMAL, {"regime": ("short", "medium", "long")}, "one recipe per mode x short, medium, long"),
@@ -207,7 +207,7 @@ for _space in (
           "the seven default recipes and slerp 0.5, x align none/activations x regimes short, xlong x teachers both, "
           "balanced"),
     # What decides whether and how to recombine: the recipes that reached the top of frontier (activation alignment;
-    # weighted, slerp and layer), at two budgets, with the established teacher and the teacher of both parents,
+    # weighted, slerp and layer), at two budgets, with AgentFarm's teacher and the teacher of both parents,
     # three replicates each, against the controls, scored on 300 fresh episodes from the environment.
     Space("decisive", (Recipe.of("weighted", alpha=0.5), Recipe.of("slerp", alpha=0.5), Recipe.of("layer")),
           {"align": ("activations",), "regime": ("short", "xlong"), "teacher": ("a", "both"), "replicate": (0, 1, 2)},
@@ -222,7 +222,7 @@ def space_names() -> tuple[str, ...]:
 
 
 def custom_recipes(modes: Sequence[str], grids: Mapping[str, Sequence[Any]] | None = None) -> list[Recipe]:
-    """Recipes in the established CLI's order: modes as given; per mode, the product of its parameters' values
+    """Recipes in AgentFarm's CLI's order: modes as given; per mode, the product of its parameters' values
     (from ``grids`` by parameter name, else the parameter's declared grid), outermost parameter first
     (random: seed-major x alpha; weighted: x alpha; layer: one recipe)."""
     grids = grids or {}

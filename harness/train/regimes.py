@@ -1,6 +1,6 @@
 """Fine-tune regimes: named hyper-parameter sets, registered like operators (:data:`REGIMES`).
 
-The built-ins are the established presets (short, medium, long, lr_high, short_qat). A user adds one with
+The built-ins are AgentFarm's presets (short, medium, long, lr_high, short_qat). A user adds one with
 :func:`register_regime` or through the entry-point group ``pytest_crossover.regimes``; the plugin's
 ``--crossover-define-regime NAME:epochs=..,lr=..`` builds one from :data:`REGIME_FIELDS`.
 """

@@ -1,7 +1,7 @@
 """Distillation teachers: which parents' soft targets a child is fine-tuned toward, registered like operators.
 
 A teacher is a share ``weight_a`` of parent A's soft targets in the mix ``w * p_A + (1 - w) * p_B``. The
-established tool always distils from A (``a``), which pulls every child toward A while the primary metric
+AgentFarm always distils from A (``a``), which pulls every child toward A while the primary metric
 ``min(agree_a, agree_b)`` also needs B; ``both`` weighs the parents equally; ``balanced`` adapts the weight per
 child, epoch by epoch, toward the parent it agrees with less.
 """
@@ -64,7 +64,7 @@ def register_teacher(teacher: Teacher, *, replace: bool = False) -> Teacher:
 
 
 for _teacher in (
-    Teacher("a", 1.0, "parent A's soft targets (the established teacher)"),
+    Teacher("a", 1.0, "parent A's soft targets (AgentFarm's teacher)"),
     Teacher("b", 0.0, "parent B's soft targets"),
     Teacher("both", 0.5, "the mean of both parents' soft targets"),
     Teacher("balanced", 0.5, "a per-child mix of the parents' soft targets that moves toward the parent the child "

@@ -26,7 +26,7 @@ class Param:
 
     ``kind`` is ``float``, ``int`` or ``str``; ``low``/``high`` bound numbers (inclusive); ``optional`` allows
     ``None`` (a seed of None draws OS entropy). ``key`` prefixes the value in a child id; ``fmt`` formats it
-    (``.2f`` for alpha, as the established ids). ``grid`` is the custom space's default values and ``knob`` the
+    (``.2f`` for alpha, as AgentFarm's ids). ``grid`` is the custom space's default values and ``knob`` the
     plural name of the custom-space option that sets them (``alphas`` -> ``--crossover-alphas``).
     """
 
@@ -123,7 +123,7 @@ def register_operator(name: str, *, description: str, params: Sequence[Param] = 
     return wrap
 
 
-# The two parameters of the established modes. Every child id shows an alpha and a seed slot, as the established
+# The two parameters of AgentFarm's modes. Every child id shows an alpha and a seed slot, as AgentFarm's
 # ids do (``006_layer_a0p50_sNone_short``); an operator that takes neither shows these defaults.
 ALPHA = Param("alpha", float, 0.5, low=0.0, high=1.0, key="a", fmt=".2f", grid=(0.3, 0.5, 0.7), knob="alphas",
               help="weight or probability of parent A")
@@ -145,7 +145,7 @@ def child_value(value: Any) -> Any:
     if value.is_floating_point():
         return value.to(device="cpu", dtype=torch.float32, copy=True)
     # Integer/bool buffers (e.g. BatchNorm's num_batches_tracked) keep their dtype: casting them to float and
-    # blending them (as the established tool does) turns counters into meaningless fractions.
+    # blending them (as AgentFarm does) turns counters into meaningless fractions.
     return value.to(device="cpu", copy=True)
 
 

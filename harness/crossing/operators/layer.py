@@ -47,7 +47,7 @@ def layer_blocks(keys: Mapping[str, Any] | Iterable[str]) -> list[list[str]]:
     ``weight`` is 2-D or more (Linear, Conv, Embedding); other modules (LayerNorm/BatchNorm with a 1-D weight,
     bias-only or buffer-only modules) join the block before them. Given bare keys, a Sequential index that
     directly follows the previous one (``network.1`` after ``network.0``) is taken for such a norm layer.
-    For the established Q-network this gives ``[network.0.*, network.1.*], [network.4.*, network.5.*],
+    For AgentFarm's Q-network this gives ``[network.0.*, network.1.*], [network.4.*, network.5.*],
     [network.8.*]``. Keys inside a block are sorted.
     """
     shaped = keys if isinstance(keys, Mapping) else None

@@ -1,4 +1,4 @@
-"""``random``: a per-tensor coin flip between the parents, bit-identical to the established tool's."""
+"""``random``: a per-tensor coin flip between the parents, bit-identical to AgentFarm's."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def random(sd_a: Mapping[str, Any], sd_b: Mapping[str, Any], *, alpha: float, se
                              "pass rng=numpy.random.default_rng(seed) or use seed=")
     gen = rng if rng is not None else np.random.default_rng(seed)
     keys = sorted(sd_a)
-    # One draw over all sorted keys, non-tensors included, so the coin of every key matches the established tool.
+    # One draw over all sorted keys, non-tensors included, so the coin of every key matches AgentFarm.
     u = gen.random(len(keys))
     from_a = {key: bool(u[i] < alpha) for i, key in enumerate(keys)}
     import torch

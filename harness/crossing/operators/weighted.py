@@ -1,4 +1,4 @@
-"""``weighted``: linear interpolation ``alpha * A + (1 - alpha) * B``, bit-identical to the established tool's."""
+"""``weighted``: linear interpolation ``alpha * A + (1 - alpha) * B``, bit-identical to AgentFarm's."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def weighted(sd_a: Mapping[str, Any], sd_b: Mapping[str, Any], *, alpha: float) 
     child = {}
     for key, a in sd_a.items():
         if isinstance(a, torch.Tensor) and is_floatlike(a):
-            # Exactly the established expression (python-float alpha on float32 tensors), so results are
+            # Exactly AgentFarm's expression (python-float alpha on float32 tensors), so results are
             # bit-identical; it allocates a new tensor, so the child never aliases a parent.
             child[key] = alpha * float32(a) + (1 - alpha) * float32(sd_b[key])
         else:
