@@ -31,12 +31,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from sessions import ROOT, spawn
+
 CLIENT = ('"""Search client (what another repository writes)."""\n\n\ndef test_child(crossover_child):\n'
           '    crossover_child.run()\n')
 TRIVIAL = "def test_trivial():\n    assert 1 + 1 == 2\n"
@@ -93,33 +93,6 @@ class Run:
     workers: int = 0  # xdist workers the session started (0: serial)
 
 
-def _spawn(cmd: list[str], cwd: Path) -> tuple[float, float, int, float, str]:
-    """(wall seconds, peak RSS MB of any process of the tree, exit code, spawn time as unix time, stdout)."""
-    env = dict(os.environ)
-    env.pop("PYTEST_ADDOPTS", None)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # sessions read the bytecode compile_sources() wrote, as after an install
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])  # this checkout's code
-    # Linux lets a forked child inherit its parent's RSS high-water mark, and this script holds torch and big
-    # arrays; so the session is started by /usr/bin/time (a small process) when there is one, which reports the
-    # peak of the session's process tree (%M: max over the child and the descendants it reaped, xdist workers too).
-    timer = Path("/usr/bin/time")
-    rss_file, out_file = cwd / ".maxrss", cwd / ".stdout"
-    full = [str(timer), "-f", "%M", "-o", str(rss_file), *cmd] if timer.exists() else cmd
-    with out_file.open("wb") as out:
-        t_unix, t0 = time.time(), time.perf_counter()
-        proc = subprocess.Popen(full, cwd=cwd, env=env, stdout=out, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.stderr:
-        proc.stderr.close()
-    if proc.returncode not in (0, 1):
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err[-2000:]}")
-    rss_kb = float(rss_file.read_text().split()[-1]) if timer.exists() else float(usage.ru_maxrss)
-    return wall, rss_kb / 1024.0, proc.returncode, t_unix, out_file.read_text(errors="replace")
-
-
 def workers_started(stdout: str) -> int:
     """The xdist workers a session started, from its output (``created: 2/2 workers``, or ``2 workers [9 items]``
     under -q); 0 for a serial session."""
@@ -150,7 +123,7 @@ def run_session(work: Path, files: dict[str, Path], space: str, workers: int, *,
            f"--crossover-parent-b={files['parent_b']}", f"--crossover-states={files['states']}",
            f"--crossover-run-dir={run_dir}", "--crossover-episodes=0", "--crossover-holdout=0",
            "-n", str(workers), *extra]
-    wall, rss, rc, t_unix, stdout = _spawn(cmd, work)
+    wall, rss, rc, t_unix, stdout = spawn(cmd, work)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     phases = {p: 0.0 for p in PHASES}
     starts, steps = [], 0
@@ -186,8 +159,8 @@ def paired_medians(d: Path, test: str, base: list[str], a: list[str], b: list[st
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *base, "test_module.py"]
     walls_a, walls_b = [], []
     for _ in range(repeats):
-        walls_a.append(_spawn(cmd + a, d)[0])
-        walls_b.append(_spawn(cmd + b, d)[0])
+        walls_a.append(spawn(cmd + a, d)[0])
+        walls_b.append(spawn(cmd + b, d)[0])
     return statistics.median(walls_a), statistics.median(walls_b)
 
 
@@ -208,7 +181,7 @@ import numpy as np, torch
 torch.set_num_threads(1)
 from harness.inputs.checkpoints import load_parent, load_states
 from harness.evaluate.vs_parents import evaluate_model, parent_baseline, predict
-from harness.networks.qnetwork import network_from_state_dict
+from harness.networks.family import network_from_state_dict
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 a, b = network_from_state_dict(load_parent(sys.argv[1])), network_from_state_dict(load_parent(sys.argv[2]))
 child = network_from_state_dict(load_parent(sys.argv[1]))

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from perf import ROOT, _spawn
+from sessions import ROOT, spawn
 
 
 def sessions(work: Path, repeats: int) -> dict[str, list[tuple[float, float]]]:
@@ -31,7 +31,7 @@ def sessions(work: Path, repeats: int) -> dict[str, list[tuple[float, float]]]:
                    "--crossover-space=minimal", f"--crossover-run-dir={work / 'rd_readme'}",
                    f"--crossover-storage={work / 'history'}", *extra]
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            walls[label].append(_spawn(cmd, work)[0])
+            walls[label].append(spawn(cmd, work)[0])
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpus[label].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return {k: list(zip(walls[k], cpus[k])) for k in configs}

@@ -21,7 +21,7 @@ def collect_for(options: CrossoverOptions, episodes: int, config: Any) -> Path:
     from harness.inputs import embedded
     from harness.inputs.evalbuffer import EvalSpec, cache_path, collect, embedded_seeds, model_digest
     from harness.inputs.load import load_inputs
-    from harness.networks.qnetwork import network_from_state_dict
+    from harness.networks.family import network_from_state_dict
     from harness.search.settings import Settings
     from pytest_crossover.history import resolve_history
 

@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import HarnessError
 from harness.core.registry import Registry
-from harness.networks.architecture import infer_architecture
-from harness.networks.family import Blocks, family_of
+from harness.networks.family import Blocks, family_of, infer_architecture
 
 if TYPE_CHECKING:  # numpy and scipy load when an alignment is computed, not with the registry (the plugin's load)
     import numpy as np

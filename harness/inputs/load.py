@@ -17,9 +17,9 @@ from harness.core.errors import CrossoverError, HarnessError, StatesError, as_fi
 from harness.inputs import embedded
 from harness.inputs.checkpoints import peek_parent_sha, read_parent
 from harness.inputs.states import Buffer, load_buffer
-from harness.networks.architecture import check_parents, infer_architecture
+from harness.networks.architecture import check_parents
 from harness.networks.checks import check_outputs, check_weights
-from harness.networks.family import claimed
+from harness.networks.family import claimed, infer_architecture
 
 DEFAULT_EPISODES = 10
 

@@ -36,7 +36,8 @@ from torch import nn
 
 from harness.evaluate.rollout import episode_returns
 from harness.inputs.embedded import EMBEDDED_ENV_ID
-from harness.networks.qnetwork import QNetwork, network_from_state_dict
+from harness.networks.family import network_from_state_dict
+from harness.networks.qnetwork import QNetwork
 
 HIDDEN = 64
 PARENT_SEEDS = {"a": 1, "b": 2}

@@ -13,6 +13,8 @@ from typing import Any
 
 from harness.core.errors import CrossoverError
 
+DROPOUT = 0.1  # the dropout children fine-tune with
+
 DEFAULT_FAMILY = "qnetwork"
 
 
@@ -31,13 +33,6 @@ class Architecture:
         """The first hidden width (AgentFarm's layout has one width)."""
         return self.hidden[0]
 
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every state-dict key of the layout and its shape (the family's
-        :meth:`~harness.networks.family.Family.shapes`)."""
-        from harness.networks.family import family_of
-
-        return family_of(self).shapes(self)
-
     def describe_layers(self) -> str:
         return "-".join(str(n) for n in (self.input_dim, *self.hidden, self.output_dim))
 
@@ -52,14 +47,6 @@ class Architecture:
         hidden = data.get("hidden") or [data["hidden_size"]] * 2
         return cls(int(data["input_dim"]), int(data["output_dim"]), tuple(int(h) for h in hidden),
                    str(data.get("family", DEFAULT_FAMILY)))
-
-
-def infer_architecture(state_dict: Mapping[str, Any]) -> Architecture:
-    """The architecture of the first registered family (:data:`harness.networks.family.FAMILIES`) whose layout the keys
-    follow, every key and shape checked; else a one-line :class:`CheckpointError` that says what to change."""
-    from harness.networks.family import infer
-
-    return infer(state_dict)
 
 
 def is_tensor(value: Any) -> bool:

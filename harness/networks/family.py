@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.core.errors import CheckpointError
 from harness.core.registry import Registry
-from harness.networks.architecture import DEFAULT_FAMILY, Architecture, is_tensor
+from harness.networks.architecture import DEFAULT_FAMILY, DROPOUT, Architecture, is_tensor
 
 if TYPE_CHECKING:  # numpy and torch load when they are used, not with the registry (the plugin's load)
     import numpy as np
@@ -242,3 +242,21 @@ def infer(state_dict: Mapping[str, Any]) -> Architecture:
 
 for _family in (QNetworkFamily(), PlainMLPFamily()):
     register_family(_family)
+
+
+def infer_architecture(state_dict: Mapping[str, Any]) -> Architecture:
+    """The architecture of the first registered family (:data:`FAMILIES`) whose layout the keys follow, every key and
+    shape checked; else a one-line :class:`CheckpointError` that says what to change."""
+    return infer(state_dict)
+
+
+def build_network(arch: Architecture, dropout_rate: float = DROPOUT) -> nn.Module:
+    """A new module of ``arch``, built by its family (train mode, as torch builds modules)."""
+    return family_of(arch).build(arch, dropout_rate)
+
+
+def network_from_state_dict(state_dict: Mapping[str, Any], dropout_rate: float = DROPOUT) -> nn.Module:
+    """A module of the inferred architecture's family with ``state_dict`` loaded strictly, in eval mode."""
+    net = build_network(infer_architecture(state_dict), dropout_rate)
+    net.load_state_dict({k: v.dequantize() if v.is_quantized else v for k, v in state_dict.items()}, strict=True)
+    return net.eval()

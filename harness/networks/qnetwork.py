@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 from torch import nn
 
-from harness.networks.architecture import Architecture, infer_architecture
+from harness.networks.architecture import DROPOUT, Architecture
 
-__all__ = ["DROPOUT", "Architecture", "PlainMLP", "QNetwork", "build_network", "infer_architecture",
-           "network_from_state_dict"]
+__all__ = ["DROPOUT", "Architecture", "PlainMLP", "QNetwork"]
 
-DROPOUT = 0.1  # the dropout children fine-tune with
 
 
 def _sequential(input_dim: int, output_dim: int, widths: tuple[int, ...], dropout_rate: float,
@@ -73,17 +69,3 @@ class PlainMLP(_SequentialNet):
         self.architecture = Architecture(input_dim, output_dim, tuple(hidden), "mlp")
         self.dropout_rate = dropout_rate
         self.network = _sequential(input_dim, output_dim, tuple(hidden), dropout_rate, norm=False)
-
-
-def build_network(arch: Architecture, dropout_rate: float = DROPOUT) -> nn.Module:
-    """A new module of ``arch``, built by its family (train mode, as torch builds modules)."""
-    from harness.networks.family import family_of
-
-    return family_of(arch).build(arch, dropout_rate)
-
-
-def network_from_state_dict(state_dict: Mapping[str, torch.Tensor], dropout_rate: float = DROPOUT) -> nn.Module:
-    """A module of the inferred architecture's family with ``state_dict`` loaded strictly, in eval mode."""
-    net = build_network(infer_architecture(state_dict), dropout_rate)
-    net.load_state_dict({k: v.dequantize() if v.is_quantized else v for k, v in state_dict.items()}, strict=True)
-    return net.eval()

@@ -245,7 +245,7 @@ class Stack(Protocol):
 def family_of_module(model: nn.Module) -> Family:
     """The family whose layout ``model``'s state dict follows; else a HarnessError that says what to pass."""
     from harness.core.errors import CheckpointError
-    from harness.networks.architecture import infer_architecture
+    from harness.networks.family import infer_architecture
 
     try:
         return family_of(infer_architecture(model.state_dict()))
@@ -257,20 +257,7 @@ def family_of_module(model: nn.Module) -> Family:
 
 
 def _blocks(model: nn.Module) -> Blocks:
-    from harness.networks.architecture import infer_architecture
+    from harness.networks.family import infer_architecture
 
     arch = infer_architecture(model.state_dict())
     return family_of(arch).blocks(arch)
-
-
-def stack_children(children: Sequence[nn.Module], *, qat: bool, temperature: float, device: torch.device,
-                   fast: bool | None = None) -> Stack:
-    """The population's stack: the fast :class:`StackedMLP` when the children's family has it, else the autograd
-    stack (``fast=False`` forces the autograd one, for checking the fast one against it)."""
-    if fast is None:
-        fast = family_of_module(children[0]).fast
-    if fast:
-        return StackedMLP(children, qat=qat, temperature=temperature, device=device)
-    from harness.networks.autograd import AutogradStack
-
-    return AutogradStack(children, qat=qat, temperature=temperature, device=device)

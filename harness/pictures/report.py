@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from harness.answer.leaderboard import BEFORE, MARKS, axis_columns, legend_items, manifest_rows
 from harness.answer.recommend import DECISION_TITLE, chosen_id, decision_lines, recommend
@@ -28,8 +28,13 @@ from harness.evaluate.metrics import METRICS, RANKABLE
 from harness.pictures.page import document, esc, legend, table
 from harness.search.axes import AXES
 
-if TYPE_CHECKING:
-    from harness.pictures.drawer import Drawer
+
+class Drawer(Protocol):
+    """A process that draws pictures (harness.pictures.drawer): sent the inputs and its share, it returns them."""
+
+    def send(self, inputs: Mapping[str, Any], names: Sequence[str]) -> None: ...
+    def receive(self) -> Sequence[Drawn] | None: ...
+
 
 REPORT = "report.html"
 PICTURE_PREFIX = "report_"

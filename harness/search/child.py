@@ -20,7 +20,8 @@ from harness.crossing.crossover import check_parents, crossover
 from harness.evaluate.intervals import pack_bits
 from harness.evaluate.vs_parents import evaluate_model, parent_baseline, predict
 from harness.inputs.states import Buffer, Split, split_buffer
-from harness.networks.qnetwork import Architecture, build_network, infer_architecture, network_from_state_dict
+from harness.networks.family import build_network, infer_architecture, network_from_state_dict
+from harness.networks.qnetwork import Architecture
 from harness.networks.quantize import is_int8
 from harness.networks.sequential import convert
 from harness.search.populations import Trained, train

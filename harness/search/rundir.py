@@ -231,8 +231,7 @@ def load_child(child_dir: str | os.PathLike[str]) -> Any:
     import torch
 
     from harness.networks.architecture import Architecture
-    from harness.networks.family import family_of
-    from harness.networks.qnetwork import build_network
+    from harness.networks.family import build_network, family_of
 
     folder = Path(child_dir)
     try:

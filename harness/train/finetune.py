@@ -25,7 +25,8 @@ from torch import nn
 from harness.core.errors import HarnessError, StatesError
 from harness.networks.adam import StackedAdam
 from harness.networks.quantize import convert_int8
-from harness.networks.stacked import Stack, stack_children
+from harness.networks.stack import stack_children
+from harness.networks.stacked import Stack
 from harness.train.batches import dropout_mask, split_indices
 from harness.train.regimes import Regime
 from harness.train.teachers import Targets, Teacher

@@ -8,7 +8,8 @@ import torch
 
 from harness.core.errors import HarnessError
 from harness.crossing.align import ALIGNMENTS, align, permute
-from harness.networks.qnetwork import QNetwork, network_from_state_dict
+from harness.networks.family import network_from_state_dict
+from harness.networks.qnetwork import QNetwork
 from harness.search.child import Context
 from harness.search.space import Recipe
 

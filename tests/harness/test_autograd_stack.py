@@ -19,7 +19,8 @@ import harness.train.finetune as finetune_module
 from harness.networks.adam import StackedAdam
 from harness.networks.autograd import AutogradStack
 from harness.networks.qnetwork import PlainMLP, QNetwork
-from harness.networks.stacked import StackedMLP, stack_children
+from harness.networks.stack import stack_children
+from harness.networks.stacked import StackedMLP
 from harness.train.finetune import MAX_GRAD_NORM, TEMPERATURE, dropout_mask, finetune_population, soft_targets
 from harness.train.regimes import Regime
 

@@ -8,7 +8,7 @@ import torch
 
 from harness.evaluate.rollout import episode_returns
 from harness.inputs import embedded
-from harness.networks.qnetwork import network_from_state_dict
+from harness.networks.family import network_from_state_dict
 
 EXPECTED_SHAPES = {
     "network.0.weight": (64, 8), "network.0.bias": (64,),

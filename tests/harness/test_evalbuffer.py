@@ -13,7 +13,7 @@ from harness.core.errors import HarnessError
 from harness.inputs import embedded, evalbuffer
 from harness.inputs.checkpoints import load_parent
 from harness.inputs.evalbuffer import EvalSpec, check_disjoint, collect, embedded_seeds
-from harness.networks.qnetwork import network_from_state_dict
+from harness.networks.family import network_from_state_dict
 from harness.search.settings import MAX_EPISODES, Settings
 
 torch.set_num_threads(1)

@@ -17,11 +17,21 @@ from torch import nn
 from harness.core.errors import HarnessError
 from harness.inputs.checkpoints import load_parent, peek_parent
 from harness.inputs.load import check_inputs, load_inputs
-from harness.networks.architecture import Architecture, infer_architecture
+from harness.networks.architecture import Architecture
 from harness.networks.autograd import AutogradStack
-from harness.networks.family import FAMILIES, Block, Blocks, Family, register_family
-from harness.networks.qnetwork import PlainMLP, QNetwork, build_network, network_from_state_dict
-from harness.networks.stacked import stack_children
+from harness.networks.family import (
+    FAMILIES,
+    Block,
+    Blocks,
+    Family,
+    build_network,
+    family_of,
+    infer_architecture,
+    network_from_state_dict,
+    register_family,
+)
+from harness.networks.qnetwork import PlainMLP, QNetwork
+from harness.networks.stack import stack_children
 from harness.search.child import Context, run_child, run_config
 from harness.search.settings import Settings
 from harness.search.space import build_space
@@ -76,7 +86,7 @@ def test_the_built_in_families_and_their_modules() -> None:
     # run_config.json: a Q-network's architecture reads as it always has; other families name theirs
     assert "family" not in Architecture(8, 4, (16, 12)).to_dict() and arch.to_dict()["family"] == "mlp"
     assert Architecture.from_dict(arch.to_dict()) == arch
-    assert isinstance(build_network(arch), PlainMLP) and arch.shapes()["network.6.weight"] == (4, 12)
+    assert isinstance(build_network(arch), PlainMLP) and family_of(arch).shapes(arch)["network.6.weight"] == (4, 12)
 
 
 @pytest.mark.parametrize("prefix", ["", "net", "model", "q_net"])

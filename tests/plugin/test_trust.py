@@ -12,7 +12,7 @@ import torch
 
 import harness
 from harness.evaluate.vs_parents import evaluate_model, predict
-from harness.networks.qnetwork import network_from_state_dict
+from harness.networks.family import network_from_state_dict
 from tests.plugin.conftest import base_args, read_json, run_search
 
 CLIENT = "def test_child(crossover_child):\n    crossover_child.run()\n"
