@@ -327,7 +327,7 @@ def recommendation_text(rec: Mapping[str, Any]) -> str:
             lines += ["", f"{title}:"]
             lines += [f"  {k:<12} {v['child_id']:<42} primary {spread_text(v['primary'], p.fmt)}"
                       for k, v in rec[key].items()]
-    lines += _recipe_text(rec)
+    lines += recipe_text(rec)
     if rec.get("advice"):
         lines += ["", "Advice:"] + [f"  - {a}" for a in rec["advice"]]
     if rec.get("unfinished"):
@@ -338,7 +338,7 @@ def recommendation_text(rec: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _recipe_text(rec: Mapping[str, Any]) -> list[str]:
+def recipe_text(rec: Mapping[str, Any]) -> list[str]:
     """The recipes (when they have replicates or controls ran), the lever verdicts and crossing vs the controls."""
     lines: list[str] = []
     recipes = rec.get("recipes") or []

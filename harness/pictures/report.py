@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.answer.leaderboard import BEFORE, MARKS, axis_columns, legend_items, manifest_rows
-from harness.answer.recommend import DECISION_TITLE, chosen_id, decision_lines, recommend
+from harness.answer.recommend import DECISION_TITLE, chosen_id, decision_lines, recipe_text, recommend
 from harness.core.errors import HarnessError, first_line
 from harness.evaluate.metrics import METRICS, RANKABLE
 from harness.pictures.page import document, esc, legend, table
@@ -252,6 +252,22 @@ def decision_html(rec: Mapping[str, Any]) -> str:
             f"<p class=use>{esc(lines[head])}</p><ul>{items}</ul></section>")
 
 
+def recipes_html(rec: Mapping[str, Any]) -> str:
+    """The recipes, the lever verdicts and crossing against the controls: the same lines as recommendation.txt."""
+    lines = recipe_text(rec)
+    if not lines:
+        return ""
+    blocks: list[str] = []
+    for line in lines:
+        if not line:
+            continue
+        if not line.startswith(" "):
+            blocks.append(f"<h3>{esc(line.rstrip(':'))}</h3>")
+        else:
+            blocks.append(f"<pre>{esc(line.strip().removeprefix('- '))}</pre>")
+    return f'<section id="recipes"><h2>Recipes and levers</h2>{"".join(blocks)}</section>'
+
+
 def _labelled(line: str) -> str:
     label, sep, rest = line.partition(": ")
     return f"<b>{esc(label)}:</b> {esc(rest)}" if sep else esc(line)
@@ -337,7 +353,7 @@ def page(manifest: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], drawn: 
                     f"{'—' if wall is None else f'{wall:.1f} s'}.</p>"
                     f'<nav><a href="#decision">Decision</a> · <a href="#leaderboard">Leaderboard</a> · {nav} · '
                     f'<a href="#session">How this session ran</a></nav>'
-                    f'<h2 id="leaderboard">Leaderboard</h2>{leaderboard_table(rows, chosen_id(rec))}'
+                    f'<h2 id="leaderboard">Leaderboard</h2>{leaderboard_table(rows, chosen_id(rec))}{recipes_html(rec)}'
                     + "".join(_figure(d) for d in drawn) + _details(manifest, drawn))
 
 

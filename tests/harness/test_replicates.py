@@ -93,3 +93,26 @@ def test_the_answer_ranks_recipes_and_says_what_crossing_adds_over_the_control()
     assert gap["verdict"] == "matters" and answer["overall"]["control"] == "c_short"
     assert levers({u: [r for r in records if unit_of(r) == u] for u in ("w_short", "c_short")}) == {
         "crossover vs control": {"crossover": ["w_short"], "control": ["c_short"]}}
+
+
+def test_the_report_and_the_recommendation_say_the_same_about_recipes_and_levers() -> None:
+    from harness.answer.leaderboard import build_rows
+    from harness.answer.recommend import recipe_text, recommend, recommendation_text
+    from harness.pictures.page import esc
+    from harness.pictures.report import recipes_html
+
+    good, poor = [1] * 180 + [0] * 20, [1] * 120 + [0] * 80
+    records = [_record("000_w_short_r0", "w_short", good, good), _record("001_w_short_r1", "w_short", good, poor),
+               _record("002_c_short_r0", "c_short", poor, poor, status="control", mode="control_a"),
+               _record("003_c_short_r1", "c_short", poor, good, status="control", mode="control_a")]
+    for i, r in enumerate(records):
+        r.update(index=i, primary=0.75, crossover={"mode": r["crossover"]["mode"]},
+                 finetune_regime={"name": "short"}, teacher="both")
+    split = {"eval_groups": [[i, 1] for i in range(200)]}
+    manifest = {"children": records, "split": split, "parents": None, "options": {}}
+    rec = recommend(build_rows(records, None, split), manifest)
+    lines = [line for line in recipe_text(rec) if line]
+    assert any(line.startswith("Lever verdicts") for line in lines) and any("budget short" in line for line in lines)
+    text, html = recommendation_text(rec), recipes_html(rec)
+    for line in lines:
+        assert line in text and esc(line.strip().removeprefix("- ").rstrip(":")) in html
