@@ -264,7 +264,7 @@ def recipes_html(rec: Mapping[str, Any]) -> str:
         if not line.startswith(" "):
             blocks.append(f"<h3>{esc(line.rstrip(':'))}</h3>")
         else:
-            blocks.append(f"<pre>{esc(line.strip().removeprefix('- '))}</pre>")
+            blocks.append(f"<p>{esc(line.strip().removeprefix('- '))}</p>")
     return f'<section id="recipes"><h2>Recipes and levers</h2>{"".join(blocks)}</section>'
 
 
