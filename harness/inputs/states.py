@@ -102,23 +102,12 @@ def _npy_precheck(head: bytes, size: int, p: Path, what: str, input_dim: int | N
 
 def _npy_header(data: bytes, p: Path, what: str) -> tuple[tuple[int, ...], np.dtype[Any], int]:
     """(shape, dtype, data offset) from the start of a .npy file, checked as _npy checks them."""
-    bad = f"{what} {str(p)!r} is not a valid .npy file"
-    if not data.startswith(_NPY_MAGIC):
-        raise StatesError(f"{bad} (no NumPy header); {_FIX}")
-    fh = io.BytesIO(data)
-    try:
-        version = np.lib.format.read_magic(fh)
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = reader(fh)
-    except Exception as exc:  # a crafted header can make numpy's parser raise almost anything
-        raise StatesError(f"{bad} ({type(exc).__name__}: {first_line(exc)}); {_FIX}") from None
-    shape = tuple(int(n) for n in shape)
-    _check_kind(np.dtype(dtype), shape, p, what)
-    return shape, np.dtype(dtype), fh.tell()
+    shape, _, dtype, offset = _header(data, p, what)
+    return shape, dtype, offset
 
 
-def _npy(data: bytes, p: Path, what: str) -> np.ndarray:
-    """A .npy file's array from its bytes, without pickle and without trusting the header."""
+def _header(data: bytes, p: Path, what: str) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
+    """(shape, Fortran order, dtype, data offset) of a .npy file's header, without trusting it."""
     bad = f"{what} {str(p)!r} is not a valid .npy file"
     if not data.startswith(_NPY_MAGIC):
         raise StatesError(f"{bad} (no NumPy header); {_FIX}")
@@ -132,11 +121,16 @@ def _npy(data: bytes, p: Path, what: str) -> np.ndarray:
         raise StatesError(f"{bad} ({type(exc).__name__}: {first_line(exc)}); {_FIX}") from None
     shape = tuple(int(n) for n in shape)
     _check_kind(np.dtype(dtype), shape, p, what)
+    return shape, bool(fortran), np.dtype(dtype), fh.tell()
+
+
+def _npy(data: bytes, p: Path, what: str) -> np.ndarray:
+    """A .npy file's array from its bytes, without pickle and without trusting the header."""
+    shape, fortran, dtype, offset = _header(data, p, what)
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    offset = fh.tell()
-    if len(data) - offset < count * np.dtype(dtype).itemsize:
+    if len(data) - offset < count * dtype.itemsize:
         raise StatesError(f"{what} {str(p)!r} is truncated ({len(data) - offset} bytes of data for shape {shape} "
-                          f"of {np.dtype(dtype)}); re-save it with numpy.save")
+                          f"of {dtype}); re-save it with numpy.save")
     flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
     return flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
 
