@@ -21,7 +21,7 @@ from torch import nn
 
 from harness.core.errors import HarnessError
 from harness.networks.quantize import fake_quant_copy
-from harness.networks.stacked import PAD
+from harness.networks.stacked import PAD, flat_views, row_state_dict
 
 
 class AutogradStack:
@@ -88,16 +88,11 @@ class AutogradStack:
 
     def views(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{parameter name: (rows, *shape) view}`` of a (rows, P_pad) buffer."""
-        out, off = {}, 0
-        for name, shape in zip(self.names, self.shapes):
-            n = math.prod(shape)
-            out[name] = buf[:, off:off + n].view(buf.shape[0], *shape)
-            off += n
-        return out
+        return flat_views(self.names, self.shapes, buf)
 
     def state_dict(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
         """One child's parameters (a (P_pad,) row) as a CPU state dict."""
-        return {n: v[0].detach().cpu().clone() for n, v in self.views(row.unsqueeze(0)).items()}
+        return row_state_dict(self.views(row.unsqueeze(0)))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Eval forward of every child on the shared rows ``x`` (N, in) -> (K, N, A) (no dropout; QAT fake-quant)."""

@@ -36,6 +36,21 @@ def fake_quant_stack(w: torch.Tensor) -> torch.Tensor:
     return torch.round(w / s).clamp_(QMIN, QMAX).mul_(s)
 
 
+def flat_views(names: Sequence[str], shapes: Sequence[tuple[int, ...]], buf: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{parameter name: (rows, *shape) view}`` of a (rows, P_pad) buffer whose parameters lie in ``names`` order."""
+    out, off = {}, 0
+    for name, shape in zip(names, shapes):
+        n = math.prod(shape)
+        out[name] = buf[:, off:off + n].view(buf.shape[0], *shape)
+        off += n
+    return out
+
+
+def row_state_dict(views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A one-row buffer's views as a CPU state dict of fresh tensors."""
+    return {n: v[0].detach().cpu().clone() for n, v in views.items()}
+
+
 @dataclass
 class Hidden:
     """One ``Linear -> LayerNorm -> ReLU -> Dropout`` block: (K, ...) views of the parameter and gradient buffers."""
@@ -149,16 +164,11 @@ class StackedMLP:
 
     def views(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{parameter name: (rows, *shape) view}`` of a (rows, P_pad) buffer."""
-        out, off = {}, 0
-        for name, shape in zip(self.layout.names, self.layout.shapes):
-            n = math.prod(shape)
-            out[name] = buf[:, off:off + n].view(buf.shape[0], *shape)
-            off += n
-        return out
+        return flat_views(self.layout.names, self.layout.shapes, buf)
 
     def state_dict(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
         """One child's parameters (a (P_pad,) row) as a CPU state dict."""
-        return {n: v[0].detach().cpu().clone() for n, v in self.views(row.unsqueeze(0)).items()}
+        return row_state_dict(self.views(row.unsqueeze(0)))
 
     def _weights(self) -> list[torch.Tensor]:
         ws = [h.weight for h in self.hidden] + [self.output.weight]
