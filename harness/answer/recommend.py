@@ -298,15 +298,28 @@ def decision_lines(rec: Mapping[str, Any]) -> list[str]:
                   f"why: {chosen['why']}",
                   f"how sure: {p_best}" + (f"{len(tied)} other child(ren) statistically tied with it "
                                            "(their gap to it has a 95 % interval containing 0)" if tied else
-                                           f"no other of the {finished} children that finished well is tied with it")]
+                                           f"no other of the {finished} children that finished well is tied with it")
+                  + _basis(rec)]
     else:
         gap = pref.get("vs_parents") or {}
         sure = (f"a child better than the parents by more than {gap['hi']:+.3f} is ruled out at 95 %; "
                 if gap.get("hi") is not None else "")
         lines += [f"Use {pref.get('parent')} (a parent): no child here beats the parents.",
                   f"why: {pref.get('why')}", f"which parent: {pref.get('which')}",
-                  f"how sure: {sure}{finished} of {rec.get('children', 0)} children finished well"]
+                  f"how sure: {sure}{finished} of {rec.get('children', 0)} children finished well" + _basis(rec)]
     return [*lines, f"next: {rec.get('next_step')}"]
+
+
+def _basis(rec: Mapping[str, Any]) -> str:
+    """What the intervals rest on: how many fine-tune runs (replicates) per recipe, and how many held-out episodes
+    (of one split), so a user knows which noise the answer has and has not measured."""
+    units = rec.get("eval_units")
+    episodes = f" and {units} evaluation episodes of one split" if units else ""
+    k = rec.get("replicates") or 1
+    if k > 1:
+        return f"; intervals over {k} fine-tune runs per recipe{episodes}"
+    return (f"; each child is one fine-tune run{episodes}, so run-to-run noise is not in these intervals "
+            "(--crossover-replicates 3 measures it)")
 
 
 def recommendation_text(rec: Mapping[str, Any]) -> str:
