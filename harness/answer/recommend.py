@@ -314,11 +314,11 @@ def _basis(rec: Mapping[str, Any]) -> str:
     """What the intervals rest on: how many fine-tune runs (replicates) per recipe, and how many held-out episodes
     (of one split), so a user knows which noise the answer has and has not measured."""
     units = rec.get("eval_units")
-    episodes = f" and {units} evaluation episodes of one split" if units else ""
+    episodes = f", scored on {units} evaluation episodes of one split" if units else ""
     k = rec.get("replicates") or 1
     if k > 1:
         return f"; intervals over {k} fine-tune runs per recipe{episodes}"
-    return (f"; each child is one fine-tune run{episodes}, so run-to-run noise is not in these intervals "
+    return (f"; each child is one fine-tune run{episodes}: run-to-run noise is not in these intervals "
             "(--crossover-replicates 3 measures it)")
 
 
