@@ -23,7 +23,10 @@ import numpy as np
 RESAMPLES = 1000
 SEED = 20_231  # fixed: a session's intervals are a function of its inputs alone
 LEVEL = 0.95
-_CHUNK = 200  # resamples per block: bounds memory at big evaluation sets
+_CHUNK = 200  # resamples per block at most
+# Resample counts per block at most (units x resamples): a block holds three int64 arrays of this size, so ~48 MB
+# whatever the evaluation set; at 1,000,000 per-state units that is 2 resamples a block instead of 200 (4.8 GB).
+_BLOCK_ENTRIES = 2_000_000
 
 
 def pack_bits(mask: Any) -> str:
@@ -48,6 +51,14 @@ def _counts(rng: np.random.Generator, units: int, count: int) -> np.ndarray:
     picks = rng.integers(0, units, size=(count, units))
     flat = (np.arange(count)[:, None] * units + picks).ravel()
     return np.bincount(flat, minlength=count * units).reshape(count, units)
+
+
+def resample_blocks(units: int, resamples: int) -> list[tuple[int, int]]:
+    """``(start, count)`` blocks of resamples, each small enough for memory. numpy's generator fills the same
+    values whether a matrix of draws is asked for at once or row-block by row-block, so the blocks' sizes change
+    memory, not the intervals."""
+    step = max(1, min(_CHUNK, _BLOCK_ENTRIES // max(1, units)))
+    return [(start, min(step, resamples - start)) for start in range(0, resamples, step)]
 
 
 def _weights(rng: np.random.Generator, units: int, count: int) -> np.ndarray:
@@ -83,8 +94,8 @@ def agreement_intervals(rows: Mapping[str, Mapping[str, Any]], groups: np.ndarra
         per_unit["ab"] = np.bincount(unit, weights=unpack_bits(parents, n), minlength=units)[None, :].astype(np.int64)
     rng = np.random.default_rng(seed)
     blocks: dict[str, list[np.ndarray]] = {side: [] for side in per_unit}
-    for start in range(0, resamples, _CHUNK):
-        w = _counts(rng, units, min(_CHUNK, resamples - start))
+    for _, count in resample_blocks(units, resamples):
+        w = _counts(rng, units, count)
         total = (w @ size).astype(np.float64)
         for side in per_unit:
             blocks[side].append((w @ per_unit[side].T).astype(np.float64) / total[:, None])

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from harness.core.errors import HarnessError
-from harness.evaluate.intervals import _CHUNK, RESAMPLES, SEED, _interval, _weights, unpack_bits
+from harness.evaluate.intervals import RESAMPLES, SEED, _interval, _weights, resample_blocks, unpack_bits
 
 _REPLICATE_STREAM = 0x7265706C  # "repl": the replicate draws' generator, independent of the episode draws
 SIDES = ("a", "b")
@@ -209,8 +209,8 @@ def _resample(per_unit: Mapping[str, np.ndarray], size: np.ndarray, ab_unit: np.
     arithmetic are :func:`harness.evaluate.intervals.agreement_intervals`'s."""
     blocks: dict[str, list[np.ndarray]] = {m: [] for m in ("primary", "agree_a", "agree_b", "episodes", "ab")}
     rng = np.random.default_rng(seed)
-    for start in range(0, resamples, _CHUNK):
-        w = _weights(rng, len(size), min(_CHUNK, resamples - start))
+    for start, count in resample_blocks(len(size), resamples):
+        w = _weights(rng, len(size), count)
         total = w @ size
         agree = {side: (w @ per_unit[side].T) / total[:, None] for side in SIDES}
         values = {"primary": np.minimum(agree["a"], agree["b"]), "agree_a": agree["a"], "agree_b": agree["b"]}

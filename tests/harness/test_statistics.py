@@ -114,3 +114,24 @@ def test_the_95_interval_covers_the_truth_in_93_to_97_percent_of_simulated_sessi
     lo, hi = _interval(recipe_statistics(recipes, groups).samples["primary"])
     coverage = float(((lo <= 0.70) & (hi >= 0.70)).mean())
     assert 0.93 <= coverage <= 0.97, coverage
+
+
+def test_resample_blocks_bound_memory_without_changing_an_interval(monkeypatch) -> None:
+    rng = np.random.default_rng(11)
+    n = 997
+    rows = {f"c{i}": {"n": n, "agree_a": bootstrap.pack_bits(rng.random(n) < 0.6 + 0.03 * i),
+                      "agree_b": bootstrap.pack_bits(rng.random(n) < 0.7)} for i in range(3)}
+    parents = bootstrap.pack_bits(rng.random(n) < 0.8)
+    groups = np.arange(n)
+    recipes = {c: [r, r] for c, r in rows.items()}
+    whole = (bootstrap.agreement_intervals(rows, groups, "c2", parents=parents),
+             recipe_statistics(recipes, groups, best="c2", parents=parents).summary())
+    assert bootstrap.resample_blocks(n, 1000) == [(s, 200) for s in range(0, 1000, 200)]
+    # A budget of 7 states' worth of counts a block: 7 // 997 -> blocks of one resample each.
+    monkeypatch.setattr(bootstrap, "_BLOCK_ENTRIES", 7 * n + 5)
+    assert bootstrap.resample_blocks(n, 20) == [(s, 7) for s in (0, 7)] + [(14, 6)]
+    monkeypatch.setattr(bootstrap, "_BLOCK_ENTRIES", 1)
+    assert bootstrap.resample_blocks(n, 3) == [(0, 1), (1, 1), (2, 1)]
+    blocked = (bootstrap.agreement_intervals(rows, groups, "c2", parents=parents),
+               recipe_statistics(recipes, groups, best="c2", parents=parents).summary())
+    assert blocked == whole  # every interval, bit for bit
