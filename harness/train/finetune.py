@@ -2,14 +2,14 @@
 
 Loss: ``T² · KL(softmax(z_t/T) ‖ softmax(z_c/T))``, batchmean, T = 3, pure soft loss; Adam with torch defaults, at
 the regime's learning rate and schedule; each child's gradient clipped to the regime's L2 norm (1 unless it says
-otherwise), dropout at the regime's rate (the network's own unless it says); the best-validation-loss weights are kept, the starting weights included (fine-tuning
-never returns a child that validates worse than it started).
+otherwise), dropout at the regime's rate (the network's own unless it says); the best-validation-loss weights are
+kept, the starting weights included (fine-tuning never returns a child that validates worse than it started).
 
 Children are trained as a population (:mod:`harness.networks.stacked`): every child of a population sees the same
 validation split, batch order and dropout masks, all drawn from its regime's seed by local generators (no global
 RNG is read or written), and differs only in its starting weights, learning rate (and its schedule), clipping and
-number of epochs (:mod:`harness.train.schedule`). Training one
-child is a population of one, and a child's result is bit-for-bit the same in any population.
+number of epochs (:mod:`harness.train.schedule`). Training one child is a population of one, and a child's result
+is bit-for-bit the same in any population.
 """
 
 from __future__ import annotations
@@ -321,8 +321,9 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
     """Fine-tune every child of ``children`` together; one :class:`FinetuneResult` per child, in order.
 
     ``regime`` is one regime for all, or one per child; regimes of one population must share their ``batches``
-    (split, batch order and dropout masks), so they differ only in learning rate, its schedule, clipping and epochs: a child whose regime
-    is shorter leaves the population when its epochs are done, with exactly the result it would have had alone.
+    (split, batch order and dropout masks), so they differ only in learning rate, its schedule, clipping and epochs:
+    a child whose regime is shorter leaves the population when its epochs are done, with exactly the result it
+    would have had alone.
 
     Validation rows come from :func:`split_indices`; each epoch's batch order is a ``randperm`` of the training rows
     from a generator seeded with the regime's seed, and dropout masks come from a second one. The weights of the

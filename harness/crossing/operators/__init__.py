@@ -1,8 +1,9 @@
 """Crossover operators: one module per operator, each registered in :data:`OPERATORS` when imported.
 
 The built-ins are imported here explicitly, in AgentFarm's mode order (random, layer, weighted), then ours
-(slerp, then the per-layer weighted and slerp): the registry's order. A user's operator registers from their own code with :func:`register_operator` (a
-conftest, their package) or through the entry-point group ``pytest_crossover.operators``, loaded on first lookup.
+(slerp, then the per-layer weighted and slerp): the registry's order. A user's operator registers from their own
+code with :func:`register_operator` (a conftest, their package) or through the entry-point group
+``pytest_crossover.operators``, loaded on first lookup.
 """
 
 # isort: off
