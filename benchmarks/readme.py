@@ -55,8 +55,9 @@ def regimes(_: Path) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in REGIMES.values():
         dropout = "network's" if r.dropout is None else f"{r.dropout:g}"
+        clip = f"{r.grad_clip:g}" if r.grad_clip else "off"
         rows.append(f"| `{r.name}` | {r.epochs} | {r.lr:g} | {r.lr_schedule} | {r.batch_size} | {r.val_fraction:g} | "
-                    f"{r.seed} | {'yes' if r.qat else ''} | {r.patience or ''} | {dropout} | {f'{r.grad_clip:g}' if r.grad_clip else 'off'} |")
+                    f"{r.seed} | {'yes' if r.qat else ''} | {r.patience or ''} | {dropout} | {clip} |")
     return "\n".join(rows) + "\n"
 
 

@@ -320,10 +320,9 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
                         regime: Regime | Sequence[Regime]) -> list[FinetuneResult]:
     """Fine-tune every child of ``children`` together; one :class:`FinetuneResult` per child, in order.
 
-    ``regime`` is one regime for all, or one per child; regimes of one population must share their ``batches``
-    (split, batch order and dropout masks), so they differ only in learning rate, its schedule, clipping and epochs:
-    a child whose regime is shorter leaves the population when its epochs are done, with exactly the result it
-    would have had alone.
+    ``regime`` is one regime for all, or one per child; regimes of one population share their ``batches`` (split,
+    batch order, dropout masks) and differ only in learning rate, schedule, clipping and epochs: a child of a shorter
+    regime leaves the population when its epochs are done, with exactly the result it would have had alone.
 
     Validation rows come from :func:`split_indices`; each epoch's batch order is a ``randperm`` of the training rows
     from a generator seeded with the regime's seed, and dropout masks come from a second one. The weights of the
