@@ -282,7 +282,7 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def _cell(value: Any) -> Any:
     """A CSV cell: empty for None, a per-layer value as its numbers joined by / (as --crossover-layer-alphas)."""
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) for v in value):
         return "/".join(f"{v:g}" for v in value)
     return "" if value is None else value
 

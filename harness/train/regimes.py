@@ -33,7 +33,7 @@ REGIME_FIELDS: dict[str, tuple[type, str]] = {
     "grad_clip": (float, f"largest L2 norm of a child's whole gradient per step (>= 0; 0: no clipping; default "
                          f"{GRAD_CLIP:g})"),
 }
-# The fields added after the first records: a record shows them only when a regime sets them.
+# Fields a record shows only off their defaults, so the record of a regime that leaves them keeps its shape.
 _LATER = {"lr_schedule": "constant", "dropout": None, "grad_clip": GRAD_CLIP}
 
 

@@ -29,7 +29,7 @@ class Param:
     (``.2f`` for alpha, as AgentFarm's ids). ``grid`` is the custom space's default values and ``knob`` the
     plural name of the custom-space option that sets them (``alphas`` -> ``--crossover-alphas``).
 
-    ``per_layer``: the value is one number per layer of the parents (:func:`harness.crossing.operators.layerwise.
+    ``per_layer``: the value is one number per layer of the parents (:func:`harness.crossing.operators.layer.
     layer_names`), each in ``[low, high]``; a search expands it into one parameter per layer (:meth:`layer_keys`).
     Its length is known once the parents are (:meth:`Operator.check_layers`); ``default`` None makes it required.
     """
