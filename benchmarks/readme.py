@@ -51,11 +51,13 @@ def recommendation(args: list[str]) -> Callable[[Path], str]:
 def regimes(_: Path) -> str:
     from harness.train.regimes import REGIMES
 
-    rows = ["| regime | epochs | lr | batch | validation | seed | int8 QAT | patience |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| regime | epochs | lr | schedule | batch | validation | seed | int8 QAT | patience | dropout | clip |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in REGIMES.values():
-        rows.append(f"| `{r.name}` | {r.epochs} | {r.lr:g} | {r.batch_size} | {r.val_fraction:g} | {r.seed} | "
-                    f"{'yes' if r.qat else ''} | {getattr(r, 'patience', 0) or ''} |")
+        dropout = "network's" if r.dropout is None else f"{r.dropout:g}"
+        clip = f"{r.grad_clip:g}" if r.grad_clip else "off"
+        rows.append(f"| `{r.name}` | {r.epochs} | {r.lr:g} | {r.lr_schedule} | {r.batch_size} | {r.val_fraction:g} | "
+                    f"{r.seed} | {'yes' if r.qat else ''} | {r.patience or ''} | {dropout} | {clip} |")
     return "\n".join(rows) + "\n"
 
 

@@ -27,7 +27,7 @@ class Option:
     name: str
     help: str
     default: str | None = None
-    kind: str = "str"  # str, int, float, list, flag, lines, path
+    kind: str = "str"  # str, int, float, list, vectors (a list of V/V/V), flag, lines, path
     metavar: str = "VALUE"
     item: type = str  # list items' type
 
@@ -44,6 +44,18 @@ def _regime_help() -> str:
     return "; ".join(f"{r.name}: {r.describe()}" for r in REGIMES.values())
 
 
+def _knob_option(knob: str, p: Any) -> Option:
+    """The custom-space option of an operator parameter's values; a per-layer one takes vectors ``V/V/V``."""
+    if p.per_layer:
+        users = ", ".join(op.name for op in OPERATORS.values() if p in op.params)
+        return Option(knob, f"Custom space only: values of {p.name} ({p.help}) for {users}: one number per layer of "
+                      f"the parents (each Linear with its LayerNorm) joined by /, vectors comma-separated, e.g. "
+                      f"0.2/0.5/0.8,0.5/0.5/0.5 for parents of 3 layers (required by those operators)",
+                      kind="vectors", item=p.kind, metavar=knob.upper())
+    return Option(knob, f"Custom space only: values of {p.name} ({p.help}), comma-separated (default "
+                  f"{','.join(map(str, p.grid))})", kind="list", item=p.kind, metavar=knob.upper())
+
+
 def option_table() -> tuple[Option, ...]:
     """Every option of the search; help texts derive from the registries, so a registered entry shows up."""
     knobs = [p for op in OPERATORS.values() for p in op.params if p.knob]
@@ -55,9 +67,7 @@ def option_table() -> tuple[Option, ...]:
                f"by its child id, {child_id_grammar()}", "default", metavar="NAME"),
         Option("modes", f"Custom space only: crossover operators, comma-separated ({_operator_help()})", kind="list",
                metavar="MODES"),
-        *(Option(knob, f"Custom space only: values of {p.name} ({p.help}), comma-separated (default "
-                       f"{','.join(map(str, p.grid))})", kind="list", item=p.kind, metavar=knob.upper())
-          for knob, p in seen.items()),
+        *(_knob_option(knob, p) for knob, p in seen.items()),
         Option("param", "Custom space only: values of another operator parameter, NAME=V1,V2 (repeatable)",
                kind="lines", metavar="NAME=VALUES"),
         Option("regimes", f"Custom space only: fine-tune regimes, comma-separated ({_regime_help()}; or a defined "

@@ -197,10 +197,12 @@ def _convert(opt: Option, value: Any, origin: str, ini_dir: Path | None) -> Any:
     if value is None or opt.kind == "flag":
         return value
     field_name = opt.name.replace("-", "_")
-    if opt.kind == "list":
+    if opt.kind in ("list", "vectors"):
         items = _split(str(value))
         if not items:
             raise HarnessError("give at least one value", field=field_name)
+        if opt.kind == "vectors":
+            return tuple(_vector(field_name, v, opt.item) for v in items)
         return tuple(parse(field_name, v, opt.item) for v in items)
     if opt.kind == "lines":
         return tuple(str(v) for v in value)
@@ -274,8 +276,15 @@ def _param_grids(lines: tuple[str, ...]) -> dict[str, tuple[Any, ...]]:
             known = ", ".join(declared) or "none"
             raise HarnessError(f"{line!r} is not NAME=V1,V2 with NAME a parameter of a registered operator "
                                f"(known: {known})", field="param")
-        grids[name] = tuple(parse("param", v, declared[name].kind) for v in _split(values))
+        p = declared[name]
+        grids[name] = tuple(_vector("param", v, p.kind) if p.per_layer else parse("param", v, p.kind)
+                            for v in _split(values))
     return grids
+
+
+def _vector(field_name: str, text: str, kind: type) -> tuple[Any, ...]:
+    """``0.2/0.5/0.8`` -> (0.2, 0.5, 0.8): a per-layer value, one number per layer."""
+    return tuple(parse(field_name, v, kind) for v in text.split("/"))
 
 
 def _axis_values(lines: tuple[str, ...]) -> dict[str, tuple[str, ...]]:

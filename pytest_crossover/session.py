@@ -73,6 +73,9 @@ class CrossoverSession:
                 Settings(device=self.options.device).check_device()
             self.collect_eval_buffer()
         checked = self.runtime.check_inputs(load=not self.distributed)
+        with naming(self.options.sources):  # a per-layer parameter's length, once the parents' layers are known
+            for spec in self.specs:
+                spec.recipe.op.check_layers(spec.recipe.kwargs, checked.sd_a)
         if not self.distributed:
             self.runtime.arithmetic()  # this process computes the children: its kernels, checked before any
         return checked

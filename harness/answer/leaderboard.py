@@ -276,8 +276,15 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: "" if r.get(k) is None else r.get(k) for k in cols})
+        writer.writerow({k: _cell(r.get(k)) for k in cols})
     return buf.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: empty for None, a per-layer value as its numbers joined by / (as --crossover-layer-alphas)."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) for v in value):
+        return "/".join(f"{v:g}" for v in value)
+    return "" if value is None else value
 
 
 def manifest_rows(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
 """torch.optim.Adam (defaults: betas 0.9/0.999, eps 1e-8, no weight decay) with L2 clipping, on the rows of a
-(K, P) parameter buffer: one learning rate and one clipping norm per row (child)."""
+(K, P) parameter buffer: one learning rate and one clipping norm per row (child), each settable before any step
+(a schedule's, harness.train.schedule)."""
 
 from __future__ import annotations
 
@@ -56,11 +57,18 @@ class StackedAdam:
             else:
                 self.runs.append((i, i + 1, self.lrs[i]))
 
-    def clip(self, max_norm: float) -> None:
-        """``clip_grad_norm_`` per row: scale by ``min(1, max_norm / (‖g‖₂ + 1e-6))``."""
+    def set_lrs(self, lrs: Sequence[float]) -> None:
+        """New learning rates, one per row (a schedule's, before a step); the active rows stay as they are."""
+        self.lrs = list(lrs)
+        self.narrow(self.k)
+
+    def clip(self, max_norm: float | torch.Tensor) -> None:
+        """``clip_grad_norm_`` per row: scale by ``min(1, max_norm / (‖g‖₂ + 1e-6))``; ``max_norm`` one number, or a
+        (K, 1) column of one per row (inf leaves that row as it is)."""
         grad = self.grad[:self.k]
         norms = torch.linalg.vector_norm(grad, dim=1, keepdim=True)
-        grad.mul_(norms.add_(CLIP_EPS).reciprocal_().mul_(max_norm).clamp_(max=1.0))
+        limit = max_norm[:self.k] if isinstance(max_norm, torch.Tensor) else max_norm
+        grad.mul_(norms.add_(CLIP_EPS).reciprocal_().mul_(limit).clamp_(max=1.0))
 
     def step(self) -> None:
         self.steps += 1

@@ -1,13 +1,15 @@
 """Distillation fine-tuning of crossover children (float, or weight-only int8 QAT): the one trainer.
 
-Loss: ``T² · KL(softmax(z_t/T) ‖ softmax(z_c/T))``, batchmean, T = 3, pure soft loss; Adam with torch defaults;
-gradient clipping at L2 norm 1; the best-validation-loss weights are kept, the starting weights included (fine-tuning
-never returns a child that validates worse than it started).
+Loss: ``T² · KL(softmax(z_t/T) ‖ softmax(z_c/T))``, batchmean, T = 3, pure soft loss; Adam with torch defaults, at
+the regime's learning rate and schedule; each child's gradient clipped to the regime's L2 norm (1 unless it says
+otherwise), dropout at the regime's rate (the network's own unless it says); the best-validation-loss weights are
+kept, the starting weights included (fine-tuning never returns a child that validates worse than it started).
 
 Children are trained as a population (:mod:`harness.networks.stacked`): every child of a population sees the same
 validation split, batch order and dropout masks, all drawn from its regime's seed by local generators (no global
-RNG is read or written), and differs only in its starting weights, learning rate and number of epochs. Training one
-child is a population of one, and a child's result is bit-for-bit the same in any population.
+RNG is read or written), and differs only in its starting weights, learning rate (and its schedule), clipping and
+number of epochs (:mod:`harness.train.schedule`). Training one child is a population of one, and a child's result
+is bit-for-bit the same in any population.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from harness.networks.quantize import convert_int8
 from harness.networks.stack import stack_children
 from harness.networks.stacked import Stack
 from harness.train.batches import dropout_mask, split_indices
-from harness.train.regimes import Regime
+from harness.train.regimes import GRAD_CLIP, Regime
+from harness.train.schedule import Steps, dropout_rates, steps_per_epoch
 from harness.train.teachers import Targets, Teacher
 
 TEMPERATURE = 3.0
-MAX_GRAD_NORM = 1.0
+MAX_GRAD_NORM = GRAD_CLIP  # the default regime's clipping norm
 _EVAL_CHUNK = 16384
 _DROPOUT_STREAM = 0x64726F70  # "drop": derives the dropout generator's seed from regime.seed
 
@@ -252,12 +255,16 @@ class _Run:
     drop_gen: torch.Generator = field(init=False)
     adam: StackedAdam = field(init=False)
     log_q_buf: torch.Tensor = field(init=False)
+    steps: Steps = field(init=False)
+    clip: float | torch.Tensor | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.order_gen = torch.Generator().manual_seed(self.ref.seed)
         self.drop_gen = torch.Generator().manual_seed((self.ref.seed ^ _DROPOUT_STREAM) & 0xFFFF_FFFF_FFFF)
         self.adam = StackedAdam(self.net.full_flat, self.net.full_grad, [r.regime.lr for r in self.rows])
         self.log_q_buf = torch.empty(len(self.rows), self.x_tr.shape[0], self.net.out_dim, device=self.x_tr.device)
+        self.steps = Steps([r.regime for r in self.rows], steps_per_epoch(self.x_tr.shape[0], self.ref.batch_size))
+        self.clip = self.steps.clip_norms(self.x_tr.device)
 
     def epoch(self, epoch: int) -> bool:
         """Train one epoch of every active child, then score it; False when no child is left to train."""
@@ -273,14 +280,15 @@ class _Run:
         perm = torch.randperm(n_train, generator=self.order_gen).to(device)
         xe = self.x_tr[perm]
         pe, ce = self.targets.epoch(perm, active)
-        masks = [dropout_mask(n_train, w, q, self.drop_gen) for w, q in zip(net.widths, net.dropout)]
+        rates = dropout_rates(ref, net.dropout)
+        masks = [dropout_mask(n_train, w, q, self.drop_gen) for w, q in zip(net.widths, rates)]
         masks = [None if m is None else m.to(device) for m in masks]
         log_q = self.log_q_buf[:active]
         for s in range(0, n_train, ref.batch_size):
             e = s + ref.batch_size
             net.train_step(xe[s:e], pe[..., s:e, :], [None if m is None else m[s:e] for m in masks],
                            log_q[:, s:e])
-            adam.clip(MAX_GRAD_NORM)
+            self.steps.before_step(adam, self.clip)
             adam.step()
         train_losses = ((ce - (pe * log_q).sum(2)).double().mean(1) * (TEMPERATURE * TEMPERATURE)).tolist()
         self.score(epoch, active, train_losses)
@@ -312,9 +320,9 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
                         regime: Regime | Sequence[Regime]) -> list[FinetuneResult]:
     """Fine-tune every child of ``children`` together; one :class:`FinetuneResult` per child, in order.
 
-    ``regime`` is one regime for all, or one per child; regimes of one population must share their ``batches``
-    (split, batch order and dropout masks), so they differ only in learning rate and epochs: a child whose regime
-    is shorter leaves the population when its epochs are done, with exactly the result it would have had alone.
+    ``regime`` is one regime for all, or one per child; regimes of one population share their ``batches`` (split,
+    batch order, dropout masks) and differ only in learning rate, schedule, clipping and epochs: a child of a shorter
+    regime leaves the population when its epochs are done, with exactly the result it would have had alone.
 
     Validation rows come from :func:`split_indices`; each epoch's batch order is a ``randperm`` of the training rows
     from a generator seeded with the regime's seed, and dropout masks come from a second one. The weights of the
@@ -335,7 +343,7 @@ def finetune_population(children: Sequence[nn.Module], states: torch.Tensor, tar
     regimes = [regime] * len(children) if isinstance(regime, Regime) else list(regime)
     if len(regimes) != len(children) or len({r.batches for r in regimes}) != 1:
         raise HarnessError("a population needs one regime per child, all with the same batch size, val_fraction, "
-                           "seed and quantization; train other regimes in their own population")
+                           "seed and quantization and one dropout rate; train other regimes in their own population")
     # Longest regime first, so a child that is done leaves from the end (the stack narrows to a prefix); equal
     # learning rates next to each other, so each run of them takes one Adam call.
     order = sorted(range(len(children)), key=lambda i: (-regimes[i].epochs, regimes[i].lr))

@@ -12,9 +12,11 @@ from typing import Any
 
 from harness.core.errors import SpaceError
 from harness.core.registry import Registry, check_name
+from harness.train.schedule import LR_SCHEDULES
 
 FLOAT32_MAX = 3.4028234663852886e38  # a learning rate beyond it is inf in float32
 QUANTIZATION_MODES = ("none", "ptq_dynamic", "ptq_static", "qat_float")  # the last three all mean int8 QAT
+GRAD_CLIP = 1.0  # the clipping norm of every regime that does not set its own
 # The fields a regime definition may set, their types and what each means (--help and the README derive from this).
 REGIME_FIELDS: dict[str, tuple[type, str]] = {
     "epochs": (int, "passes over the fine-tune states (>= 1)"),
@@ -24,13 +26,21 @@ REGIME_FIELDS: dict[str, tuple[type, str]] = {
     "seed": (int, "seed of the validation split, batch order and dropout masks (>= 0)"),
     "quantization_applied": (str, "none, or int8 weight fake-quant fine-tuning: " + ", ".join(QUANTIZATION_MODES[1:])),
     "patience": (int, "stop a child after this many epochs without a better validation score (0: never)"),
+    "lr_schedule": (str, "the learning rate over the steps: constant, or cosine (lr·½(1+cos(πt/T)), t the step, "
+                         "T = epochs × steps per epoch)"),
+    "dropout": (float, "dropout rate while fine-tuning, in [0, 1) (default: the network's own, 0.1 for the "
+                       "built-in families)"),
+    "grad_clip": (float, f"largest L2 norm of a child's whole gradient per step (>= 0; 0: no clipping; default "
+                         f"{GRAD_CLIP:g})"),
 }
+# Fields a record shows only off their defaults, so the record of a regime that leaves them keeps its shape.
+_LATER = {"lr_schedule": "constant", "dropout": None, "grad_clip": GRAD_CLIP}
 
 
 @dataclass(frozen=True, slots=True)
 class Regime:
-    """A named fine-tune hyper-parameter set. T, clipping and the loss are fixed harness-wide
-    (harness.train.finetune)."""
+    """A named fine-tune hyper-parameter set. T and the loss are fixed harness-wide (harness.train.finetune); the
+    learning-rate schedule, dropout and clipping are the regime's (harness.train.schedule)."""
 
     name: str
     epochs: int
@@ -40,9 +50,13 @@ class Regime:
     seed: int = 42
     quantization_applied: str = "none"
     patience: int = 0  # epochs without a better validation score before a child stops; 0: never stops early
+    lr_schedule: str = "constant"
+    dropout: float | None = None  # None: the network's own rate
+    grad_clip: float = GRAD_CLIP  # 0: no clipping
 
     def __post_init__(self) -> None:
         check_name("quantization_applied", self.quantization_applied, QUANTIZATION_MODES)
+        check_name("lr_schedule", self.lr_schedule, LR_SCHEDULES.names(), field="regime")
         problems = []
         for field, value, ok in (
             ("epochs", self.epochs, _is_int(self.epochs) and self.epochs >= 1),
@@ -51,13 +65,16 @@ class Regime:
             ("patience", self.patience, _is_int(self.patience) and 0 <= self.patience <= self.epochs),
             ("lr", self.lr, _is_real(self.lr) and 0 < self.lr <= FLOAT32_MAX),
             ("val_fraction", self.val_fraction, _is_real(self.val_fraction) and 0.0 <= self.val_fraction < 1.0),
+            ("dropout", self.dropout, self.dropout is None or _is_real(self.dropout) and 0.0 <= self.dropout < 1.0),
+            ("grad_clip", self.grad_clip, _is_real(self.grad_clip) and 0.0 <= self.grad_clip <= FLOAT32_MAX),
         ):
             if not ok:
                 problems.append(f"{field}={value!r}")
         if problems:
             raise SpaceError(
                 f"regime {self.name!r} has {', '.join(problems)}; it needs epochs >= 1, batch_size >= 1, "
-                "0 < lr <= float32's largest, val_fraction in [0, 1), 0 <= seed < 2**63 and 0 <= patience <= epochs",
+                "0 < lr <= float32's largest, val_fraction in [0, 1), 0 <= seed < 2**63, 0 <= patience <= epochs, "
+                "dropout in [0, 1) and a finite grad_clip >= 0 (0: off)",
                 field="regime")
 
     @property
@@ -65,18 +82,24 @@ class Regime:
         return self.quantization_applied != "none"
 
     @property
-    def batches(self) -> tuple[int, float, int, str]:
+    def batches(self) -> tuple[int, float, int, str, float | None]:
         """Regimes with equal ``batches`` see the same split, batch order and dropout masks, epoch by epoch (all
-        drawn from ``seed``); they differ only in learning rate and length, so their children can train together."""
-        return (self.batch_size, self.val_fraction, self.seed, self.quantization_applied)
+        drawn from ``seed``, the masks at the ``dropout`` rate); they differ only in learning rate, its schedule,
+        clipping and length (each a child's own row), so their children can train together."""
+        return (self.batch_size, self.val_fraction, self.seed, self.quantization_applied, self.dropout)
 
     def describe(self) -> str:
         quant = "" if not self.qat else ", int8 QAT"
         stop = f", early stop after {self.patience}" if self.patience else ""
-        return f"{self.epochs} epochs, lr {self.lr:g}, batch {self.batch_size}{quant}{stop}"
+        extra = "" if self.lr_schedule == "constant" else f", {self.lr_schedule} lr"
+        extra += "" if self.dropout is None else f", dropout {self.dropout:g}"
+        if self.grad_clip != GRAD_CLIP:
+            extra += f", clip {self.grad_clip:g}" if self.grad_clip else ", no clipping"
+        return f"{self.epochs} epochs, lr {self.lr:g}, batch {self.batch_size}{quant}{stop}{extra}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field; the later ones only when set (a record of a regime without them reads as before)."""
+        return {k: v for k, v in asdict(self).items() if k not in _LATER or v != _LATER[k]}
 
 
 def _is_int(value: Any) -> bool:
@@ -104,6 +127,9 @@ for _regime in (
     # Regimes that converge: early stopping on the validation split keeps their cost bounded.
     Regime("xlong", epochs=50, lr=1e-3, patience=5),
     Regime("xlong_lo", epochs=50, lr=3e-4, patience=5),
+    # The fine-tune loop that moved a child's score most: a long cosine decay, batch 64, clipping, no dropout;
+    # early stopping keeps it affordable.
+    Regime("tuned", epochs=200, lr=1e-3, batch_size=64, patience=10, lr_schedule="cosine", dropout=0.0),
 ):
     register_regime(_regime)
 

@@ -28,6 +28,10 @@ class Param:
     ``None`` (a seed of None draws OS entropy). ``key`` prefixes the value in a child id; ``fmt`` formats it
     (``.2f`` for alpha, as AgentFarm's ids). ``grid`` is the custom space's default values and ``knob`` the
     plural name of the custom-space option that sets them (``alphas`` -> ``--crossover-alphas``).
+
+    ``per_layer``: the value is one number per layer of the parents (:func:`harness.crossing.operators.layer.
+    layer_names`), each in ``[low, high]``; a search expands it into one parameter per layer (:meth:`layer_keys`).
+    Its length is known once the parents are (:meth:`Operator.check_layers`); ``default`` None makes it required.
     """
 
     name: str
@@ -41,12 +45,21 @@ class Param:
     grid: tuple[Any, ...] = ()
     knob: str = ""
     help: str = ""
+    per_layer: bool = False
 
     def check(self, value: Any, operator: str) -> Any:
         """``value`` converted to ``kind``; a one-line CrossoverError naming the operator, parameter and range."""
         if value is None and self.optional:
             return None
         where = f"{self.name} of the {operator} operator"
+        if self.per_layer:
+            if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+                raise CrossoverError(f"{where} needs one value per layer of the parents in {self._range()}, got "
+                                     f"{value!r}; pass e.g. {self.name}=0.2/0.5/0.8 for parents of 3 layers")
+            return tuple(self._number(v, where) for v in value)
+        return self._number(value, where)
+
+    def _number(self, value: Any, where: str) -> Any:
         if self.kind is str:
             if not isinstance(value, str) or not value:
                 raise CrossoverError(f"{where} must be a non-empty string, got {value!r}")
@@ -72,9 +85,19 @@ class Param:
         return f"; pass e.g. {self.name}={example!r}" if example is not None else ""
 
     def fragment(self, value: Any) -> str:
-        """How ``value`` shows in a child id: ``a0p50`` (alpha 0.5), ``s0`` (seed 0), ``sNone``."""
+        """How ``value`` shows in a child id: ``a0p50`` (alpha 0.5), ``s0`` (seed 0), ``sNone``; a per-layer
+        value as its numbers joined by ``-`` (``la0p20-0p50-0p80``)."""
+        if self.per_layer and value is not None:
+            return f"{self.key or self.name}{'-'.join(self._text(v) for v in value)}"
+        return f"{self.key or self.name}{self._text(value)}"
+
+    def _text(self, value: Any) -> str:
         text = "None" if value is None else format(value, self.fmt) if self.kind is not str else value
-        return f"{self.key or self.name}{text.replace('.', 'p').replace('-', 'm')}"
+        return str(text).replace(".", "p").replace("-", "m")
+
+    def layer_keys(self, count: int) -> tuple[str, ...]:
+        """The names a search gives a per-layer parameter's ``count`` numbers: ``layer_alphas_l0``, ..."""
+        return tuple(f"{self.name}_l{i}" for i in range(count))
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +122,26 @@ class Operator:
                                  f"(its parameters: {known})")
         return {p.name: p.check(given.get(p.name, p.default), self.name) for p in self.params}
 
+    def check_layers(self, params: Mapping[str, Any], sd: Mapping[str, Any]) -> None:
+        """Each per-layer parameter of ``params`` has one value per layer of parents like ``sd`` (tensors or their
+        metadata); else a one-line CrossoverError (``field``: the parameter) with the expected length."""
+        from harness.crossing.operators.layer import layer_names
+
+        declared = [p for p in self.params if p.per_layer and params.get(p.name) is not None]
+        names = layer_names(sd) if declared else []
+        for p in declared:
+            value = params[p.name]
+            if len(value) != len(names):
+                example = "/".join(["0.5"] * len(names))
+                raise CrossoverError(
+                    f"{p.name} of the {self.name} operator has {len(value)} values "
+                    f"({'/'.join(format(v, 'g') for v in value)}) but the parents have {len(names)} layers "
+                    f"({', '.join(names)}); pass {len(names)} values, e.g. {example}", field=p.name)
+
     def __call__(self, sd_a: Mapping[str, Any], sd_b: Mapping[str, Any], **params: Any) -> StateDict:
-        return self.fn(sd_a, sd_b, **self.resolve(params))
+        resolved = self.resolve(params)
+        self.check_layers(resolved, sd_a)
+        return self.fn(sd_a, sd_b, **resolved)
 
 
 OPERATORS: Registry[Operator] = Registry("crossover operator", group="pytest_crossover.operators")

@@ -23,8 +23,8 @@ def _natural_key(module: str) -> tuple[tuple[int, int, str], ...]:
 
 def _starts_block_by_shape(module: str, keys: set[str], sd: Mapping[str, Any]) -> bool:
     weight_key = f"{module}.weight" if module else "weight"
-    weight = sd.get(weight_key)
-    return weight_key in keys and hasattr(weight, "dim") and weight.dim() >= 2  # type: ignore[union-attr]
+    # By the shape, so tensor metadata (harness.inputs.checkpoint_meta) groups as its tensors do.
+    return weight_key in keys and len(getattr(sd.get(weight_key), "shape", ())) >= 2
 
 
 def _starts_block_by_name(module: str, previous: str | None) -> bool:
@@ -66,6 +66,18 @@ def layer_blocks(keys: Mapping[str, Any] | Iterable[str]) -> list[list[str]]:
         blocks[-1].extend(sorted(by_module[module]))
         previous = module
     return blocks
+
+
+def layer_names(sd: Mapping[str, Any]) -> list[str]:
+    """The parents' layers, in order, by the module of each block's Linear (``network.0``, ``network.4``,
+    ``network.8`` for the Q-network): the blocks of :func:`layer_blocks`, one per Linear with its LayerNorm.
+    ``sd`` is a state dict or its tensor metadata."""
+    return [_module_of(block[0]) for block in layer_blocks(sd)]
+
+
+def layer_count(sd: Mapping[str, Any]) -> int:
+    """How many layers a per-layer parameter takes for parents like ``sd`` (:func:`layer_names`)."""
+    return len(layer_blocks(sd))
 
 
 @register_operator("layer", description="whole layers alternate A, B, A, ... (Linear with its LayerNorm)")
