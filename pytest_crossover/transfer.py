@@ -242,6 +242,9 @@ def verify(provenance: dict[str, Any], workerinput: Mapping[str, Any] | None) ->
                                    "pytest-crossover on every host", field=inp.field)
             raise HarnessError(_changed(f, entry["sha256"]), field=inp.field)
         entry["path"] = f["path"]
+        node = (provenance.get("lineage") or {}).get(inp.provenance)
+        if node is not None:  # a child as a parent: named as the controller names it (its ancestors are recorded)
+            node["path"] = f["path"]
 
 
 @contextmanager
