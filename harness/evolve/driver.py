@@ -60,7 +60,8 @@ class EvolveConfig:
 
     def same_run(self) -> dict[str, Any]:
         """What must not change when an evolution resumes (more generations may be asked for)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("generations", "out")}
+        kept = {k: v for k, v in asdict(self).items() if k not in ("generations", "out")}
+        return dict(json.loads(json.dumps(kept)))  # as lineage.json holds it (lists, not tuples)
 
 
 Runner = Callable[[list[str], Path], int]
