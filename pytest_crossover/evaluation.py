@@ -34,7 +34,9 @@ def collect_for(options: CrossoverOptions, episodes: int, config: Any) -> Path:
     torch.set_num_threads(o.threads)
     # The reference plays the episodes when there is one (the founders of a lineage), so every generation of an
     # evolution is scored on the same held-out episodes.
-    scored = (inputs.sd_a, inputs.sd_b) if inputs.ref_a is None else (inputs.ref_a, inputs.ref_b)
+    scored = (inputs.sd_a, inputs.sd_b)
+    if inputs.ref_a is not None and inputs.ref_b is not None:
+        scored = (inputs.ref_a, inputs.ref_b)
     nets = [network_from_state_dict(sd) for sd in scored]
     returns_seed = Settings().episode_seed
     avoid = [(returns_seed, returns_seed + max(inputs.episodes, 1) - 1)]

@@ -26,16 +26,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--parent-b", help="founder B checkpoint")
     ap.add_argument("--out", default="runs/evolution", help=f"the evolution folder ({LINEAGE} and one run folder "
                     "per generation; default runs/evolution); run again to resume")
+    ap.add_argument("--stop-early", choices=("on", "off"), default="on",
+                    help="stop when a generation's best recipe does not beat the previous generation's beyond the "
+                         "95 %% interval of their paired gap (default on); off runs every generation")
     ap.add_argument("--picture", choices=("on", "off"), default="on",
                     help="draw evolution.png (lineage tree and best score per generation; needs matplotlib)")
     args = ap.parse_args(own)
     try:
         cfg = EvolveConfig(out=args.out, generations=args.generations, space=args.space, select=args.select,
                            replicates=args.replicates, founder_a=args.parent_a, founder_b=args.parent_b,
-                           pytest_args=tuple(pytest_args))
+                           pytest_args=tuple(pytest_args), stop_early=args.stop_early == "on")
         state = evolve(cfg)
     except HarnessError as exc:
-        flag = f"--{exc.field.replace('_', '-')}: " if getattr(exc, "field", None) else ""
+        flag = f"--{exc.field.replace('_', '-')}: " if exc.field else ""
         print(f"error: {flag}{exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -44,9 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     print("\n".join(lines(state)))
     if args.picture == "on":
-        from harness.pictures.evolution import draw_evolution
+        import importlib.util
 
-        print(f"picture: {draw_evolution(state, cfg.out)}")
+        if importlib.util.find_spec("matplotlib") is None:
+            print("picture: skipped (matplotlib is not installed: pip install 'pytest-crossover[plots]')")
+        else:
+            from harness.pictures.evolution import draw_evolution
+
+            print(f"picture: {draw_evolution(state, cfg.out)}")
     return 0
 
 

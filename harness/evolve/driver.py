@@ -42,6 +42,7 @@ class EvolveConfig:
     founder_a: str | None = None  # None: the embedded parents
     founder_b: str | None = None
     pytest_args: tuple[str, ...] = ()
+    stop_early: bool = True  # stop when a generation's best does not beat the previous one beyond its interval
 
     def __post_init__(self) -> None:
         if not 1 <= self.generations <= 100:
@@ -60,7 +61,7 @@ class EvolveConfig:
 
     def same_run(self) -> dict[str, Any]:
         """What must not change when an evolution resumes (more generations may be asked for)."""
-        kept = {k: v for k, v in asdict(self).items() if k not in ("generations", "out")}
+        kept = {k: v for k, v in asdict(self).items() if k not in ("generations", "out", "stop_early")}
         return dict(json.loads(json.dumps(kept)))  # as lineage.json holds it (lists, not tuples)
 
 
@@ -163,6 +164,8 @@ def evolve(cfg: EvolveConfig, runner: Runner = run_pytest, progress: Callable[[s
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     state = _state(cfg, out)
+    if not cfg.stop_early:
+        state["stopped"] = None  # resumed past an early stop: the next generations run
     write_text(out / CLIENT, CLIENT_TEXT)
     for g in range(len(state["generations"]) + 1, cfg.generations + 1):
         if state["stopped"]:
@@ -181,7 +184,7 @@ def evolve(cfg: EvolveConfig, runner: Runner = run_pytest, progress: Callable[[s
         previous = state["generations"][-1] if state["generations"] else None
         gen = _generation(cfg, out, g, manifest, run_dir, parents, previous)
         state["generations"].append(_relative(gen, out))
-        if gen.get("vs_previous") and gen["vs_previous"]["lo"] <= 0:
+        if cfg.stop_early and gen.get("vs_previous") and gen["vs_previous"]["lo"] <= 0:
             state["stopped"] = (f"generation {g}'s best does not beat generation {g - 1}'s beyond its interval "
                                 f"({gen['vs_previous']['gap']:+.4f} [{gen['vs_previous']['lo']:+.3f}, "
                                 f"{gen['vs_previous']['hi']:+.3f}])")

@@ -1,8 +1,9 @@
 """Crossover operators: one module per operator, each registered in :data:`OPERATORS` when imported.
 
 The built-ins are imported here explicitly, in AgentFarm's mode order (random, layer, weighted), then ours
-(slerp): the registry's order. A user's operator registers from their own code with :func:`register_operator` (a
-conftest, their package) or through the entry-point group ``pytest_crossover.operators``, loaded on first lookup.
+(slerp, mutate): the registry's order. A user's operator registers from their own code with
+:func:`register_operator` (a conftest, their package) or through the entry-point group
+``pytest_crossover.operators``, loaded on first lookup.
 """
 
 # isort: off
@@ -10,6 +11,7 @@ from harness.crossing.operators import random  # noqa: F401  (importing an opera
 from harness.crossing.operators import layer  # noqa: F401
 from harness.crossing.operators import weighted  # noqa: F401
 from harness.crossing.operators import slerp  # noqa: F401
+from harness.crossing.operators import mutate  # noqa: F401
 from harness.crossing.operators import controls  # noqa: F401
 
 # isort: on
