@@ -17,9 +17,13 @@ PICTURE = "evolution.png"
 
 
 def _label(path: str) -> str:
-    """A parent as the tree names it: ``gen_001/005_layer_…`` for a child, the file name for a founder."""
+    """A node as the tree names it: a child by its mode, regime and replicate (``layer long r0``; the generation is
+    the x axis), a founder by its file name."""
     p = Path(path)
-    return f"{p.parent.name}/{p.name[:18]}" if p.parent.name.startswith("gen_") else p.name
+    if not p.parent.name.startswith("gen_"):
+        return p.name
+    parts = p.name.split("_")[1:]
+    return " ".join(x for x in parts if not (x[:1] in "as" and x[1:2].isdigit() or x == "sNone"))
 
 
 def _scores(ax: Any, gens: list[Mapping[str, Any]]) -> None:
@@ -49,7 +53,8 @@ def _tree(ax: Any, gens: list[Mapping[str, Any]]) -> None:
         if path not in placed:
             placed[path] = (x, y)
             ax.plot([x], [y], "o", color=colour(0 if x == 0 else 2))
-            ax.annotate(_label(path), (x, y), textcoords="offset points", xytext=(4, 6), fontsize=7)
+            ax.annotate(_label(path), (x, y), textcoords="offset points", xytext=(0, 9 if y else -14),
+                        fontsize=8, ha="center")
         return placed[path]
 
     for gen in gens:
@@ -66,7 +71,8 @@ def _tree(ax: Any, gens: list[Mapping[str, Any]]) -> None:
     ax.set_xticks(range(len(gens) + 1))
     ax.set_xlabel("generation (0: founders)")
     ax.set_yticks([])
-    ax.set_ylim(-0.5, 1.8)
+    ax.set_ylim(-0.4, 1.4)
+    ax.set_xlim(-0.5, len(gens) + 0.5)
     ax.set_title("Lineage: each generation's parents and the children carried forward")
 
 
