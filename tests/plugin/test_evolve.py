@@ -24,7 +24,7 @@ from harness.inputs import lineage
 from harness.inputs.load import load_inputs
 from harness.search.child import Context
 from harness.search.rundir import load_child
-from tests.plugin.conftest import read_json
+from tests.plugin.conftest import CLIENT, base_args, read_json
 
 pytestmark = pytest.mark.slow
 
@@ -125,6 +125,8 @@ def test_every_generation_is_scored_against_the_founders(evolved: dict[str, Any]
     assert {s: m2["provenance"]["reference"][f"reference_{s}"]["sha256"] for s in lineage.SLOTS} == \
         {s: founders[f"parent_{s}"]["sha256"] for s in lineage.SLOTS}
     assert m2["provenance"]["reference"]["source"] == "founders"
+    assert f"Reference (founders): they agree on {gen1['agree_ab']:.4f}" in \
+        (out / "gen_002" / "recommendation.txt").read_text()
     assert gen2["agree_ab"] == gen1["agree_ab"] and gen2["bound"] == gen1["bound"]
     # The held-out episodes are the same rows in every generation: a child never trains on them.
     m1 = read_json(out / "gen_001" / "manifest.json")
@@ -168,3 +170,23 @@ def test_the_picture(evolved: dict[str, Any]) -> None:
 
     path = draw_evolution(evolved["state"], evolved["out"])
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_a_given_reference_is_recorded_and_half_a_reference_is_refused(evolved: dict[str, Any],
+                                                                       search_files: dict[str, Path],
+                                                                       pytester: pytest.Pytester) -> None:
+    child = evolved["out"] / evolved["state"]["generations"][0]["next_parents"]["a"]
+    inputs = load_inputs(search_files["parent_a"], search_files["parent_b"], search_files["states"], episodes=0,
+                         reference_a=child, reference_b=search_files["parent_b"])
+    ref = inputs.provenance["reference"]
+    assert ref["source"] == "given" and ref["reference_a"]["path"] == str(child / "child.pt")
+    assert ref["reference_a"]["sha256"] == lineage.files(lineage.node(child, ref["reference_a"]["sha256"]))[0][1]
+    assert inputs.provenance["lineage"]["parent_a"]["kind"] == "file"
+    with pytest.raises(HarnessError) as err:
+        load_inputs(reference_a=child)
+    assert err.value.field == "reference_b"
+    pytester.makepyfile(test_search=CLIENT)
+    result = pytester.runpytest_inprocess(*base_args(search_files), f"--crossover-reference-a={child}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --crossover-reference-a: goes with --crossover-reference-b; give both or "
+                                 "neither*"])
