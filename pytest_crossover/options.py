@@ -314,9 +314,9 @@ def _check(opts: CrossoverOptions) -> None:
             raise HarnessError("goes with --crossover-parent-b; give both or neither (neither uses the embedded "
                                "LunarLander parents)", field="parent_a" if opts.parent_a is None else "parent_b")
         if (opts.reference_a is None) != (opts.reference_b is None):
-            given, other = ("a", "b") if opts.reference_a is not None else ("b", "a")
+            side, other = ("a", "b") if opts.reference_a is not None else ("b", "a")
             raise HarnessError(f"goes with --crossover-reference-{other}; give both or neither (neither: the founders "
-                               "of the parents' lineage, else the parents)", field=f"reference_{given}")
+                               "of the parents' lineage, else the parents)", field=f"reference_{side}")
         defined = [parse_regime(d) for d in opts.define_regime]
         if len({r.name for r in defined}) != len(defined):
             raise HarnessError("a regime name is defined twice; give each one once", field="define_regime")
