@@ -6,6 +6,7 @@ a second, uninterrupted one runs its sessions with ``-n 2``: resume and workers 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import signal
@@ -20,6 +21,7 @@ import torch
 
 from harness.core.errors import HarnessError
 from harness.evolve.driver import LINEAGE, EvolveConfig, evolve, run_pytest
+from harness.evolve.ranking import SELECTIONS, candidates
 from harness.inputs import lineage
 from harness.inputs.load import load_inputs
 from harness.search.child import Context
@@ -190,3 +192,24 @@ def test_a_given_reference_is_recorded_and_half_a_reference_is_refused(evolved: 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --crossover-reference-a: goes with --crossover-reference-b; give both or "
                                  "neither*"])
+
+
+def test_selection_and_early_stop(evolved: dict[str, Any], search_files: dict[str, Path]) -> None:
+    out, state = evolved["out"], evolved["state"]
+    gen1, gen2 = state["generations"]
+    m1 = read_json(out / "gen_001" / "manifest.json")
+    ranked = candidates(m1)
+    assert [r["recipe"] for r in ranked] == [r["recipe"] for r in gen1["recipes"]]
+    assert ranked[0]["primary"] >= ranked[1]["primary"] >= ranked[-1]["primary"]
+    founders = (str(search_files["parent_a"]), str(search_files["parent_b"]))
+    assert SELECTIONS["best+founder"](ranked, out / "gen_001", founders) == (str(out / gen1["next_parents"]["a"]),
+                                                                             founders[1])
+    with pytest.raises(HarnessError, match="top2 needs two"):
+        SELECTIONS["top2"](ranked[:1], out / "gen_001", founders)
+    # Stopped early exactly when generation 2's gain over generation 1 has an interval reaching 0.
+    assert (state["stopped"] is not None) == (gen2["vs_previous"]["lo"] <= 0)
+    if state["stopped"]:  # asking for more generations of a stopped evolution runs nothing ...
+        ran: list[list[str]] = []
+        more = dataclasses.replace(_config(search_files, out), generations=3)
+        assert evolve(more, runner=lambda c, log: ran.append(c) or 0, progress=lambda _: None) == state
+        assert ran == []
