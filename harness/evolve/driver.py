@@ -24,7 +24,7 @@ from harness.inputs import embedded, lineage
 from harness.inputs.checkpoints import file_sha256
 
 LINEAGE = "lineage.json"
-CLIENT = "test_crossover.py"
+CLIENT = "crossover_generation.py"  # given explicitly to pytest; a bare `pytest` never collects it
 CLIENT_TEXT = ("# The search as a test suite: one test per child (written by python -m harness.evolve).\n\n"
                "def test_child(crossover_child):\n    crossover_child.run()\n")
 SCHEMA = 1

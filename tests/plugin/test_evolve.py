@@ -92,7 +92,7 @@ def test_resumed_equals_uninterrupted_under_workers(evolved: dict[str, Any], sea
     gen1 = evolved["state"]["generations"][0]
     parents = [f"--crossover-parent-{s}={tmp_path / gen1['next_parents'][s]}" for s in lineage.SLOTS]
     cfg = _config(search_files, tmp_path)
-    command = [sys.executable, "-m", "pytest", str(out / "test_crossover.py"), "--crossover-space=smoke",
+    command = [sys.executable, "-m", "pytest", str(out / "crossover_generation.py"), "--crossover-space=smoke",
                f"--crossover-run-dir={tmp_path / 'gen_002'}", "--crossover-replicates=1", *parents,
                *cfg.pytest_args, "-n", "2"]
     assert run_pytest(command, tmp_path / "gen_002.log") == 0, (tmp_path / "gen_002.log").read_text()
