@@ -64,6 +64,8 @@ def evolved(search_files: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     with pytest.raises(KeyboardInterrupt):
         evolve(cfg, runner=_interrupt_in_generation_2, progress=lambda _: None)
     interrupted = read_json(out / LINEAGE)
+    partial = out / "gen_002" / "manifest.json"  # Ctrl-C left generation 2 unfinished
+    assert not partial.exists() or not read_json(partial)["complete"]
     calls: list[list[str]] = []
 
     def counting(command: list[str], log: Path) -> int:
