@@ -27,12 +27,17 @@ def collect_for(options: CrossoverOptions, episodes: int, config: Any) -> Path:
 
     o = options
     inputs = load_inputs(o.parent_a, o.parent_b, o.states, allow_unsafe_unpickle=o.allow_unsafe_unpickle,
-                         env_id=o.env, episodes=o.episodes)
+                         env_id=o.env, episodes=o.episodes, reference_a=o.reference_a, reference_b=o.reference_b)
     if inputs.env_id is None:
         raise HarnessError(f"{episodes} evaluation episodes need an environment for your parents; add "
                            "--crossover-env ID, or pass --crossover-eval-states", field="eval_episodes")
     torch.set_num_threads(o.threads)
-    nets = [network_from_state_dict(sd) for sd in (inputs.sd_a, inputs.sd_b)]
+    # The reference plays the episodes when there is one (the founders of a lineage), so every generation of an
+    # evolution is scored on the same held-out episodes.
+    scored = (inputs.sd_a, inputs.sd_b)
+    if inputs.ref_a is not None and inputs.ref_b is not None:
+        scored = (inputs.ref_a, inputs.ref_b)
+    nets = [network_from_state_dict(sd) for sd in scored]
     returns_seed = Settings().episode_seed
     avoid = [(returns_seed, returns_seed + max(inputs.episodes, 1) - 1)]
     if o.parent_a is None:  # the embedded parents: every seed their metadata records

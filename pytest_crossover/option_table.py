@@ -94,10 +94,17 @@ def option_table() -> tuple[Option, ...]:
                "interval of their gap in primary lies within ±this margin (default 0.01)", "0.01", kind="float",
                metavar="DELTA"),
         Option("max-runs", "Run only the first N children of the space (N >= 1)", kind="int", metavar="N"),
-        Option("parent-a", "Parent A checkpoint (.pt state dict); default: the embedded LunarLander parents",
-               kind="path", metavar="PATH"),
-        Option("parent-b", "Parent B checkpoint (.pt state dict); default: the embedded LunarLander parents",
-               kind="path", metavar="PATH"),
+        Option("parent-a", "Parent A checkpoint (.pt state dict), or a child of an earlier run (<run-dir>/<child_id>, "
+               "a float child; docs/generations.md); default: the embedded LunarLander parents", kind="path",
+               metavar="PATH"),
+        Option("parent-b", "Parent B checkpoint (.pt state dict), or a child of an earlier run (<run-dir>/<child_id>, "
+               "a float child); default: the embedded LunarLander parents", kind="path", metavar="PATH"),
+        Option("reference-a", "Score agreement, the primary metric, the bound and the controls against this network "
+               "instead of parent A (a checkpoint or a child folder; with --crossover-reference-b); default: the "
+               "founders of the parents' lineage when a parent is a child, else the parents", kind="path",
+               metavar="PATH"),
+        Option("reference-b", "The reference's network B (with --crossover-reference-a)", kind="path",
+               metavar="PATH"),
         Option("states", "States buffer: .npy (N x input_dim) or .npz with 'states' and optional 'episode' ids (one "
                "integer per row: the holdout then keeps whole episodes out of fine-tuning); default: the embedded "
                "states", kind="path", metavar="PATH"),

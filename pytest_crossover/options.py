@@ -92,6 +92,8 @@ class CrossoverOptions:
     max_runs: int | None
     parent_a: str | None
     parent_b: str | None
+    reference_a: str | None
+    reference_b: str | None
     states: str | None
     eval_states: str | None
     eval_episodes: int | None
@@ -246,7 +248,8 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         define_regime=values["define-regime"] or (), replicates=values["replicates"], controls=values["controls"],
         equivalence_margin=values["equivalence-margin"],
         max_runs=values["max-runs"], parent_a=values["parent-a"],
-        parent_b=values["parent-b"], states=values["states"], eval_states=values["eval-states"],
+        parent_b=values["parent-b"], reference_a=values["reference-a"], reference_b=values["reference-b"],
+        states=values["states"], eval_states=values["eval-states"],
         eval_episodes=values["eval-episodes"],
         allow_unsafe_unpickle=bool(values["allow-unsafe-unpickle"]), split_seed=values["split-seed"],
         holdout=_holdout(values, origin), teacher=values["teacher"],
@@ -319,6 +322,10 @@ def _check(opts: CrossoverOptions) -> None:
         if (opts.parent_a is None) != (opts.parent_b is None):
             raise HarnessError("goes with --crossover-parent-b; give both or neither (neither uses the embedded "
                                "LunarLander parents)", field="parent_a" if opts.parent_a is None else "parent_b")
+        if (opts.reference_a is None) != (opts.reference_b is None):
+            side, other = ("a", "b") if opts.reference_a is not None else ("b", "a")
+            raise HarnessError(f"goes with --crossover-reference-{other}; give both or neither (neither: the founders "
+                               "of the parents' lineage, else the parents)", field=f"reference_{side}")
         defined = [parse_regime(d) for d in opts.define_regime]
         if len({r.name for r in defined}) != len(defined):
             raise HarnessError("a regime name is defined twice; give each one once", field="define_regime")

@@ -47,7 +47,8 @@ class Runtime:
             with naming(o.sources), transfer.controller_names(self.workerinput):
                 inputs = load_inputs(**transfer.load_paths(o, self.workerinput),
                                      allow_unsafe_unpickle=o.allow_unsafe_unpickle, env_id=o.env,
-                                     episodes=o.episodes, check_environment=self.workerinput is None)
+                                     episodes=o.episodes, check_environment=self.workerinput is None,
+                                     reference_a=o.reference_a, reference_b=o.reference_b)
                 transfer.verify(inputs.provenance, self.workerinput)
             self._inputs = inputs
             _freeze_long_lived()
@@ -67,7 +68,8 @@ class Runtime:
                 o = self.options
                 with naming(o.sources):
                     self._checked = check_inputs(o.parent_a, o.parent_b, o.states, eval_states=o.eval_states,
-                                                 env_id=o.env, episodes=o.episodes)
+                                                 env_id=o.env, episodes=o.episodes, reference_a=o.reference_a,
+                                                 reference_b=o.reference_b)
             if self._checked is None:
                 self._checked = self.inputs()
             self.split()
@@ -117,9 +119,10 @@ class Runtime:
                 settings = Settings(holdout=o.holdout, teacher=o.teacher, degenerate_threshold=o.degenerate_threshold,
                                     env_id=inp.env_id, episodes=inp.episodes, device=o.device, threads=o.threads,
                                     split_seed=o.split_seed)
+                reference = None if inp.ref_a is None or inp.ref_b is None else (inp.ref_a, inp.ref_b)
                 self._ctx = Context.build(inp.sd_a, inp.sd_b, inp.buffer, settings, eval_states=inp.eval_buffer,
                                           provenance={**inp.provenance, "git": self.git(),
-                                                      "arithmetic": arithmetic})
+                                                      "arithmetic": arithmetic}, reference=reference)
             _freeze_long_lived()
         return self._ctx
 

@@ -100,6 +100,7 @@ class InputTransfer:
     def __init__(self, options: Any, provenance: Mapping[str, Any]) -> None:
         self.sources = options.sources
         self.files = manifest(options, provenance)
+        self.reference = provenance.get("reference")  # a child as a parent, or a reference (harness.inputs.lineage)
         self.here = host_side.describe([f["package"] for f in self.files.values() if f["embedded"]])
         self._payload: dict[str, bytes] | None = None
         self.sent: dict[str, tuple[int, float]] = {}  # worker id -> (bytes sent, seconds of its exchange)
@@ -132,6 +133,10 @@ class InputTransfer:
             # the files are read where they are (verified at load); no exchange, so ``-n N`` starts as before.
             return {"files": self.files, "cache": None, "host": self.here["host"]}
         where = f"--tx {gateway_text(spec)} (worker {gateway.id})"
+        if self.reference and not is_local(spec):
+            # Its lineage and reference are read from the run folders, which a remote host does not have.
+            raise pytest.UsageError(f"{where}: a child as a parent, or --crossover-reference-a/-b, needs the run "
+                                    "folders on the worker's host; use -n N (local workers) or a serial session")
         sent = [] if is_local(spec) else self._sent()
         started = time.perf_counter()
         payload = self.payload() if sent else {}
@@ -242,6 +247,9 @@ def verify(provenance: dict[str, Any], workerinput: Mapping[str, Any] | None) ->
                                    "pytest-crossover on every host", field=inp.field)
             raise HarnessError(_changed(f, entry["sha256"]), field=inp.field)
         entry["path"] = f["path"]
+        node = (provenance.get("lineage") or {}).get(inp.provenance)
+        if node is not None:  # a child as a parent: named as the controller names it (its ancestors are recorded)
+            node["path"] = f["path"]
 
 
 @contextmanager

@@ -54,6 +54,9 @@ def recommend(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) ->
         "unfinished": [{"child_id": r["child_id"], "status": r["status"]} for r in children
                        if r["status"] in ("diverged", "error", "lost")],
     }
+    reference = (manifest.get("provenance") or {}).get("reference")
+    if reference:  # scored against a reference (harness.inputs.lineage): its rows are the "parents" here
+        out["parents"]["reference"] = reference.get("source")
     best = eligible[0] if eligible else None
     beats = best is not None and (ab is None or _margin(best, ab) > 0)
     if best is not None and beats:
@@ -331,7 +334,8 @@ def recommendation_text(rec: Mapping[str, Any]) -> str:
     p = METRICS.get("primary")
     ab = rec["parents"].get("agree_ab")
     if ab is not None:
-        lines += ["", f"Parents: they agree on {ab:.4f} of the held-out states, so the best possible primary is "
+        who = f"Reference ({rec['parents']['reference']})" if rec["parents"].get("reference") else "Parents"
+        lines += ["", f"{who}: they agree on {ab:.4f} of the held-out states, so the best possible primary is "
                       f"{rec['parents']['bound']:.4f}"
                   + "".join(f"; {k} return {v:.1f}" for k, v in rec["parents"]["returns"].items())]
     for title, key in (("Best child per crossover mode", "best_per_mode"),

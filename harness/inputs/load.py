@@ -4,17 +4,22 @@ With no paths, the embedded LunarLander parents and states are used, and returns
 ``load_inputs`` loads everything (torch); ``check_inputs`` runs the same checks without importing torch, for
 the plugin's controller, whose xdist workers do the loading. Every file is read once, and its sha256 is taken of
 the bytes that were used.
+
+A parent may be a child folder of an earlier run, and the children may be scored against a fixed reference
+instead of the parents (:mod:`harness.inputs.lineage`): ``ref_a``/``ref_b`` are then set and the provenance
+records the ``lineage`` and the ``reference``.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.core.errors import CrossoverError, HarnessError, StatesError, as_field
-from harness.inputs import embedded
+from harness.inputs import embedded, lineage
 from harness.inputs.checkpoints import peek_parent_sha, read_parent
 from harness.inputs.states import Buffer, load_buffer
 from harness.networks.architecture import check_parents
@@ -35,6 +40,8 @@ class SearchInputs:
     env_id: str | None
     episodes: int
     provenance: dict[str, Any] = field(default_factory=dict)
+    ref_a: dict[str, Any] | None = None  # the reference scored against, when it is not the parents
+    ref_b: dict[str, Any] | None = None
 
     @property
     def states(self) -> Any:
@@ -50,15 +57,33 @@ class _Sources:
     eval_states: Path | None
     env_id: str | None
     episodes: int
+    reference: tuple[Path, Path] | None = None  # given explicitly
+
+
+def _reference_paths(reference_a: str | Path | None, reference_b: str | Path | None) -> tuple[Path, Path] | None:
+    if (reference_a is None) != (reference_b is None):
+        raise HarnessError("give both reference checkpoints or neither (neither: the founders of the parents' "
+                           "lineage, else the parents)", field="reference_a" if reference_a is None else "reference_b")
+    if reference_a is None or reference_b is None:
+        return None
+    with as_field("reference_a"):
+        ref_a = lineage.parent_file(reference_a)
+    with as_field("reference_b"):
+        return ref_a, lineage.parent_file(reference_b)
 
 
 def _sources(parent_a: str | Path | None, parent_b: str | Path | None, states: str | Path | None,
-             eval_states: str | Path | None, env_id: str | None, episodes: int | None) -> _Sources:
+             eval_states: str | Path | None, env_id: str | None, episodes: int | None,
+             reference: tuple[str | Path | None, str | Path | None] = (None, None)) -> _Sources:
     if (parent_a is None) != (parent_b is None):
         raise HarnessError("give both parent checkpoints or neither (neither uses the embedded parents)",
                            field="parent_a" if parent_a is None else "parent_b")
     use_embedded = parent_a is None
     path_a, path_b = embedded.parent_paths() if use_embedded else (Path(parent_a), Path(parent_b))  # type: ignore[arg-type]
+    with as_field("parent_a"):
+        path_a = lineage.parent_file(path_a)
+    with as_field("parent_b"):
+        path_b = lineage.parent_file(path_b)
     # The embedded parents' returns come from their environment when gymnasium is installed (the [env] extra);
     # a library-only install searches on agreement alone rather than fail on a default the user never chose.
     if env_id is None and use_embedded and importlib.util.find_spec("gymnasium") is not None:
@@ -67,7 +92,34 @@ def _sources(parent_a: str | Path | None, parent_b: str | Path | None, states: s
         episodes = DEFAULT_EPISODES if env_id else 0
     states_path = Path(states) if states is not None else embedded.states_path()
     return _Sources(use_embedded, path_a, path_b, states_path, None if eval_states is None else Path(eval_states),
-                    env_id, episodes)
+                    env_id, episodes, _reference_paths(*reference))
+
+
+def _reference(src: _Sources, provenance: dict[str, Any], sds: tuple[Any, Any],
+               read: Callable[[Path], tuple[Any, str]]) -> tuple[Any, Any] | None:
+    """Record the parents' lineage and the reference in ``provenance``; the reference's tensors (or metadata,
+    as ``read`` gives them), or None when the parents are the reference."""
+    nodes = {f"parent_{s}": lineage.node(provenance[f"parent_{s}"]["path"], provenance[f"parent_{s}"]["sha256"])
+             for s in lineage.SLOTS}
+    if src.reference is not None:
+        paths, source = src.reference, "given"
+    else:
+        founders = lineage.default_reference(nodes)
+        if founders is None:
+            return None  # plain checkpoints scored against themselves: the provenance is as it always was
+        paths, source = (Path(founders["reference_a"]["path"]), Path(founders["reference_b"]["path"])), "founders"
+    refs, entries = [], {}
+    for slot, path in zip(lineage.SLOTS, paths):
+        with as_field(f"reference_{slot}"):
+            sd, sha = read(path)
+            if sd is not None:  # None: metadata only torch.load can give (check_inputs' caller then loads)
+                check_parents(sds[0], sd)
+                check_weights(sd, f"reference {slot.upper()}")
+        refs.append(sd)
+        entries[f"reference_{slot}"] = {"path": str(path), "sha256": sha}
+    provenance["lineage"] = nodes
+    provenance["reference"] = {**entries, "source": source}
+    return refs[0], refs[1]
 
 
 def _check(src: _Sources, sd_a: Any, sd_b: Any, shas: tuple[str, str], states_given: bool,
@@ -134,15 +186,20 @@ def load_inputs(
     env_id: str | None = None,
     episodes: int | None = None,
     check_environment: bool = True,
+    reference_a: str | Path | None = None,
+    reference_b: str | Path | None = None,
 ) -> SearchInputs:
     """Load and check everything before any child runs; raise a one-line HarnessError on bad input."""
-    src = _sources(parent_a, parent_b, states, eval_states, env_id, episodes)
+    src = _sources(parent_a, parent_b, states, eval_states, env_id, episodes, (reference_a, reference_b))
     with as_field("parent_a"):
         sd_a, sha_a = read_parent(src.parent_a, allow_unsafe_unpickle=allow_unsafe_unpickle)
     with as_field("parent_b"):
         sd_b, sha_b = read_parent(src.parent_b, allow_unsafe_unpickle=allow_unsafe_unpickle)
     buffer, eval_buffer, provenance = _check(src, sd_a, sd_b, (sha_a, sha_b), states is not None, check_environment)
-    return SearchInputs(sd_a, sd_b, buffer, eval_buffer, src.env_id, src.episodes, provenance)
+    refs = _reference(src, provenance, (sd_a, sd_b),
+                      lambda p: read_parent(p, allow_unsafe_unpickle=allow_unsafe_unpickle))
+    return SearchInputs(sd_a, sd_b, buffer, eval_buffer, src.env_id, src.episodes, provenance,
+                        *(refs or (None, None)))
 
 
 def check_inputs(
@@ -154,13 +211,15 @@ def check_inputs(
     env_id: str | None = None,
     episodes: int | None = None,
     check_environment: bool = True,
+    reference_a: str | Path | None = None,
+    reference_b: str | Path | None = None,
 ) -> SearchInputs | None:
     """``load_inputs``'s checks without importing torch: the parents as tensor metadata.
 
     Returns ``None`` when a parent checkpoint can only be judged by ``torch.load`` (see
     :func:`harness.inputs.checkpoints.peek_parent`); the caller then runs ``load_inputs``.
     """
-    src = _sources(parent_a, parent_b, states, eval_states, env_id, episodes)
+    src = _sources(parent_a, parent_b, states, eval_states, env_id, episodes, (reference_a, reference_b))
     with as_field("parent_a"):
         meta_a, sha_a = peek_parent_sha(src.parent_a)
     with as_field("parent_b"):
@@ -169,4 +228,8 @@ def check_inputs(
         return None
     buffer, eval_buffer, provenance = _check(src, meta_a, meta_b, (sha_a, sha_b), states is not None,
                                              check_environment)
-    return SearchInputs(meta_a, meta_b, buffer, eval_buffer, src.env_id, src.episodes, provenance)
+    refs = _reference(src, provenance, (meta_a, meta_b), peek_parent_sha)
+    if refs is not None and (refs[0] is None or refs[1] is None):
+        return None  # a reference only torch.load can judge
+    return SearchInputs(meta_a, meta_b, buffer, eval_buffer, src.env_id, src.episodes, provenance,
+                        *(refs or (None, None)))

@@ -131,6 +131,9 @@ def comparable_on(space: Any, options: Mapping[str, Any] | None,
     out: dict[str, Any] = json_safe({"space": space, **{k: o.get(k) for k in COMPARABLE_OPTIONS}, **fingerprints(p),
                                      "env": p.get("env_id"), "episodes": p.get("episodes"),
                                      "arithmetic": p.get("arithmetic")})
+    reference = p.get("reference")
+    if reference:  # scored against another reference: other numbers (absent otherwise: fingerprints unchanged)
+        out["reference"] = [(reference.get(f"reference_{s}") or {}).get("sha256") for s in "ab"]
     return out  # as JSON holds it (lists, not tuples), so a stored record and a live session compare equal
 
 

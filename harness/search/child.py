@@ -64,18 +64,24 @@ class Context:
     probs_a: torch.Tensor  # each parent's soft targets on the fine-tune states (T = 3), on the device
     probs_b: torch.Tensor
     train_states_dev: torch.Tensor
-    logits_a: torch.Tensor  # the parents' Q-values on the evaluation states
+    logits_a: torch.Tensor  # the reference's Q-values on the evaluation states (the parents, unless one is given)
     logits_b: torch.Tensor
-    baseline: Mapping[str, Any]  # parent A -> parent B pair metrics
+    baseline: Mapping[str, Any]  # reference A -> reference B pair metrics
+    # What agreement is scored against when it is not the parents (harness.inputs.lineage): the teachers stay the
+    # parents, only the scoring moves, so the scores of generations with one reference are on one scale.
+    reference_a: torch.nn.Module | None = None
+    reference_b: torch.nn.Module | None = None
     # B aligned to A by each method asked for so far: computed once per process, never once per child.
     _aligned: dict[str, Mapping[str, torch.Tensor]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, sd_a: Mapping[str, torch.Tensor], sd_b: Mapping[str, torch.Tensor], states: np.ndarray | Buffer,
               settings: Settings | None = None, *, eval_states: np.ndarray | Buffer | None = None,
-              provenance: Mapping[str, Any] | None = None) -> Context:
+              provenance: Mapping[str, Any] | None = None,
+              reference: tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]] | None = None) -> Context:
         """``states`` (an array, or a :class:`harness.inputs.states.Buffer` with episode ids) is split by
-        :func:`harness.inputs.states.split_buffer`; with ``eval_states`` every state fine-tunes and those evaluate."""
+        :func:`harness.inputs.states.split_buffer`; with ``eval_states`` every state fine-tunes and those evaluate;
+        with ``reference`` (two state dicts of the parents' architecture) agreement is scored against them."""
         sd_a, sd_b = convert(sd_a), convert(sd_b)  # a plain nn.Sequential's keys, renamed to its family's
         check_parents(sd_a, sd_b)
         settings = settings or Settings()
@@ -97,11 +103,24 @@ class Context:
         device = torch.device(settings.device)
         probs_a, probs_b = (soft_targets(predict(p, train_states, chunk_size=chunk), TEMPERATURE).to(device)
                             for p in (parent_a, parent_b))
-        logits_a = predict(parent_a, eval_states_, chunk_size=chunk)
-        logits_b = predict(parent_b, eval_states_, chunk_size=chunk)
+        refs = None
+        if reference is not None:
+            refs = tuple(network_from_state_dict({k: v.detach().clone() for k, v in convert(r).items()})
+                         for r in reference)
+            check_parents(dict(refs[0].state_dict()), a)
+        scored = refs or (parent_a, parent_b)
+        logits_a = predict(scored[0], eval_states_, chunk_size=chunk)
+        logits_b = predict(scored[1], eval_states_, chunk_size=chunk)
         return cls(settings, dict(provenance or {}), split, a, b, arch, parent_a, parent_b, len(buffer.states),
                    train_states, eval_states_, probs_a, probs_b, train_states.to(device), logits_a, logits_b,
-                   parent_baseline(logits_a, logits_b))
+                   parent_baseline(logits_a, logits_b), *(refs or (None, None)))
+
+    @property
+    def scored(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """The networks agreement is scored against: the reference, else the parents (the baseline rows)."""
+        if self.reference_a is not None and self.reference_b is not None:
+            return self.reference_a, self.reference_b
+        return self.parent_a, self.parent_b
 
     def targets(self, teacher: str) -> Targets:
         """What a teacher trains toward on the fine-tune states, on the device: both parents' soft targets and the

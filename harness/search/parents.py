@@ -1,5 +1,7 @@
 """The parents' rows of a leaderboard: their mutual agreement, and each parent's latency and (optionally) return.
 
+With a reference (harness.inputs.lineage) the rows are the reference's: what every agreement is measured against.
+
 Under xdist the rows are split over the workers (:func:`share_of`): parent j is timed and rolled out by worker
 j mod N and worker 0 adds the agreement, so the two parents' episodes run in parallel and the controller never
 imports torch. :func:`merge` lays the shares out as a serial session would, so manifests diff cleanly.
@@ -24,7 +26,7 @@ def parent_baselines(ctx: Context, names: Iterable[str] = PARENTS, *, agreement:
     when the settings ask for returns, ``returns``."""
     from harness.evaluate.timing import measure_latency
 
-    nets = {"parent_a": ctx.parent_a, "parent_b": ctx.parent_b}
+    nets = dict(zip(PARENTS, ctx.scored))  # the reference's rows when the session scores against one
     names = tuple(names)
     out: dict[str, Any] = ctx.parent_rows() if agreement else {}
     out["latency_ms"] = {n: measure_latency(nets[n], ctx.latency_input)["median_ms"] for n in names}

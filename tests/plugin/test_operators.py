@@ -61,8 +61,8 @@ def test_an_unknown_operator_gets_a_suggestion_and_help_lists_the_registered_one
     bad = pytester.runpytest_inprocess(*base_args(search_files), "--crossover-space=custom", "--crossover-modes=shrnk")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["ERROR: --crossover-modes: unknown crossover operator 'shrnk'; known: random, layer, "
-                              "weighted, slerp, weighted_layerwise, slerp_layerwise, control_a, control_b, "
-                              "control_distill, shrink "
+                              "weighted, slerp, weighted_layerwise, slerp_layerwise, mutate, control_a, "
+                              "control_b, control_distill, shrink "
                               "(did you mean 'shrink'?)"])
     helptext = pytester.runpytest_inprocess("--help").stdout.str()
     assert "shrink: parent A scaled by k (a user's operator)" in " ".join(helptext.split())

@@ -1,8 +1,8 @@
 """Crossover operators: one module per operator, each registered in :data:`OPERATORS` when imported.
 
 The built-ins are imported here explicitly, in AgentFarm's mode order (random, layer, weighted), then ours
-(slerp, then the per-layer weighted and slerp): the registry's order. A user's operator registers from their own
-code with :func:`register_operator` (a conftest, their package) or through the entry-point group
+(slerp, the per-layer weighted and slerp, mutate): the registry's order. A user's operator registers from their
+own code with :func:`register_operator` (a conftest, their package) or through the entry-point group
 ``pytest_crossover.operators``, loaded on first lookup.
 """
 
@@ -12,6 +12,7 @@ from harness.crossing.operators import layer  # noqa: F401
 from harness.crossing.operators import weighted  # noqa: F401
 from harness.crossing.operators import slerp  # noqa: F401
 from harness.crossing.operators import layerwise  # noqa: F401
+from harness.crossing.operators import mutate  # noqa: F401
 from harness.crossing.operators import controls  # noqa: F401
 
 # isort: on
