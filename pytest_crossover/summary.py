@@ -42,16 +42,16 @@ DECISION_KEY = pytest.StashKey[list[str]]()  # the decision block's lines, print
 
 def terminal_summary(cs: CrossoverSession, tr: Any) -> None:
     from harness.answer.leaderboard import legend, manifest_rows, table
-    from harness.answer.recommend import chosen_id, decision_lines, recommend, subset_statement
+    from harness.answer.recommend import chosen_id, decision_lines, recommend, reference_statement, subset_statement
 
     manifest = cs.manifest()
     rows = manifest_rows(manifest)
     rec = recommend(rows, manifest)
     tr.config.stash[DECISION_KEY] = decision_lines(rec)
     tr.write_sep("=", f"crossover leaderboard ({len(cs.records)} children, space {cs.options.space})")
-    subset = subset_statement(manifest)
-    if subset:
-        tr.write_line(f"NOTE: {subset}", yellow=True)
+    for note in (subset_statement(manifest), reference_statement(manifest)):
+        if note:
+            tr.write_line(f"NOTE: {note}", yellow=True)
     tr.write_line(table(rows, limit=None if tr.config.get_verbosity() > 0 else 20, chosen=chosen_id(rec)))
     for line in legend(rows):
         tr.write_line(f"  {line}")

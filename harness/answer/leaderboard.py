@@ -12,7 +12,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from harness.answer.recommend import chosen_id, recommend, recommendation_text, subset_statement
+from harness.answer.recommend import chosen_id, recommend, recommendation_text, reference_statement, subset_statement
 from harness.crossing.operators import OPERATORS
 from harness.evaluate import intervals as bootstrap
 from harness.evaluate.metrics import METRICS, RANKABLE, dig
@@ -295,8 +295,8 @@ def manifest_rows(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
 def markdown(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any], chosen: str | None = None) -> str:
     done, expected = len(manifest.get("children") or []), len(manifest.get("expected_children") or [])
     status = "complete" if manifest.get("complete") else f"INCOMPLETE: {done} of {expected} children"
-    subset = subset_statement(manifest)
-    note = f" **Note: {subset}.**" if subset else ""
+    notes = [n for n in (subset_statement(manifest), reference_statement(manifest)) if n]
+    note = "".join(f" **Note: {n}.**" for n in notes)
     legend_md = "\n".join(f"- {line}" for line in legend(rows))
     return (f"# Crossover leaderboard ({status})\n\nSpace `{manifest.get('space')}`; latency: "
             f"{manifest.get('latency_mode')}.{note}\n\n{table(rows, chosen=chosen)}\n\n{legend_md}\n")

@@ -271,6 +271,20 @@ def subset_statement(manifest: Mapping[str, Any]) -> str | None:
             f"{manifest.get('space')!r} ({how}); the recommendation covers only those")
 
 
+def reference_statement(manifest: Mapping[str, Any]) -> str | None:
+    """One line when the session scores against a reference other than its parents (children as parents): the
+    baseline rows named parent_a and parent_b are then the reference's, not this session's parents."""
+    provenance = manifest.get("provenance") or {}
+    ref = provenance.get("reference")
+    if not ref:
+        return None
+    files = ", ".join(str((ref.get(f"reference_{s}") or {}).get("path")) for s in "ab")
+    mine = ", ".join(str((provenance.get(f"parent_{s}") or {}).get("path")) for s in "ab")
+    return (f"scored against a fixed reference ({ref.get('source')}: {files}): the baseline rows parent_a and "
+            f"parent_b are the reference's, and every agreement is measured against it, not against this "
+            f"session's parents ({mine})")
+
+
 DECISION_TITLE = "crossover decision"
 
 
@@ -307,7 +321,9 @@ def decision_lines(rec: Mapping[str, Any]) -> list[str]:
         gap = pref.get("vs_parents") or {}
         sure = (f"a child better than the parents by more than {gap['hi']:+.3f} is ruled out at 95 %; "
                 if gap.get("hi") is not None else "")
-        lines += [f"Use {pref.get('parent')} (a parent): no child here beats the parents.",
+        whose = (f"of the reference ({rec['parents']['reference']})" if rec["parents"].get("reference")
+                 else "(a parent)")
+        lines += [f"Use {pref.get('parent')} {whose}: no child here beats the parents.",
                   f"why: {pref.get('why')}", f"which parent: {pref.get('which')}",
                   f"how sure: {sure}{finished} of {rec.get('children', 0)} children finished well" + _basis(rec)]
     return [*lines, f"next: {rec.get('next_step')}"]

@@ -80,6 +80,16 @@ def node(path: str | Path, sha256: str) -> dict[str, Any]:
             "reference": config.get("reference")}
 
 
+def recorded_env(path: str | Path) -> str | None:
+    """The environment a child parent's own run played its returns in (None for a plain checkpoint, or a run
+    without returns): a next generation plays the same one unless told otherwise."""
+    folder = child_folder(path)
+    if folder is None or not (folder / CONFIG_FILE).is_file():
+        return None
+    env = _read_json(folder / CONFIG_FILE).get("env_id")
+    return env if isinstance(env, str) and env else None
+
+
 def _recorded_parents(config: Mapping[str, Any]) -> dict[str, Any]:
     """A child's parents' nodes, from its run's recorded lineage (or, for a run without one, its parent files)."""
     lineage = config.get("lineage")

@@ -88,6 +88,11 @@ def _sources(parent_a: str | Path | None, parent_b: str | Path | None, states: s
     # a library-only install searches on agreement alone rather than fail on a default the user never chose.
     if env_id is None and use_embedded and importlib.util.find_spec("gymnasium") is not None:
         env_id = embedded.EMBEDDED_ENV_ID
+    # Children as parents play the environment their runs played (both must agree), so a generation's returns
+    # stay on the founders' scale rather than silently disappear.
+    inherited = {lineage.recorded_env(p) for p in (parent_a, parent_b) if p is not None}
+    if env_id is None and len(inherited) == 1 and None not in inherited:
+        env_id = inherited.pop()
     if episodes is None:
         episodes = DEFAULT_EPISODES if env_id else 0
     states_path = Path(states) if states is not None else embedded.states_path()

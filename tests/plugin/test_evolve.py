@@ -136,6 +136,11 @@ def test_every_generation_is_scored_against_the_founders(evolved: dict[str, Any]
     m1 = read_json(out / "gen_001" / "manifest.json")
     assert m1["split"]["held_out_rows"] == m2["split"]["held_out_rows"] and gen1["split"] == gen2["split"]
     assert (m2["split"]["n_eval"], m2["split"]["n_finetune"]) == (60, 240)
+    # The baseline rows are the founders', and the leaderboard says so rather than call them this run's parents.
+    board = (out / "gen_002" / "leaderboard.md").read_text()
+    assert "the baseline rows parent_a and parent_b are the reference's" in board
+    assert "gen_001/" in board.split("this session's parents (")[1]
+    assert "reference" not in (out / "gen_001" / "leaderboard.md").read_text()
     vs = gen2["vs_previous"]
     assert vs["lo"] <= vs["gap"] <= vs["hi"]
 
@@ -156,6 +161,22 @@ def test_the_reference_moves_the_scoring_not_the_teachers(evolved: dict[str, Any
     # Parent A (top2: the best gen-1 child) scores in this context exactly as its own session scored it.
     assert Path(a).name == gen1["best"]["child"]
     assert ctx.evaluate(load_child(Path(a)))["primary"] == pytest.approx(gen1["best"]["primary"], abs=1e-12)
+
+
+def test_children_as_parents_play_the_environment_their_runs_played(tmp_path: Path) -> None:
+    from harness.inputs.load import _sources
+
+    folders = []
+    for name, env in (("x", "LunarLander-v3"), ("y", "LunarLander-v3"), ("z", "CartPole-v1")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "child.pt").write_bytes(b"")
+        (tmp_path / name / "run_config.json").write_text(json.dumps({"child_id": name, "env_id": env}))
+        folders.append(tmp_path / name)
+    x, y, z = folders
+    assert _sources(x, y, None, None, None, None).env_id == "LunarLander-v3"
+    assert _sources(x, y, None, None, None, None).episodes > 0
+    assert _sources(x, z, None, None, None, None).env_id is None  # they disagree: nothing is guessed
+    assert _sources(x, y, None, None, "Acrobot-v1", 3).env_id == "Acrobot-v1"  # what the user says wins
 
 
 def test_int8_child_is_refused_as_a_parent(tmp_path: Path) -> None:
