@@ -71,6 +71,8 @@ def recommend(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) ->
                    crossover_vs_control=answer["overall"], replicates=answer["replicates"], eval_units=answer["units"],
                    equivalence_margin=answer["margin"])
         _control_decision(out, children, ab)
+    if manifest.get("study"):  # a study's session: its trials, its best and how much it shrank, its Pareto front
+        out["study"] = manifest["study"]
     out["advice"] = advice(finished, manifest, out)
     out["next_step"] = next_step(out)
     return out
@@ -372,4 +374,8 @@ def recipe_text(rec: Mapping[str, Any]) -> list[str]:
     if rec.get("controls"):
         lines += ["", "What crossing adds over the best control, per fine-tune budget:"]
         lines += [f"  - {control_line(c)}" for c in rec["controls"]]
+    if rec.get("study"):
+        from harness.search.study import summary_lines
+
+        lines += ["", *summary_lines(rec["study"])]
     return lines
