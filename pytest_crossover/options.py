@@ -116,7 +116,9 @@ class CrossoverOptions:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("sources", "grids", "axes", "study")}
         out["grids"] = {k: list(v) for k, v in self.grids.items()}
         if self.study is not None:  # only a study's: a grid session's options are as they were
-            out["study"] = dict(self.study)
+            from harness.search.study import redacted
+
+            out["study"] = {**self.study, "storage": redacted(self.study["storage"]) if self.study["storage"] else None}
         if self.axes:  # only when given: earlier records have no such key, and their fingerprints must not change
             out["axes"] = {k: list(v) for k, v in self.axes.items()}
         # AgentFarm's option names, as earlier records hold them.

@@ -159,10 +159,12 @@ class StudySession:
         return {"host": self.host, "pid": os.getpid(), "session": self.session, "asked_unix": round(time.time(), 3)}
 
     def _ask(self, n: int) -> list[ChildSpec]:
+        from harness.search import study as lib
+
         units = {str(r.get("unit")) for r in self.previous}
         specs = []
         for _ in range(n):
-            trial = self.study.ask()
+            trial = lib.ask(self.study)
             choice = suggest(trial, self.space)
             spec = trial_spec(choice, self.space.regimes, index=trial.number, prefix=f"t{trial.number:04d}",
                               searched=self.space.searched)

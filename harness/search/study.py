@@ -20,7 +20,9 @@ import hashlib
 import os
 import platform
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +45,22 @@ def _optuna() -> Any:
         raise HarnessError(f"a study needs optuna; {INSTALL}", field="search") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Optuna's notes that do not concern a user: heartbeats and fail_stale_trials are marked experimental, and a
+    heartbeat outside Study.optimize is what this module does on purpose (ask and tell on the controller)."""
+    optuna = _optuna()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        yield
+
+
+def ask(study: Any) -> Any:
+    with quiet():
+        return study.ask()
 
 
 def is_url(where: str) -> bool:
@@ -71,8 +89,9 @@ def open_storage(where: str) -> Any:
     optuna = _optuna()
     try:
         if is_url(where):
-            return optuna.storages.RDBStorage(storage_url(where), heartbeat_interval=HEARTBEAT_S,
-                                              grace_period=GRACE_S, engine_kwargs={"pool_pre_ping": True})
+            with quiet():
+                return optuna.storages.RDBStorage(storage_url(where), heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=GRACE_S, engine_kwargs={"pool_pre_ping": True})
         from optuna.storages.journal import JournalFileBackend
 
         os.makedirs(os.path.dirname(os.path.abspath(where)), exist_ok=True)
@@ -95,8 +114,10 @@ def make_sampler(name: str, seed: int, objectives: int) -> Any:
     optuna = _optuna()
     check_name("sampler", name, SAMPLERS, field="sampler")
     if name == "tpe":  # multi-objective TPE when two objectives are given; constant liar: batches spread out
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                          n_startup_trials=10, warn_independent_sampling=False)
+        with warnings.catch_warnings():  # group (conditional parameters per operator) is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                              n_startup_trials=10)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
     if name == "cmaes":
@@ -148,10 +169,13 @@ def fail_unfinished(study: Any, storage: Any, host: str, alive: Callable[[int], 
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         attrs = t.user_attrs
         if attrs.get("host") == host and not alive(int(attrs.get("pid", -1))):
-            storage.set_trial_user_attr(t._trial_id, "status", "lost")
-            storage.set_trial_user_attr(t._trial_id, "message", "its session ended before the child finished")
-            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            failed.append(t.number)
+            try:
+                storage.set_trial_user_attr(t._trial_id, "status", "lost")
+                storage.set_trial_user_attr(t._trial_id, "message", "its session ended before the child finished")
+                if storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+                    failed.append(t.number)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another session starting at the same time failed it first
     if isinstance(storage, optuna.storages.RDBStorage):
         failed += [t.number for t in _stale(optuna, study)]
     return failed
@@ -160,7 +184,8 @@ def fail_unfinished(study: Any, storage: Any, host: str, alive: Callable[[int], 
 def _stale(optuna: Any, study: Any) -> list[Any]:
     """Trials whose heartbeat stopped, failed (optuna's own rule: silent for longer than the grace period)."""
     before = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
-    optuna.storages.fail_stale_trials(study)
+    with quiet():
+        optuna.storages.fail_stale_trials(study)
     return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)) if t.number in before]
 
 
@@ -193,10 +218,11 @@ def tell(study: Any, trial: Any, record: Mapping[str, Any], objectives: Sequence
     state, values = told_state(record, objectives)
     trial.set_user_attr(RECORD, dict(record))
     trial.set_user_attr("status", str(record.get("status")))
-    if state == "complete":
-        study.tell(trial, values)
-    else:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    with quiet():
+        if state == "complete":
+            study.tell(trial, values)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
     return state
 
 
@@ -205,7 +231,8 @@ def fail(study: Any, trial: Any, status: str, message: str) -> None:
     optuna = _optuna()
     trial.set_user_attr("status", status)
     trial.set_user_attr("message", message)
-    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    with quiet():
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
 def add_confirmation(study: Any, base: Any, record: Mapping[str, Any], objectives: Sequence[str],
