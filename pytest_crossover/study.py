@@ -21,7 +21,16 @@ import pytest
 from harness.core.errors import HarnessError
 from harness.crossing.operators import OPERATORS
 from harness.search.space import ChildSpec
-from harness.search.suggest import REGIME_PREFIX, Range, is_range, parse_range, study_space, suggest, trial_spec
+from harness.search.suggest import (
+    REGIME_PREFIX,
+    Range,
+    check_range,
+    is_range,
+    parse_range,
+    study_space,
+    suggest,
+    trial_spec,
+)
 from harness.train.regimes import REGIME_FIELDS, Regime
 
 TRIALS_KEY = "crossover_trials"  # the asked children, in each worker's workerinput
@@ -92,6 +101,7 @@ def study_params(lines: Sequence[str]) -> tuple[dict[str, Range], dict[str, tupl
             continue  # the grid's parser names the problem
         if is_range(text):
             ranges[name] = parse_range(name, text, kind or float)
+            check_range(name, ranges[name])
         elif regime:
             values[name] = tuple((kind or str)(v) for v in text.replace(",", " ").split())
     return ranges, values

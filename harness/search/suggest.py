@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.core.errors import SpaceError
+from harness.core.errors import HarnessError, SpaceError
 from harness.crossing.operators import OPERATORS, Param
 from harness.crossing.operators.controls import CONTROLS
 from harness.search.axes import Levels, nested
@@ -65,9 +65,21 @@ def parse_range(name: str, text: str, kind: type, *, field: str = "param") -> Ra
 
 
 def _within(param: Param, rng: Range, operator: str) -> Range:
-    for bound in (rng.low, rng.high):
-        param.check(param.kind(bound), operator)  # a range outside the declared one is the user's error
+    """A range inside the parameter's declared one (a wider one is the user's error, named before any work)."""
+    try:
+        for bound in (rng.low, rng.high):
+            param.check(param.kind(bound), operator)
+    except HarnessError as exc:
+        raise SpaceError(f"{param.name}={rng.text()}: {exc}", field="param") from None
     return rng
+
+
+def check_range(name: str, rng: Range) -> None:
+    """``rng`` fits every registered operator that declares a parameter ``name``."""
+    for op in OPERATORS.values():
+        param = op.param(name)
+        if param is not None:
+            _within(param, rng, op.name)
 
 
 @dataclass(frozen=True)

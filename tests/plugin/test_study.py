@@ -232,3 +232,36 @@ def test_two_sessions_one_postgres_study(pytester: pytest.Pytester, search_files
 
 def _session_of(run_dir: Path) -> str:
     return str(json.loads((run_dir / "manifest.json").read_text())["study"]["session"])
+
+
+# -- options ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["--crossover-trials=4"], ["--crossover-trials", "only applies to --crossover-search optuna"]),
+    (["--crossover-search=bayes"], ["--crossover-search", "'bayes'", "grid, optuna"]),
+    (["--crossover-space=custom", "--crossover-param=alpha=0.2..0.8"],
+     ["--crossover-param", "alpha", "searched by a study only"]),
+    (["--crossover-search=optuna", "--crossover-sampler=tpee"], ["--crossover-sampler", "did you mean 'tpe'"]),
+    (["--crossover-search=optuna", "--crossover-objectives=return"], ["--crossover-objectives", "primary,return"]),
+    (["--crossover-search=optuna", "--crossover-objectives=primary,return"],
+     ["--crossover-objectives", "return needs greedy episodes"]),
+    (["--crossover-search=optuna", "--crossover-confirm=3by2"], ["--crossover-confirm", "TOPxREPLICATES"]),
+    (["--crossover-search=optuna", "--crossover-space=custom", "--crossover-param=alpha=0.8..0.2"],
+     ["--crossover-param", "LOW < HIGH"]),
+    (["--crossover-search=optuna", "--crossover-space=custom", "--crossover-param=alpha=0.5..1.5"],
+     ["--crossover-param", "alpha=0.5..1.5", "must be in [0, 1], got 1.5"]),
+])
+def test_bad_study_options_are_one_line(pytester: pytest.Pytester, search_files: dict[str, Path], args: list[str],
+                                        fragments: list[str]) -> None:
+    pytester.makepyfile(test_search=CLIENT)
+    result = pytester.runpytest_inprocess(*base_args(search_files), "--crossover-no-save", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    line = next(line for line in result.stderr.str().splitlines() if line.startswith("ERROR:"))
+    assert all(f in line for f in fragments), line
+
+
+def test_help_lists_the_study_options(pytester: pytest.Pytester) -> None:
+    out = pytester.runpytest_inprocess("--help").stdout.str()
+    for flag in ("--crossover-search=grid|optuna", "--crossover-study=PATH|URL", "--crossover-trials=N",
+                 "--crossover-sampler=tpe|cmaes|nsga2|random", "--crossover-sampler-seed=N",
+                 "--crossover-objectives=primary[,return]", "--crossover-confirm=TOPxREPS"):
+        assert flag in out, flag
