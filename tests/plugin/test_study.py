@@ -265,3 +265,14 @@ def test_help_lists_the_study_options(pytester: pytest.Pytester) -> None:
                  "--crossover-sampler=tpe|cmaes|nsga2|random", "--crossover-sampler-seed=N",
                  "--crossover-objectives=primary[,return]", "--crossover-confirm=TOPxREPS"):
         assert flag in out, flag
+
+
+def test_the_grid_stays_the_default(pytester: pytest.Pytester, search_files: dict[str, Path]) -> None:
+    """Without --crossover-search the session collects the grid's children, as before, and opens no study."""
+    pytester.makepyfile(test_search=CLIENT)
+    result = pytester.runpytest_inprocess(*base_args(search_files), "--crossover-space=smoke", "--collect-only", "-q",
+                                          f"--crossover-storage={pytester.path / 'history'}")
+    assert result.ret == 0
+    assert [line.split("[")[1][:-1] for line in result.stdout.lines if "test_child[" in line] == [
+        "000_random_a0p50_s0_short", "001_layer_a0p50_sNone_short", "002_weighted_a0p50_sNone_short"]
+    assert not (pytester.path / "history" / ".studies").exists()
