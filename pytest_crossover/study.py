@@ -57,6 +57,9 @@ def settings(values: Mapping[str, Any], params: Sequence[str], explicit: Sequenc
             raise HarnessError(f"{first}: a range or a regime field is searched by a study only; add "
                                "--crossover-search optuna, or list values NAME=V1,V2", field="param")
         return None
+    for name, instead in (("max-runs", "--crossover-trials"), ("replicates", "--crossover-confirm")):
+        if name in explicit:
+            raise HarnessError(f"is a grid setting; a study takes {instead}", field=name)
     check_name("sampler", values["sampler"], SAMPLERS, field="sampler")
     objectives = [o.strip() for o in str(values["objectives"]).split(",") if o.strip()]
     if not objectives or len(objectives) > 2 or objectives[0] != "primary" or len(set(objectives)) != len(objectives):
@@ -175,9 +178,13 @@ class StudySession:
         specs = []
         for _ in range(n):
             trial = lib.ask(self.study)
-            choice = suggest(trial, self.space)
-            spec = trial_spec(choice, self.space.regimes, index=trial.number, prefix=f"t{trial.number:04d}",
-                              searched=self.space.searched)
+            try:
+                choice = suggest(trial, self.space)
+                spec = trial_spec(choice, self.space.regimes, index=trial.number, prefix=f"t{trial.number:04d}",
+                                  searched=self.space.searched)
+            except HarnessError as exc:  # a sampled regime that is no regime: the trial fails, the user is told
+                lib.fail(self.study, trial, "error", str(exc))
+                raise
             if spec.unit_id in units:  # the same choices again: another replicate of them, not a copy
                 spec = trial_spec(choice, self.space.regimes, index=trial.number, prefix=f"t{trial.number:04d}",
                                   replicate=trial.number, searched=self.space.searched)

@@ -239,6 +239,9 @@ def add_confirmation(study: Any, base: Any, record: Mapping[str, Any], objective
                      attrs: Mapping[str, Any]) -> str:
     """A confirmation run (the base trial's choices, another seed), added to the study as a finished trial."""
     optuna = _optuna()
+    child_id = record.get("child_id")
+    if any((t.user_attrs.get(RECORD) or {}).get("child_id") == child_id for t in study.get_trials(deepcopy=False)):
+        return "duplicate"  # another session ran the same confirmation (the same seeds) and told it first
     state, values = told_state(record, objectives)
     user = {**attrs, RECORD: dict(record), "status": str(record.get("status")), CONFIRMS: base.number}
     study.add_trial(optuna.trial.create_trial(

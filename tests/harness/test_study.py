@@ -105,6 +105,7 @@ def test_told_confirmed_and_summarised() -> None:
     assert [(c.base.number, c.replicate) for c in todo] == [(0, 1), (0, 2)]
     lib.add_confirmation(study, todo[0].base, _record("t0000_r1_a", 0.6), ["primary"], {"host": "h"})
     assert [(c.base.number, c.replicate) for c in lib.to_confirm(study, 1, 2)] == [(0, 2)]
+    assert lib.add_confirmation(study, todo[0].base, _record("t0000_r1_a", 0.6), ["primary"], {}) == "duplicate"
     summary = lib.summarize(study, ["primary"], name="s", storage="mem", session="x", asked=[0, 1, 2, 3],
                             failed_before=[])
     assert summary["counts"] == {"complete": 3, "fail": 2} and summary["confirmation_runs"] == 1
