@@ -118,7 +118,8 @@ def grid_lines(lines: Sequence[str]) -> tuple[str, ...]:
 
 # -- the controller's study ------------------------------------------------------------------------------------
 def study_name(options: Any, space: Mapping[str, Any]) -> str:
-    """``<space>-<hash of what the study searches, its inputs and the settings that change numbers>``."""
+    """``<space>-<hash of what the study searches, its inputs and the settings that change numbers>``: the same on
+    every machine of a study (a host's device and threads are its own, so they are not in it)."""
     import hashlib
     import json
 
@@ -126,7 +127,8 @@ def study_name(options: Any, space: Mapping[str, Any]) -> str:
     from harness.records.store import COMPARABLE_OPTIONS
 
     h = hashlib.sha256()
-    h.update(json.dumps([space, {k: str(getattr(options, k, None)) for k in COMPARABLE_OPTIONS if k != "modes"},
+    h.update(json.dumps([space, {k: str(getattr(options, k, None)) for k in COMPARABLE_OPTIONS
+                          if k not in ("modes", "device", "threads")},
                          options.episodes, options.env], sort_keys=True, default=str).encode())
     for path in (options.parent_a, options.parent_b, options.states, options.eval_states):
         h.update(Path(path).read_bytes() if path and os.path.isfile(path) else f"embedded {__version__}".encode())
@@ -266,7 +268,8 @@ class StudySession:
         return out
 
     def summary(self) -> dict[str, Any]:
-        from harness.search.study import redacted, summarize
+        from harness.search.study import redacted
+        from harness.search.study_summary import summarize
 
         return summarize(self.study, self.objectives, name=self.name, storage=redacted(self.where),
                          session=self.session, asked=self.asked, failed_before=self.failed_before,

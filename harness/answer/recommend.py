@@ -394,7 +394,7 @@ def recipe_text(rec: Mapping[str, Any]) -> list[str]:
         lines += ["", "What crossing adds over the best control, per fine-tune budget:"]
         lines += [f"  - {control_line(c)}" for c in rec["controls"]]
     if rec.get("study"):
-        from harness.search.study import summary_lines
+        from harness.search.study_summary import summary_lines
 
         lines += ["", *summary_lines(rec["study"])]
     return lines

@@ -9,6 +9,7 @@ import pytest
 
 from harness.core.errors import HarnessError, SpaceError
 from harness.search import study as lib
+from harness.search import study_summary
 from harness.search.space import build_space
 from harness.search.suggest import Range, parse_range, study_space, suggest, trial_spec
 
@@ -106,12 +107,12 @@ def test_told_confirmed_and_summarised() -> None:
     lib.add_confirmation(study, todo[0].base, _record("t0000_r1_a", 0.6), ["primary"], {"host": "h"})
     assert [(c.base.number, c.replicate) for c in lib.to_confirm(study, 1, 2)] == [(0, 2)]
     assert lib.add_confirmation(study, todo[0].base, _record("t0000_r1_a", 0.6), ["primary"], {}) == "duplicate"
-    summary = lib.summarize(study, ["primary"], name="s", storage="mem", session="x", asked=[0, 1, 2, 3],
-                            failed_before=[])
+    summary = study_summary.summarize(study, ["primary"], name="s", storage="mem", session="x",
+                                      asked=[0, 1, 2, 3], failed_before=[])
     assert summary["counts"] == {"complete": 3, "fail": 2} and summary["confirmation_runs"] == 1
     assert summary["best"]["child_id"] == "t0000_a" and summary["best"]["number"] == 0
     assert summary["best"]["alone"] == 0.7 and summary["best"]["mean"] == pytest.approx(0.65)
-    text = "\n".join(lib.summary_lines(summary))
+    text = "\n".join(study_summary.summary_lines(summary))
     assert "5 trials: 3 complete (1 of them confirmation runs), 2 failed" in text
     assert "0.7000 alone, 0.6500 over it and 1 confirmation run(s): it shrank by +0.0500" in text
     with pytest.raises(HarnessError, match="maximises primary, not primary,return"):
@@ -127,10 +128,10 @@ def test_two_objectives_give_a_pareto_front() -> None:
         t.set_user_attr("child_id", f"t{i:04d}")
         lib.tell(study, t, {"child_id": f"t{i:04d}", "status": "ok", "primary": p, "return": {"mean": r}},
                  ["primary", "return"])
-    summary = lib.summarize(study, ["primary", "return"], name="p", storage="mem", session="x", asked=[0, 1, 2],
-                            failed_before=[])
+    summary = study_summary.summarize(study, ["primary", "return"], name="p", storage="mem", session="x",
+                                      asked=[0, 1, 2], failed_before=[])
     assert sorted(t["child_id"] for t in summary["pareto"]) == ["t0000", "t0001"]
-    assert "Pareto front (primary, return): " in "\n".join(lib.summary_lines(summary))
+    assert "Pareto front (primary, return): " in "\n".join(study_summary.summary_lines(summary))
 
 
 def test_a_dead_session_s_trial_is_failed_and_a_live_one_left_running() -> None:
