@@ -158,7 +158,7 @@ class StudySession:
             self.where = str(resolve_history(config).storage / ".studies" / f"{self.name}.log")
         self.storage = lib.open_storage(self.where)
         self.study = lib.open_study(self.storage, self.name, self.objectives, lib.make_sampler(s["sampler"], 0, 1))
-        self.failed_before = lib.fail_unfinished(self.study, self.storage, self.host)
+        self.failed_dead = lib.fail_unfinished(self.study, self.storage, self.host)
         before = len(self.study.get_trials(deepcopy=False))
         self.study.sampler = lib.make_sampler(s["sampler"], lib.session_seed(s["sampler_seed"], before),
                                               len(self.objectives))
@@ -242,9 +242,10 @@ class StudySession:
             self.told_errors.append(f"{record.get('child_id')}: {type(exc).__name__}: {exc}"[:300])
 
     def finish(self, why: str) -> None:
-        """The session ends: every trial asked but never told is failed (it is never counted as complete)."""
+        """The session ends: every trial asked but never told is failed (it is never counted as complete), and so
+        is any trial a session on this host left running when it died meanwhile."""
         self.heartbeat.stop()
-        from harness.search.study import fail
+        from harness.search.study import fail, fail_unfinished
 
         for child_id in list(self.pending):
             entry = self.pending.pop(child_id)
@@ -253,6 +254,10 @@ class StudySession:
                     fail(self.study, entry, "lost", why)
                 except Exception as exc:
                     self.told_errors.append(f"{child_id}: {type(exc).__name__}: {exc}"[:300])
+        try:
+            self.failed_dead += fail_unfinished(self.study, self.storage, self.host)
+        except Exception as exc:
+            self.told_errors.append(f"failing dead sessions' trials: {type(exc).__name__}: {exc}"[:300])
 
     def previous_results(self, run_dir: Path) -> dict[str, Any]:
         """The study's records from before this session, as results; a child's files only where they are here (a
@@ -272,7 +277,7 @@ class StudySession:
         from harness.search.study_summary import summarize
 
         return summarize(self.study, self.objectives, name=self.name, storage=redacted(self.where),
-                         session=self.session, asked=self.asked, failed_before=self.failed_before,
+                         session=self.session, asked=self.asked, failed_dead=self.failed_dead,
                          errors=self.told_errors)
 
 

@@ -20,6 +20,7 @@ import hashlib
 import os
 import platform
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ SAMPLERS = ("tpe", "cmaes", "nsga2", "random")
 OBJECTIVES = ("primary", "return")
 HEARTBEAT_S = 30  # an RDB storage's heartbeat: a trial silent for GRACE_S is failed by the next session
 GRACE_S = 120
+OPEN_ATTEMPTS = 5
 RECORD = "record"  # the trial's user attribute holding its child record
 CONFIRMS = "confirms"  # on a confirmation trial: the number of the trial it re-runs with another seed
 INSTALL = "install the study extra: pip install 'pytest-crossover[study]'"
@@ -87,19 +89,25 @@ def redacted(where: str) -> str:
 def open_storage(where: str) -> Any:
     """The storage a path or URL names (see the module docstring); a one-line error when it cannot be opened."""
     optuna = _optuna()
-    try:
-        if is_url(where):
-            with quiet():
-                return optuna.storages.RDBStorage(storage_url(where), heartbeat_interval=HEARTBEAT_S,
-                                                  grace_period=GRACE_S, engine_kwargs={"pool_pre_ping": True})
-        from optuna.storages.journal import JournalFileBackend
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            if is_url(where):
+                with quiet():
+                    return optuna.storages.RDBStorage(storage_url(where), heartbeat_interval=HEARTBEAT_S,
+                                                      grace_period=GRACE_S, engine_kwargs={"pool_pre_ping": True})
+            from optuna.storages.journal import JournalFileBackend
 
-        os.makedirs(os.path.dirname(os.path.abspath(where)), exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(where))
-    except Exception as exc:  # sqlalchemy's, psycopg's and the file system's errors alike: one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise HarnessError(f"cannot open the study storage {redacted(where)!r}: {type(exc).__name__}: {first}",
-                           field="study") from None
+            os.makedirs(os.path.dirname(os.path.abspath(where)), exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(where))
+        except Exception as exc:  # sqlalchemy's, psycopg's and the file system's errors alike: one line
+            # Sessions starting at once on a new database race to create its tables: the loser tries again.
+            if is_url(where) and attempt + 1 < OPEN_ATTEMPTS and "IntegrityError" in type(exc).__name__:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise HarnessError(f"cannot open the study storage {redacted(where)!r}: {type(exc).__name__}: {first}",
+                               field="study") from None
+    raise AssertionError("unreachable")
 
 
 def session_seed(seed: int, asked_before: int) -> int:

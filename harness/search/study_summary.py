@@ -18,7 +18,7 @@ def _brief(t: Any) -> dict[str, Any]:
 
 
 def summarize(study: Any, objectives: Sequence[str], *, name: str, storage: str, session: str, asked: Sequence[int],
-              failed_before: Sequence[int], errors: Sequence[str] = ()) -> dict[str, Any]:
+              failed_dead: Sequence[int], errors: Sequence[str] = ()) -> dict[str, Any]:
     """The study as outputs show it: every trial (state, values, host, session), the counts, the best trial and how
     much its score shrank over its confirmation runs, and the Pareto front with two objectives."""
     trials = [_brief(t) for t in study.get_trials(deepcopy=False)]
@@ -28,7 +28,7 @@ def summarize(study: Any, objectives: Sequence[str], *, name: str, storage: str,
     complete = [t for t in trials if t["state"] == "complete"]
     out: dict[str, Any] = {
         "name": name, "storage": storage, "objectives": list(objectives), "session": session,
-        "asked_this_session": list(asked), "failed_at_start": list(failed_before), "counts": counts,
+        "asked_this_session": list(asked), "failed_dead": list(failed_dead), "counts": counts,
         "confirmation_runs": sum(CONFIRMS in t for t in complete), "trials": trials, "errors": list(errors),
         "hosts": sorted({str(t["host"]) for t in trials if t["host"]}), "best": _best(complete), "pareto": None,
     }
@@ -62,9 +62,9 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
         by_host.setdefault(str(t["host"] or "?"), []).append(int(t["number"]))
     if by_host:
         lines.append("  trials by host: " + "; ".join(f"{h} {len(n)} ({_ranges(n)})" for h, n in by_host.items()))
-    if summary["failed_at_start"]:
-        lines.append("  failed at the start of this session (their session ended before they finished): "
-                     + ", ".join(f"t{n:04d}" for n in summary["failed_at_start"]))
+    if summary["failed_dead"]:
+        lines.append("  failed by this session (their own session died before they finished): "
+                     + _ranges(summary["failed_dead"]))
     best = summary.get("best")
     if best:
         if best["runs"] > 1:

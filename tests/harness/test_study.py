@@ -108,7 +108,7 @@ def test_told_confirmed_and_summarised() -> None:
     assert [(c.base.number, c.replicate) for c in lib.to_confirm(study, 1, 2)] == [(0, 2)]
     assert lib.add_confirmation(study, todo[0].base, _record("t0000_r1_a", 0.6), ["primary"], {}) == "duplicate"
     summary = study_summary.summarize(study, ["primary"], name="s", storage="mem", session="x",
-                                      asked=[0, 1, 2, 3], failed_before=[])
+                                      asked=[0, 1, 2, 3], failed_dead=[])
     assert summary["counts"] == {"complete": 3, "fail": 2} and summary["confirmation_runs"] == 1
     assert summary["best"]["child_id"] == "t0000_a" and summary["best"]["number"] == 0
     assert summary["best"]["alone"] == 0.7 and summary["best"]["mean"] == pytest.approx(0.65)
@@ -129,7 +129,7 @@ def test_two_objectives_give_a_pareto_front() -> None:
         lib.tell(study, t, {"child_id": f"t{i:04d}", "status": "ok", "primary": p, "return": {"mean": r}},
                  ["primary", "return"])
     summary = study_summary.summarize(study, ["primary", "return"], name="p", storage="mem", session="x",
-                                      asked=[0, 1, 2], failed_before=[])
+                                      asked=[0, 1, 2], failed_dead=[])
     assert sorted(t["child_id"] for t in summary["pareto"]) == ["t0000", "t0001"]
     assert "Pareto front (primary, return): " in "\n".join(study_summary.summary_lines(summary))
 

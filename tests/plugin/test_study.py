@@ -35,6 +35,10 @@ from pathlib import Path
 
 
 def test_child(crossover_child):
+    release = os.environ.get("CROSSOVER_TEST_WAIT_FOR")
+    deadline = time.monotonic() + 60
+    while release and not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.02)
     crossover_child.run()
     mark = os.environ.get("CROSSOVER_TEST_WORKER_MARK")
     if mark and hasattr(crossover_child.session.config, "workerinput"):
@@ -199,35 +203,40 @@ def _rdb(url: str) -> Any:
 
 def test_two_sessions_one_postgres_study(pytester: pytest.Pytester, search_files: dict[str, Path],
                                          postgres_url: str) -> None:
-    """A session killed mid-trial (SIGKILL to its process group), then two concurrent sessions of 8 trials each
-    on the same PostgreSQL study: the killed session's unfinished trials are failed by the next sessions (never
-    complete), its finished ones are complete, and the two sessions' 16 trials are all complete, none twice, none
-    lost."""
+    """Three sessions of 8 trials each ask from one PostgreSQL study at once; one is killed mid-trial (SIGKILL to
+    its process group) while the other two run. The two give 16 complete trials, none twice, none lost; the killed
+    session's finished children are complete trials, and its unfinished trials are failed by the sessions that
+    outlive it (never complete)."""
     pytester.makepyfile(test_search=CLIENT)
-    url = postgres_url
+    url, release = postgres_url, pytester.path / "release"
     killed = pytester.path / "killed"
-    victim = _start(pytester.path, _args(search_files, killed, url, "--crossover-trials=8"), hold=2)
-    _stop_mid_trial(victim, killed, 2, signal.SIGKILL)
-    left = [t.number for t in _study(_rdb(url)).get_trials() if t.state.name == "RUNNING"]
-    assert len(left) == 8 - len(_journal(killed)) > 0  # SIGKILL: nobody told the study
     dirs = [pytester.path / f"machine{i}" for i in range(2)]
-    procs = [_start(pytester.path, _args(search_files, d, url, "--crossover-trials=8")) for d in dirs]
+    victim = _start(pytester.path, _args(search_files, killed, url, "--crossover-trials=8"), hold=2)
+    procs = [_start(pytester.path, _args(search_files, d, url, "--crossover-trials=8"),
+                    CROSSOVER_TEST_WAIT_FOR=str(release)) for d in dirs]
+    _stop_mid_trial(victim, killed, 2, signal.SIGKILL)
+    left = [t.number for t in _study(_rdb(url)).get_trials() if t.state.name == "RUNNING"
+            and t.user_attrs["child_id"] not in {r["child_id"] for r in _journal(killed)}
+            and t.user_attrs.get("pid") == victim.pid]
+    assert len(left) == 8 - len(_journal(killed)) > 0  # SIGKILL: nobody told the study
+    release.write_text("go")
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[-1500:] for o in outs]
     finished = _journal(killed) + [r for d in dirs for r in _journal(d)]
     study = _study(_rdb(url))
     _check(study, finished)
     by_number = {t.number: t for t in study.get_trials()}
+    assert len(by_number) == 24
     assert all(by_number[n].state.name == "FAIL" and by_number[n].user_attrs["status"] == "lost" for n in left)
     sessions = {_session_of(d) for d in dirs}
     ours = [t for t in by_number.values() if t.user_attrs.get("session") in sessions]
     assert len(ours) == 16 and all(t.state.name == "COMPLETE" for t in ours)
-    assert sorted(t.number for t in ours) == list(range(8, 24))
     # Each session's outputs cover the study as it stood when it ended, with the host each trial ran on.
     summaries = [json.loads((d / "manifest.json").read_text())["study"] for d in dirs]
     assert max(s["counts"]["complete"] for s in summaries) == 16 + len(_journal(killed))
     assert all(s["hosts"] and all(t["host"] for t in s["trials"]) for s in summaries)
-    assert sorted(set(summaries[0]["failed_at_start"]) | set(summaries[1]["failed_at_start"])) == left
+    assert sorted(set(summaries[0]["failed_dead"]) | set(summaries[1]["failed_dead"])) == sorted(left)
+    assert "trials by host: " in (dirs[0] / "recommendation.txt").read_text()
 
 
 def _session_of(run_dir: Path) -> str:
