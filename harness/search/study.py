@@ -280,7 +280,9 @@ def to_confirm(study: Any, top: int, replicates: int) -> list[Confirmation]:
     for t in trials:
         if CONFIRMS in t.user_attrs:
             done[int(t.user_attrs[CONFIRMS])] = done.get(int(t.user_attrs[CONFIRMS]), 0) + 1
-    bases = sorted((t for t in trials if CONFIRMS not in t.user_attrs), key=lambda t: (-t.values[0], t.number))
+    # A degenerate child is a complete trial (its low score informs the sampler) but never a recipe to confirm.
+    bases = sorted((t for t in trials if CONFIRMS not in t.user_attrs and t.user_attrs.get("status") != "degenerate"),
+                   key=lambda t: (-t.values[0], t.number))
     out = []
     for t in bases[:top]:
         out += [Confirmation(t, r) for r in range(done.get(t.number, 0) + 1, replicates + 1)]
