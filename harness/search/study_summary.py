@@ -29,7 +29,9 @@ def summarize(study: Any, objectives: Sequence[str], *, name: str, storage: str,
     out: dict[str, Any] = {
         "name": name, "storage": storage, "objectives": list(objectives), "session": session,
         "asked_this_session": list(asked), "failed_dead": list(failed_dead), "counts": counts,
-        "confirmation_runs": sum(CONFIRMS in t for t in complete), "trials": trials, "errors": list(errors),
+        "confirmation_runs": sum(CONFIRMS in t for t in complete),
+        "confirmed_this_session": sum(CONFIRMS in t and t["session"] == session for t in trials),
+        "trials": trials, "errors": list(errors),
         "hosts": sorted({str(t["host"]) for t in trials if t["host"]}), "best": _best(complete), "pareto": None,
     }
     if len(objectives) > 1 and complete:
@@ -56,7 +58,7 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
     lines = [f"Study {summary['name']} ({summary['storage']}; maximises {', '.join(summary['objectives'])}):",
              f"  {sum(c.values())} trials: {c.get('complete', 0)} complete ({summary['confirmation_runs']} of them "
              f"confirmation runs), {c.get('fail', 0)} failed, {c.get('running', 0)} running elsewhere; this session "
-             f"asked {len(asked)} ({this})"]
+             f"asked {len(asked)} ({this}) and ran {summary['confirmed_this_session']} confirmation run(s)"]
     by_host: dict[str, list[int]] = {}
     for t in summary["trials"]:
         by_host.setdefault(str(t["host"] or "?"), []).append(int(t["number"]))
@@ -73,7 +75,8 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
                          f"{best['shrank']:+.4f}")
         else:
             lines.append(f"  best trial {best['child_id']}: {summary['objectives'][0]} {best['alone']:.4f}, one run "
-                         "(not confirmed yet: the next session re-runs the top trials with other seeds)")
+                         "(not confirmed yet: the next session re-runs the top trials with other seeds; "
+                         "--crossover-trials 0 only confirms)")
     if summary.get("pareto"):
         lines.append(f"  Pareto front ({', '.join(summary['objectives'])}): " + "; ".join(
             f"{t['child_id']} " + " / ".join(f"{v:.4g}" for v in t["values"]) for t in summary["pareto"]))
