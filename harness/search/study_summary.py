@@ -93,3 +93,11 @@ def _ranges(numbers: Sequence[int]) -> str:
         else:
             out.append((n, n))
     return ", ".join(f"t{a:04d}" if a == b else f"t{a:04d}..t{b:04d}" for a, b in out)
+
+
+def session_note(summary: Mapping[str, Any]) -> str:
+    """One sentence for the leaderboard: its rows are the study's, and which trials this session asked."""
+    asked = summary["asked_this_session"]
+    return (f"Study `{summary['name']}`: every trial of the study ({len(summary['trials'])}); this session asked "
+            f"{len(asked)} ({_ranges(asked) if asked else 'none'}) and ran {summary['confirmed_this_session']} "
+            "confirmation run(s).")

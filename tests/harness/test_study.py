@@ -156,7 +156,12 @@ def test_sampler_choices(name: str, objectives: int, message: str) -> None:
     assert tpe._multivariate and tpe._constant_liar and lib.session_seed(0, 16) != lib.session_seed(0, 0)
 
 
-def test_the_library_imports_without_optuna() -> None:
-    code = ("import sys; import harness.search.study, harness.search.suggest, pytest_crossover.study; "
-            "assert 'optuna' not in sys.modules, 'imported optuna'")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+def test_the_library_imports_without_optuna_and_a_study_says_what_to_install() -> None:
+    code = ("import sys; import harness.search.study as s, harness.search.suggest, pytest_crossover.study; "
+            "assert 'optuna' not in sys.modules, 'imported optuna'\n"
+            "sys.modules['optuna'] = None  # as if it were not installed\n"
+            "try:\n    s.open_storage('x.log')\nexcept s.HarnessError as e:\n    print(e.field, e)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("search a study needs optuna; install the study extra: "
+                                   "pip install 'pytest-crossover[study]'")

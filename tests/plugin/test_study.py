@@ -142,6 +142,7 @@ def test_interrupted_study_resumes_without_loss(pytester: pytest.Pytester, searc
     assert mark.read_text() == "no optuna"  # a worker ran children and never imported optuna
     text = (pytester.path / "run1" / "recommendation.txt").read_text()
     assert "32 trials:" in text and "this session asked 16 (t0016..t0031)" in text
+    assert "this session asked 16 (t0016..t0031)" in (pytester.path / "run1" / "leaderboard.md").read_text()
 
 
 # -- several machines: one PostgreSQL study ---------------------------------------------------------------------
