@@ -91,8 +91,9 @@ def option_table() -> tuple[Option, ...]:
                "new points; default 0)", "0", kind="int", metavar="N"),
         Option("objectives", "What the study maximises: primary, or primary,return (a Pareto front)", "primary",
                metavar="primary[,return]"),
-        Option("confirm", "Before the recommendation: the TOP best trials re-run REPLICATES times with other seeds, "
-               "TOPxREPLICATES or off (default 3x2)", "3x2", metavar="TOPxREPS"),
+        Option("confirm", "Each session also re-runs the TOP best complete trials of the study so far REPS times "
+               "with other seeds (ids tNNNN_r1_...), so the recommendation ranks recipes by their mean and says how "
+               "much the best trial shrank: TOPxREPS or off (default 3x2)", "3x2", metavar="TOPxREPS"),
         Option("replicates", "Train every recipe K times, each replicate with its own derived fine-tune seed (and "
                "operator seed); the answer then ranks recipes by their mean over replicates, with intervals over "
                "replicates and held-out episodes together (default 1)", "1", kind="int", metavar="K"),
