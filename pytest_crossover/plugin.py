@@ -128,6 +128,9 @@ def _terminate_like_interrupt(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    cs = _session(config)
+    if cs is not None and cs.study is not None and cs.study.pending:  # stopped before the session began (exit 4)
+        cs.study.finish("the session stopped before this trial ran")
     previous = config.stash.get(_SIGTERM_KEY, None)
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)

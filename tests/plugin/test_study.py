@@ -291,3 +291,21 @@ def test_the_grid_stays_the_default(pytester: pytest.Pytester, search_files: dic
     assert [line.split("[")[1][:-1] for line in result.stdout.lines if "test_child[" in line] == [
         "000_random_a0p50_s0_short", "001_layer_a0p50_sNone_short", "002_weighted_a0p50_sNone_short"]
     assert not (pytester.path / "history" / ".studies").exists()
+
+
+def test_a_session_refused_at_its_start_fails_the_trials_it_asked(pytester: pytest.Pytester,
+                                                                  search_files: dict[str, Path]) -> None:
+    """Another session holds the run directory: this one stops with exit 4, and the trials it had asked are failed
+    (never left running, never complete)."""
+    import fcntl
+
+    pytester.makepyfile(test_search=CLIENT)
+    run_dir = pytester.path / "busy"
+    run_dir.mkdir()
+    storage, path = _journal_file(pytester.path)
+    with open(run_dir / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = pytester.runpytest_inprocess(*_args(search_files, run_dir, path, "--crossover-trials=3")[4:])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "is in use by another crossover session" in result.stderr.str()
+    trials = _study(storage()).get_trials()
+    assert [(t.state.name, t.user_attrs["status"]) for t in trials] == [("FAIL", "lost")] * 3
