@@ -259,6 +259,15 @@ class StudySession:
         except Exception as exc:
             self.told_errors.append(f"failing dead sessions' trials: {type(exc).__name__}: {exc}"[:300])
 
+    def header(self) -> str:
+        """The terminal's line: which study, where, and what this session asked of it."""
+        from harness.search.study import redacted
+
+        confirm = len(self.specs) - len(self.asked)
+        dead = f", {len(self.failed_dead)} left running by a dead session failed" if self.failed_dead else ""
+        return (f"crossover study: {self.name} in {redacted(self.where)}: {len(self.previous)} earlier results, "
+                f"{len(self.asked)} trials asked now + {confirm} confirmation runs{dead}")
+
     def previous_results(self, run_dir: Path) -> dict[str, Any]:
         """The study's records from before this session, as results; a child's files only where they are here (a
         trial of another machine has its files there)."""
