@@ -186,6 +186,8 @@ class StudySession:
                                   searched=self.space.searched)
             except HarnessError as exc:  # a sampled regime that is no regime: the trial fails, the user is told
                 lib.fail(self.study, trial, "error", str(exc))
+                for asked in self.pending.values():
+                    lib.fail(self.study, asked, "lost", f"the session stopped before this trial ran: {exc}")
                 raise
             if spec.unit_id in units:  # the same choices again: another replicate of them, not a copy
                 spec = trial_spec(choice, self.space.regimes, index=trial.number, prefix=f"t{trial.number:04d}",

@@ -268,10 +268,14 @@ def _session_of(run_dir: Path) -> str:
 def test_bad_study_options_are_one_line(pytester: pytest.Pytester, search_files: dict[str, Path], args: list[str],
                                         fragments: list[str]) -> None:
     pytester.makepyfile(test_search=CLIENT)
-    result = pytester.runpytest_inprocess(*base_args(search_files), "--crossover-no-save", *args)
+    result = pytester.runpytest_inprocess(*base_args(search_files), "--crossover-no-save", *args,
+                                          f"--crossover-storage={pytester.path / 'history'}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
     line = next(line for line in result.stderr.str().splitlines() if line.startswith("ERROR:"))
     assert all(f in line for f in fragments) and "secret" not in line, line
+    for journal in (pytester.path / "history" / ".studies").glob("*.log"):  # a study opened: nothing left running
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+        assert {t.state.name for t in _study(storage).get_trials()} <= {"FAIL"}
 
 
 def test_help_lists_the_study_options(pytester: pytest.Pytester) -> None:
