@@ -68,7 +68,9 @@ def option_table() -> tuple[Option, ...]:
         Option("modes", f"Custom space only: crossover operators, comma-separated ({_operator_help()})", kind="list",
                metavar="MODES"),
         *(_knob_option(knob, p) for knob, p in seen.items()),
-        Option("param", "Custom space only: values of another operator parameter, NAME=V1,V2 (repeatable)",
+        Option("param", "Custom space only: values of another operator parameter, NAME=V1,V2 (repeatable); with "
+               "--crossover-search optuna also a range NAME=LOW..HIGH[:log] and a regime field regime.FIELD=LOW..HIGH "
+               "or regime.FIELD=V1,V2",
                kind="lines", metavar="NAME=VALUES"),
         Option("regimes", f"Custom space only: fine-tune regimes, comma-separated ({_regime_help()}; or a defined "
                           "one)", kind="list", metavar="REGIMES"),
@@ -84,6 +86,24 @@ def option_table() -> tuple[Option, ...]:
         Option("define-regime", "Custom space only: define a regime for --crossover-regimes, NAME:"
                + ",".join(f"{k}=…" for k in REGIME_FIELDS) + " (epochs and lr required); repeatable (ini: one per "
                "line)", kind="lines", metavar="SPEC"),
+        Option("search", "How the space is searched: grid (every child of the space, default) or optuna (a study: "
+               "--crossover-trials children asked from the space by a sampler, each one a trial; running the command "
+               "again continues the study; docs/search.md)", "grid", metavar="grid|optuna"),
+        Option("study", "The study's storage: a journal file path (default: <--crossover-storage>/.studies/<space>-"
+               "<hash of the space and inputs>.log) or a database URL (postgresql://USER:PASS@HOST/DB, "
+               "sqlite:///FILE) for sessions on several machines; open it with optuna or optuna-dashboard",
+               metavar="PATH|URL"),
+        Option("trials", "Trials asked in this session (default 16; 0: only confirm earlier trials)", "16",
+               kind="int", metavar="N"),
+        Option("sampler", "The study's sampler: tpe (default; multi-objective with two objectives), cmaes, nsga2 or "
+               "random", "tpe", metavar="tpe|cmaes|nsga2|random"),
+        Option("sampler-seed", "Seed of the sampler (mixed with the study's trial count, so a resumed session draws "
+               "new points; default 0)", "0", kind="int", metavar="N"),
+        Option("objectives", "What the study maximises: primary, or primary,return (a Pareto front)", "primary",
+               metavar="primary[,return]"),
+        Option("confirm", "Each session also re-runs the TOP best complete trials of the study so far REPS times "
+               "with other seeds (ids tNNNN_r1_...), so the recommendation ranks recipes by their mean and says how "
+               "much the best trial shrank: TOPxREPS or off (default 3x2)", "3x2", metavar="TOPxREPS"),
         Option("replicates", "Train every recipe K times, each replicate with its own derived fine-tune seed (and "
                "operator seed); the answer then ranks recipes by their mean over replicates, with intervals over "
                "replicates and held-out episodes together (default 1)", "1", kind="int", metavar="K"),

@@ -111,11 +111,16 @@ class CrossoverOptions:
     barrier: str  # "on", "returns" or "off"
     arithmetic: str  # "portable" or "native" (harness.core.arithmetic)
     explicit: tuple[str, ...]  # the settings given on the command line or in the ini file
+    study: Mapping[str, Any] | None = None  # --crossover-search optuna's settings (pytest_crossover.study)
     sources: Sources = field(default_factory=Sources, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("sources", "grids", "axes")}
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("sources", "grids", "axes", "study")}
         out["grids"] = {k: list(v) for k, v in self.grids.items()}
+        if self.study is not None:  # only a study's: a grid session's options are as they were
+            from harness.search.study import redacted
+
+            out["study"] = {**self.study, "storage": redacted(self.study["storage"]) if self.study["storage"] else None}
         if self.axes:  # only when given: earlier records have no such key, and their fingerprints must not change
             out["axes"] = {k: list(v) for k, v in self.axes.items()}
         # AgentFarm's option names, as earlier records hold them.
@@ -236,8 +241,12 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
             values[opt.name] = _convert(opt, raw[opt.name], origin[opt.name], ini_dir)
     knob_param = {p.knob: p.name for op in OPERATORS.values() for p in op.params if p.knob}
     grids = {knob_param[k]: v for k, v in values.items() if k in knob_param and v is not None}
+    from pytest_crossover import study
+
     with naming(sources, "param"):
-        grids.update(_param_grids(values["param"] or ()))
+        grids.update(_param_grids(study.grid_lines(values["param"] or ())))
+    with naming(sources, "search"):
+        study_settings = study.settings(values, values["param"] or (), [n for n in origin if origin[n] != "default"])
     with naming(sources, "axis"):
         axes = _axis_values(values["axis"] or ())
     with naming(sources, "degenerate-threshold"):
@@ -256,7 +265,8 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         degenerate_threshold=threshold,
         run_dir=values["run-dir"], env=values["env"], episodes=values["episodes"], threads=values["threads"],
         device=values["device"], report=values["report"], barrier=values["barrier"],
-        arithmetic=values["arithmetic"], explicit=tuple(n for n in origin if origin[n] != "default"), sources=sources,
+        arithmetic=values["arithmetic"], explicit=tuple(n for n in origin if origin[n] != "default"),
+        study=study_settings, sources=sources,
     )
     _check(opts)
     return opts

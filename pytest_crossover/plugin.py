@@ -128,6 +128,9 @@ def _terminate_like_interrupt(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    cs = _session(config)
+    if cs is not None and cs.study is not None and cs.study.pending:  # stopped before the session began (exit 4)
+        cs.study.finish("the session stopped before this trial ran")
     previous = config.stash.get(_SIGTERM_KEY, None)
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
@@ -290,6 +293,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.config.workeroutput[PARENTS_KEY] = share  # type: ignore[attr-defined]
             if "agree_ab" in share:  # the worker that computes the parents' agreement also computes the barrier
                 session.config.workeroutput[BARRIER_KEY] = cs.compute_barrier()  # type: ignore[attr-defined]
+    if cs is not None and cs.study is not None:
+        cs.study.finish(f"the session ended (exit status {int(exitstatus)}) before this trial finished")
     # The controller: tryfirst, so before xdist's own hook waits for the workers' interpreters to exit (~0.1 s
     # each), the files are written meanwhile; every worker has reported by then.
     if cs is None or cs.is_worker or not cs.run_dir.owned:

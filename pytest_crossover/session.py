@@ -24,6 +24,7 @@ from pytest_crossover.runtime import Runtime
 if TYPE_CHECKING:
     from harness.inputs.load import SearchInputs
     from harness.pictures.drawer import Drawer
+    from pytest_crossover.study import StudySession
     from pytest_crossover.transfer import InputTransfer
 
 RESULT_KEY = "crossover_result"
@@ -40,7 +41,13 @@ class CrossoverSession:
     def __init__(self, config: pytest.Config, options: CrossoverOptions) -> None:
         self.config = config
         self.options = options
-        self.specs = options.space_specs()
+        self.study: StudySession | None = None  # --crossover-search optuna, on the controller
+        if options.study is not None:
+            from pytest_crossover.study import session_specs
+
+            self.study, self.specs = session_specs(config, options)
+        else:
+            self.specs = options.space_specs()
         self.ids = {s.child_id: s for s in self.specs}
         workerinput = getattr(config, "workerinput", None)
         self.is_worker = workerinput is not None
@@ -62,6 +69,8 @@ class CrossoverSession:
         self.transfer: InputTransfer | None = None  # built at the first xdist worker's start-up
         self._next_rewrite = 0.0  # monotonic time before which the derived files are not rewritten mid-session
         self.drawers: list[Drawer] | None = None  # the report's drawing processes, started at the first record
+        if self.study is not None:  # the whole study's records: its leaderboard and answer cover every trial
+            self.records.update(self.study.previous_results(self.run_dir.path))
 
     # -- inputs ---------------------------------------------------------------------------------------------------
     def check_inputs(self) -> SearchInputs:
@@ -127,6 +136,8 @@ class CrossoverSession:
         """A finished child: its folder written whole, its record journaled; the derived files at most every
         second (rewriting all of them after every child is quadratic in the children)."""
         self.records[result.child_id] = result
+        if self.study is not None:
+            self.study.tell(result.to_dict())
         if self.drawers is None and self.options.report == "on":
             from harness.pictures import drawer
 
@@ -239,6 +250,7 @@ class CrossoverSession:
             "journal": JOURNAL,
             "wall_s": round(time.time() - self.started, 3),
             "children": self.ordered_records(),
+            **({"study": self.study.summary()} if self.study is not None else {}),
         }
 
     def _split(self) -> dict[str, Any] | None:
@@ -253,7 +265,7 @@ class CrossoverSession:
         """Whether this session ran all of its space: ``-k``, ``-m``, ``--lf``, ``--crossover-max-runs`` or any other
         deselection make it a subset, which every output says and history never compares against a whole run."""
         o, opt = self.options, self.config.option
-        space_children = len(o.space_specs(max_runs=None))
+        space_children = len(self.specs) if self.study is not None else len(o.space_specs(max_runs=None))
         how = [f"{flag} {value}" for flag, value in (("-k", getattr(opt, "keyword", "")),
                                                       ("-m", getattr(opt, "markexpr", ""))) if value]
         if getattr(opt, "lf", False):

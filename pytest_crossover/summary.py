@@ -19,7 +19,8 @@ def header(cs: CrossoverSession) -> list[str]:
     fitted = cs.config.stash.get(WORKERS_KEY, None)  # how many workers -n N got, when the plugin changed it
     line = (f"crossover: space={o.space} ({len(cs.specs)} children: {len(recipes)} recipes x {len(regimes)} regimes), "
             f"parents={src}, holdout={o.holdout}, teacher={o.teacher}, run-dir={o.run_dir}")
-    return [*([fitted] if fitted else []), line]
+    study = [cs.study.header()] if cs.study is not None else []
+    return [*([fitted] if fitted else []), line, *study]
 
 
 def teststatus(report: pytest.TestReport) -> Any:

@@ -61,6 +61,10 @@ class XdistHooks:
         node.workerinput[OPTIONS_KEY] = cs.options.to_wire()
         node.workerinput[GATEWAY_KEY] = gateway_settings(node.gateway.spec)
         node.workerinput[KEY] = transfer.configure(node)
+        if cs.study is not None:  # the asked children, never the study: workers neither ask nor tell
+            from pytest_crossover.study import TRIALS_KEY
+
+            node.workerinput[TRIALS_KEY] = cs.study.wire()
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:

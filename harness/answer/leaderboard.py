@@ -297,6 +297,10 @@ def markdown(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any], cho
     status = "complete" if manifest.get("complete") else f"INCOMPLETE: {done} of {expected} children"
     notes = [n for n in (subset_statement(manifest), reference_statement(manifest)) if n]
     note = "".join(f" **Note: {n}.**" for n in notes)
+    if manifest.get("study"):  # the rows are the whole study's: say which of them this session ran
+        from harness.search.study_summary import session_note
+
+        note += f" {session_note(manifest['study'])}"
     legend_md = "\n".join(f"- {line}" for line in legend(rows))
     return (f"# Crossover leaderboard ({status})\n\nSpace `{manifest.get('space')}`; latency: "
             f"{manifest.get('latency_mode')}.{note}\n\n{table(rows, chosen=chosen)}\n\n{legend_md}\n")

@@ -73,10 +73,31 @@ def recommend(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) ->
         out.update(recipes=answer["recipes"], levers=answer["levers"], controls=answer["controls"],
                    crossover_vs_control=answer["overall"], replicates=answer["replicates"], eval_units=answer["units"],
                    equivalence_margin=answer["margin"])
+        if manifest.get("study") and out["recommended"] and not out["recommended"].get("control"):
+            _recipe_mean(out, eligible, ab)
         _control_decision(out, children, ab)
+    if manifest.get("study"):  # a study's session: its trials, its best and how much it shrank, its Pareto front
+        out["study"] = manifest["study"]
     out["advice"] = advice(finished, manifest, out)
     out["next_step"] = next_step(out)
     return out
+
+
+def _recipe_mean(out: dict[str, Any], eligible: Sequence[Mapping[str, Any]], ab: float | None) -> None:
+    """A study names the best recipe by its mean over its runs (a trial and its confirmation runs), not its luckiest
+    trial: the recipe ranked first among those with a child that finished well."""
+    ids = {r["child_id"]: r for r in eligible}
+    for recipe in out["recipes"]:
+        rows = [ids[c] for c in recipe["children"] if c in ids]
+        if rows and not recipe["control"]:
+            if recipe["replicates"] > 1 and (ab is None or recipe["primary"] > ab):
+                out["recommended"] = {**_brief(rows[0]), "vs_parents": _gap(rows[0], ab), "child_id": recipe["recipe"],
+                                      "replicates": recipe["replicates"], "p_best": recipe["p_best"],
+                                      "primary": {"value": recipe["primary"], "lo": recipe["primary_lo"],
+                                                  "hi": recipe["primary_hi"]},
+                                      "why": f"{_why(rows[0], ab)}; ranked by its mean over {recipe['replicates']} "
+                                             "runs (the trial and its confirmation runs)"}
+            return
 
 
 def _control_decision(out: dict[str, Any], children: Sequence[Mapping[str, Any]], ab: float | None) -> None:
@@ -392,4 +413,8 @@ def recipe_text(rec: Mapping[str, Any]) -> list[str]:
     if rec.get("controls"):
         lines += ["", "What crossing adds over the best control, per fine-tune budget:"]
         lines += [f"  - {control_line(c)}" for c in rec["controls"]]
+    if rec.get("study"):
+        from harness.search.study_summary import summary_lines
+
+        lines += ["", *summary_lines(rec["study"])]
     return lines

@@ -106,6 +106,7 @@ class ChildSpec:
     index: int
     recipe: Recipe
     levels: Levels
+    prefix: str | None = None  # the id's head instead of the run index: a study's trial (``t0017``)
 
     @property
     def regime(self) -> Regime:
@@ -149,7 +150,8 @@ class ChildSpec:
     def child_id(self) -> str:
         """AgentFarm's id, e.g. ``000_random_a0p50_s0_short`` (unused alpha shown, None seed as ``sNone``),
         then each other axis's fragment (``…_short_aam``, ``…_tboth``)."""
-        return f"{self.index:03d}_{self.recipe.id}{self.levels.fragments()}"
+        head = f"{self.index:03d}" if self.prefix is None else self.prefix
+        return f"{head}_{self.recipe.id}{self.levels.fragments()}"
 
     def crossover_record(self) -> dict[str, Any]:
         """The record's ``crossover`` entry: the recipe, and its alignment when it aligns (AgentFarm's shape
