@@ -247,6 +247,8 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
         grids.update(_param_grids(study.grid_lines(values["param"] or ())))
     with naming(sources, "search"):
         study_settings = study.settings(values, values["param"] or (), [n for n in origin if origin[n] != "default"])
+    if study_settings is not None:
+        grids.update(study.ranged_vectors(study_settings, grids))
     with naming(sources, "axis"):
         axes = _axis_values(values["axis"] or ())
     with naming(sources, "degenerate-threshold"):

@@ -110,6 +110,15 @@ def study_params(lines: Sequence[str]) -> tuple[dict[str, Range], dict[str, tupl
     return ranges, values
 
 
+def ranged_vectors(settings: Mapping[str, Any], grids: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """A per-layer parameter the study samples from a range has no listed vector for the grid the study's space
+    is derived from: a one-layer stand-in (the range's middle) lets that grid be built; the study's own trials
+    carry one value per layer of the parents."""
+    per_layer = {p.name for op in OPERATORS.values() for p in op.params if p.per_layer}
+    return {name: (((low + high) / 2,),) for name, (low, high, *_) in settings["ranges"].items()
+            if name in per_layer and name not in grids}
+
+
 def grid_lines(lines: Sequence[str]) -> tuple[str, ...]:
     """The ``--crossover-param`` lines the grid parses: not ranges, not regime fields."""
     return tuple(ln for ln in lines if not (is_range(ln.partition("=")[2])
@@ -148,7 +157,8 @@ class StudySession:
         grid = options.space_specs(controls=False, max_runs=None)
         ranges = {k: Range(v[0], v[1], v[2], int if v[3] == "int" else float) for k, v in s["ranges"].items()}
         given = {**options.grids, **{k: tuple(v) for k, v in s["regime_values"].items()}}
-        self.space = study_space(grid, given=given, ranges=ranges, controls=options.controls != "off")
+        self.space = study_space(grid, given=given, ranges=ranges, controls=options.controls != "off",
+                                 layers=_layers(options, grid))
         self.name = study_name(options, self.space.describe())
         if s["storage"]:
             self.where = s["storage"]
@@ -290,6 +300,19 @@ class StudySession:
         return summarize(self.study, self.objectives, name=self.name, storage=redacted(self.where),
                          session=self.session, asked=self.asked, failed_dead=self.failed_dead,
                          errors=self.told_errors)
+
+
+def _layers(options: Any, grid: Sequence[ChildSpec]) -> int | None:
+    """The parents' layer count, read from their metadata without torch, when a per-layer parameter needs it."""
+    if not any(p.per_layer for s in grid for p in s.recipe.op.params):
+        return None
+    from harness.crossing.operators import layer_count
+    from harness.inputs import embedded, lineage
+    from harness.inputs.checkpoints import peek_parent
+
+    path = lineage.parent_file(options.parent_a) if options.parent_a else embedded.parent_paths()[0]
+    meta = peek_parent(path)
+    return None if meta is None else layer_count(meta)
 
 
 def worker_specs(wire: Mapping[str, Any]) -> list[ChildSpec]:

@@ -74,7 +74,7 @@ def recommend(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) ->
                    crossover_vs_control=answer["overall"], replicates=answer["replicates"], eval_units=answer["units"],
                    equivalence_margin=answer["margin"])
         if manifest.get("study") and out["recommended"] and not out["recommended"].get("control"):
-            _recipe_mean(out, eligible, ab)
+            _recipe_mean(out, eligible, parents, ab)
         _control_decision(out, children, ab)
     if manifest.get("study"):  # a study's session: its trials, its best and how much it shrank, its Pareto front
         out["study"] = manifest["study"]
@@ -83,21 +83,33 @@ def recommend(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) ->
     return out
 
 
-def _recipe_mean(out: dict[str, Any], eligible: Sequence[Mapping[str, Any]], ab: float | None) -> None:
+def _recipe_mean(out: dict[str, Any], eligible: Sequence[Mapping[str, Any]], parents: Mapping[str, Any],
+                 ab: float | None) -> None:
     """A study names the best recipe by its mean over its runs (a trial and its confirmation runs), not its luckiest
-    trial: the recipe ranked first among those with a child that finished well."""
+    trial: the recipe ranked first among those with a child that finished well, recommended when that mean is
+    measurably above the parents' agreement, else the parents are."""
     ids = {r["child_id"]: r for r in eligible}
     for recipe in out["recipes"]:
         rows = [ids[c] for c in recipe["children"] if c in ids]
-        if rows and not recipe["control"]:
-            if recipe["replicates"] > 1 and (ab is None or recipe["primary"] > ab):
-                out["recommended"] = {**_brief(rows[0]), "vs_parents": _gap(rows[0], ab), "child_id": recipe["recipe"],
-                                      "replicates": recipe["replicates"], "p_best": recipe["p_best"],
-                                      "primary": {"value": recipe["primary"], "lo": recipe["primary_lo"],
-                                                  "hi": recipe["primary_hi"]},
-                                      "why": f"{_why(rows[0], ab)}; ranked by its mean over {recipe['replicates']} "
-                                             "runs (the trial and its confirmation runs)"}
+        if not rows or recipe["control"]:
+            continue
+        if recipe["replicates"] < 2:
             return
+        lo, hi = recipe.get("vs_parents") or (None, None)
+        runs = f"its mean over {recipe['replicates']} runs (the trial and its confirmation runs)"
+        mean = {**rows[0], "child_id": recipe["recipe"], "primary_metric": recipe["primary"],
+                "primary_vs_parents_lo": lo, "primary_vs_parents_hi": hi}
+        if ab is not None and _margin(mean, ab) <= 0:
+            out["recommended"], out["tied_with_recommended"] = None, []
+            out["prefer_parent"] = _prefer_parent(parents, mean, ab, True)
+            out["prefer_parent"]["why"] += f"; the primary is {runs}"
+            return
+        out["recommended"] = {**_brief(rows[0]), "vs_parents": _gap(mean, ab), "child_id": recipe["recipe"],
+                              "replicates": recipe["replicates"], "p_best": recipe["p_best"],
+                              "primary": {"value": recipe["primary"], "lo": recipe["primary_lo"],
+                                          "hi": recipe["primary_hi"]},
+                              "why": f"{_why(mean, ab)}; the primary is {runs}"}
+        return
 
 
 def _control_decision(out: dict[str, Any], children: Sequence[Mapping[str, Any]], ab: float | None) -> None:
@@ -265,10 +277,19 @@ def _next_returns(rec: Mapping[str, Any]) -> str | None:
     return "measure returns (--crossover-env ID --crossover-episodes 20): agreement alone does not say it acts well"
 
 
+def _next_confirm(rec: Mapping[str, Any]) -> str | None:
+    """A study's choice that rests on one run: the next session re-runs the top trials with other seeds."""
+    chosen = rec.get("recommended")
+    if not rec.get("study") or not chosen or chosen.get("control") or (chosen.get("replicates") or 1) > 1:
+        return None
+    return ("rerun the same command (--crossover-trials 0 only confirms): the next session re-runs the top trials "
+            f"with other seeds, and {chosen['child_id']} is one run, perhaps the study's luckiest")
+
+
 def _next_replicates(rec: Mapping[str, Any]) -> str | None:
     """An undecided lever: the replicates (or held-out episodes) that its interval's scaling says would decide it."""
     undecided = [v for v in rec.get("levers") or [] if v["verdict"] == "undecided" and v.get("need")]
-    if not undecided:
+    if not undecided or rec.get("study"):  # a study replicates by confirmation runs, not --crossover-replicates
         return None
     first = min(undecided, key=lambda v: v["need"]["replicates"])
     need = first["need"]
@@ -279,7 +300,8 @@ def _next_replicates(rec: Mapping[str, Any]) -> str | None:
 
 
 NEXT_STEPS: tuple[Callable[[Mapping[str, Any]], str | None], ...] = (
-    _next_subset, _next_unfinished, _next_teacher, _next_noise, _next_replicates, _next_tied, _next_returns)
+    _next_subset, _next_unfinished, _next_confirm, _next_teacher, _next_noise, _next_replicates, _next_tied,
+    _next_returns)
 
 
 def subset_statement(manifest: Mapping[str, Any]) -> str | None:
@@ -358,8 +380,9 @@ def _basis(rec: Mapping[str, Any]) -> str:
     k = rec.get("replicates") or 1
     if k > 1:
         return f"; intervals over {k} fine-tune runs per recipe{episodes}"
-    return (f"; each child is one fine-tune run{episodes}: run-to-run noise is not in these intervals "
-            "(--crossover-replicates 3 measures it)")
+    measures = ("the next session's confirmation runs measure it" if rec.get("study")
+                else "--crossover-replicates 3 measures it")
+    return f"; each child is one fine-tune run{episodes}: run-to-run noise is not in these intervals ({measures})"
 
 
 def recommendation_text(rec: Mapping[str, Any]) -> str:

@@ -41,7 +41,16 @@ class Range:
         return f"{self.low:g}..{self.high:g}" + (":log" if self.log else "")
 
 
-Domain = Range | tuple[Any, ...]  # a range, or the choices
+@dataclass(frozen=True, slots=True)
+class PerLayer:
+    """A per-layer parameter (``Param.per_layer``) as a study samples it: one ``domain`` per layer, under the names
+    ``keys`` (``layer_alphas_l0``, ...), so a sampler such as CMA-ES sees every layer's weight as its own dimension."""
+
+    keys: tuple[str, ...]
+    domain: Range | tuple[Any, ...]
+
+
+Domain = Range | tuple[Any, ...] | PerLayer  # a range, the choices, or one of either per layer
 
 
 def is_range(text: str) -> bool:
@@ -68,7 +77,8 @@ def _within(param: Param, rng: Range, operator: str) -> Range:
     """A range inside the parameter's declared one (a wider one is the user's error, named before any work)."""
     try:
         for bound in (rng.low, rng.high):
-            param.check(param.kind(bound), operator)
+            value = param.kind(bound)
+            param.check((value,) if param.per_layer else value, operator)
     except HarnessError as exc:
         raise SpaceError(f"{param.name}={rng.text()}: {exc}", field="param") from None
     return rng
@@ -97,6 +107,8 @@ class StudySpace:
     def describe(self) -> dict[str, Any]:
         """Builtins: what the study searches (its name hashes this; the manifest shows it)."""
         def dom(d: Domain) -> Any:
+            if isinstance(d, PerLayer):
+                return {"per_layer": len(d.keys), "each": dom(d.domain)}
             return d.text() if isinstance(d, Range) else list(d)
 
         return {"operators": list(self.operators),
@@ -107,9 +119,10 @@ class StudySpace:
 
 
 def study_space(grid: Sequence[ChildSpec], *, given: Mapping[str, Sequence[Any]], ranges: Mapping[str, Range],
-                controls: bool) -> StudySpace:
+                controls: bool, layers: int | None = None) -> StudySpace:
     """The study's space from the grid's specs: the grid's operators (and the controls with ``controls``), each
-    numeric parameter a range (its declaration's, or ``ranges``'), unless ``given`` lists its values."""
+    numeric parameter a range (its declaration's, or ``ranges``'), unless ``given`` lists its values; a per-layer
+    parameter is one such domain per layer of the parents (``layers`` of them)."""
     if not grid:
         raise SpaceError("the space has no child to search; widen it", field="space")
     ops = list(dict.fromkeys(s.recipe.operator for s in grid if not s.control))
@@ -118,7 +131,8 @@ def study_space(grid: Sequence[ChildSpec], *, given: Mapping[str, Sequence[Any]]
     for name in ops:
         op = OPERATORS.get(name)
         seen = [s.recipe.kwargs for s in grid if s.recipe.operator == name]
-        params[name] = {p.name: _domain(p, name, seen, given, ranges) for p in op.params}
+        params[name] = {p.name: _per_layer(p, _domain(p, name, seen, given, ranges), layers) if p.per_layer
+                        else _domain(p, name, seen, given, ranges) for p in op.params}
     axes: dict[str, tuple[Any, ...]] = {}
     regimes: dict[str, Regime] = {}
     for axis in nested():
@@ -142,6 +156,16 @@ def study_space(grid: Sequence[ChildSpec], *, given: Mapping[str, Sequence[Any]]
     return StudySpace(tuple(ops), params, axes, fields, regimes, grid[0].levels.searched)
 
 
+def _per_layer(p: Param, domain: Domain, layers: int | None) -> PerLayer:
+    if layers is None:
+        raise SpaceError(f"{p.name} takes one value per layer of the parents, whose layers are not known here; "
+                         "pass the parents (--crossover-parent-a/-b)", field="param")
+    if isinstance(domain, tuple):  # vectors the user listed: a choice between them, as text a sampler can hold
+        return PerLayer((p.name,), tuple("/".join(format(v, "g") for v in vector) for vector in domain))
+    assert isinstance(domain, Range)  # _domain gives a per-layer parameter a range or its listed vectors
+    return PerLayer(p.layer_keys(layers), domain)
+
+
 def _domain(p: Param, operator: str, seen: Sequence[Mapping[str, Any]], given: Mapping[str, Sequence[Any]],
             ranges: Mapping[str, Range]) -> Domain:
     if p.name in ranges:
@@ -155,6 +179,12 @@ def _domain(p: Param, operator: str, seen: Sequence[Mapping[str, Any]], given: M
 
 
 def _pick(trial: Any, name: str, domain: Domain) -> Any:
+    if isinstance(domain, PerLayer):
+        prefix = name.rpartition(".")[0]
+        picked = [_pick(trial, f"{prefix}.{key}", domain.domain) for key in domain.keys]
+        if len(domain.keys) == 1 and isinstance(picked[0], str):  # one of the listed vectors
+            return tuple(float(v) for v in picked[0].split("/"))
+        return tuple(picked)
     if isinstance(domain, Range):
         if domain.kind is int:
             return trial.suggest_int(name, int(domain.low), int(domain.high), log=domain.log)

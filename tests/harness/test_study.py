@@ -165,3 +165,28 @@ def test_the_library_imports_without_optuna_and_a_study_says_what_to_install() -
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ("search a study needs optuna; install the study extra: "
                                    "pip install 'pytest-crossover[study]'")
+
+
+def test_a_per_layer_parameter_is_one_dimension_per_layer_of_the_parents() -> None:
+    grid = build_space("custom", modes=("weighted_layerwise",), grids={"layer_alphas": ((0.5,),)},
+                       levels={"regime": ("short",)})
+    space = study_space(grid, given={}, ranges={}, controls=False, layers=3)
+    per_layer = space.params["weighted_layerwise"]["layer_alphas"]
+    assert per_layer.keys == ("layer_alphas_l0", "layer_alphas_l1", "layer_alphas_l2")
+    assert space.describe()["params"]["weighted_layerwise"]["layer_alphas"] == {"per_layer": 3, "each": "0..1"}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    trial = study.ask()
+    choice = suggest(trial, space)
+    alphas = choice["params"]["layer_alphas"]
+    assert alphas == tuple(trial.params[f"weighted_layerwise.layer_alphas_l{i}"] for i in range(3))
+    assert len(set(alphas)) == 3 and all(0 <= a <= 1 for a in alphas)
+    spec = trial_spec(choice, space.regimes, index=0, prefix="t0000", searched=space.searched)
+    assert spec.child_id == ("t0000_weighted_layerwise_a0p50_sNone_la" + "-".join(f"{a:.2f}" for a in alphas)
+                             .replace(".", "p") + "_short")
+    # Vectors the user listed are a choice between them; without the parents' layer count, one line.
+    listed = study_space(grid, given={"layer_alphas": ((0.2, 0.5, 0.8), (0.5, 0.5, 0.5))}, ranges={},
+                         controls=False, layers=3)
+    picked = suggest(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask(), listed)
+    assert picked["params"]["layer_alphas"] in ((0.2, 0.5, 0.8), (0.5, 0.5, 0.5))
+    with pytest.raises(SpaceError, match="one value per layer of the parents, whose layers are not known here"):
+        study_space(grid, given={}, ranges={}, controls=False)
