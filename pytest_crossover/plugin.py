@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 from collections.abc import Generator
 from typing import Any
 
@@ -114,17 +113,12 @@ _SIGTERM_KEY = pytest.StashKey[Any]()
 
 def _terminate_like_interrupt(config: pytest.Config) -> None:
     """SIGTERM (a CI job's timeout) ends the session as Ctrl-C does: the finished children's files are written,
-    marked incomplete, and the summary says so. Only where nobody else handles SIGTERM, and only in the main thread
-    (where Python runs signal handlers)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
+    marked incomplete, and the summary says so (pytest_crossover.interrupts)."""
+    from pytest_crossover.interrupts import terminate_like_interrupt
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-    config.stash[_SIGTERM_KEY] = signal.signal(signal.SIGTERM, interrupt)
+    previous = terminate_like_interrupt()
+    if previous is not None:
+        config.stash[_SIGTERM_KEY] = previous
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -303,7 +297,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 cs.finalize_parents()
             finally:
                 if cs.write_error is None:
-                    cs.write_outputs()
+                    from pytest_crossover.interrupts import deferred
+
+                    with deferred("writing the finished children's summary files", reraise=False) as held:
+                        cs.write_outputs()
+                    cs.abandon_report = bool(held)  # interrupted again: the user wants out, not a report
         if cs.write_error is not None and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.INTERRUPTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the session did not deliver its files
     finally:
