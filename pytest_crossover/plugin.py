@@ -26,6 +26,20 @@ from pytest_crossover.session import (
 SESSION_KEY = pytest.StashKey[CrossoverSession]()
 
 
+class _Alias:
+    """Holds this plugin's other name in pytest's registry, so that loading it twice (the ``crossover`` entry point
+    and ``-p pytest_crossover.plugin``, ``PYTEST_PLUGINS`` or a conftest's ``pytest_plugins``) loads it once,
+    instead of pluggy's "already registered under a different name" traceback."""
+
+
+def pytest_plugin_registered(plugin: object, plugin_name: str, manager: pytest.PytestPluginManager) -> None:
+    if plugin is not sys.modules[__name__]:
+        return
+    for alias in ("crossover", __name__):
+        if alias != plugin_name and manager.get_plugin(alias) is None and not manager.is_blocked(alias):
+            manager.register(_Alias(), alias)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
     from pytest_crossover.history import add_history_options
@@ -195,7 +209,8 @@ def pytest_sessionstart(session: pytest.Session) -> Generator[None, None, None]:
     if cs is not None and not cs.is_worker and cs.options.explicit:
         if cs.distributed:
             cs.check_inputs()
-        cs.acquire_run_dir()
+        if not session.config.option.collectonly:
+            cs.acquire_run_dir()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -203,7 +218,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if cs is None:
         return
     ids = [child_id_of(item.nodeid) for item in session.items if FIXTURE in getattr(item, "fixturenames", ())]
-    if ids:
+    if ids and not session.config.option.collectonly:  # --collect-only runs no child: the disk stays as it is
         cs.expected = [i for i in ids if i]
         if cs.options.arithmetic == "portable":
             from harness.core.arithmetic import pin

@@ -81,6 +81,7 @@ class RunDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock: IO[str] | None = None
+        self._created: list[Path] = []  # the directories acquire() created, deepest first
         self._last_rewrite = -float("inf")
         self._journal_started = True  # until start_journal: append to the journal as it is
 
@@ -91,8 +92,10 @@ class RunDir:
     def acquire(self) -> None:
         """Create and lock the directory; raises a one-line HarnessError (field ``run_dir``) when it is not
         writable or another session holds it."""
+        missing = [d for d in (self.path, *self.path.parents) if not os.path.lexists(d)]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            self._created = missing
             probe = self.path / f".write-test-{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
@@ -114,10 +117,20 @@ class RunDir:
         remove_stale_staging(self.path)  # child folders half-staged by a crashed session
 
     def release(self) -> None:
+        """Unlock; a directory this session created and wrote nothing to (no child ran: ``--collect-only``, an
+        interrupt or an error before the first) is removed, so such a session leaves the disk as it found it."""
         if self._lock is not None:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
             self._lock = None
+            if self._created and [p.name for p in self.path.iterdir()] == [".lock"]:
+                (self.path / ".lock").unlink(missing_ok=True)
+                for d in self._created:  # the run directory, then the parents it needed
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        break
+            self._created = []
 
     def start_journal(self) -> None:
         """A new journal for this session, begun at its first record: a session that selects, collects or runs
