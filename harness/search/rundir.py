@@ -102,7 +102,12 @@ class RunDir:
             # "a": a refused second session must not truncate the pid the holder wrote.
             lock = open(self.path / ".lock", "a")  # noqa: SIM115  (held open for the session)
         except OSError as exc:
-            raise HarnessError(f"cannot write to {str(self.path)!r} ({exc.strerror}); pass a writable directory",
+            why = exc.strerror
+            if os.path.islink(self.path) and not self.path.exists():
+                why = f"a symbolic link to {os.readlink(self.path)!r}, which does not resolve"
+            elif os.path.lexists(self.path) and not self.path.is_dir():
+                why = "a file, not a directory"
+            raise HarnessError(f"cannot write to {str(self.path)!r} ({why}); pass a writable directory",
                                field="run_dir") from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
