@@ -245,6 +245,20 @@ class _ReportHooks:
         _record(self.session, report, files)
 
 
+    @pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: around xdist's wait for its workers
+    def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
+        """A Ctrl-C while the session ends (xdist stopping its workers, the report drawn) stops it with one line:
+        the finished children's files are written first (pytest_crossover.interrupts), every worker exits with its
+        controller, so there is nothing left to wait for and no traceback to show."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            if self.session.is_worker or not self.session.options.explicit and not self.session.records:
+                raise
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
+            sys.stderr.write("\ncrossover: interrupted while the session ended; the finished children's files are "
+                             "written\n")
+
     @pytest.hookimpl(wrapper=True, trylast=True)  # innermost: after the leaderboard and the history summaries
     def pytest_terminal_summary(self, terminalreporter: Any) -> Generator[None, None, None]:
         yield

@@ -322,14 +322,14 @@ def _check_ids(specs: Sequence[ChildSpec]) -> None:
     an id longer than a folder name may be (255 bytes, less the staging name's suffix) could not be written."""
     seen: dict[str, ChildSpec] = {}
     for s in specs:
-        if len(s.child_id.encode()) > CHILD_ID_MAX:
-            raise SpaceError(f"child id {s.child_id!r} is {len(s.child_id.encode())} bytes, more than the "
-                             f"{CHILD_ID_MAX} its folder's name may have; use shorter regime names or fewer axes",
-                             field="regimes")
-        key = s.child_id.split("_", 1)[1]  # without the run index, which always differs (and may have 4 digits)
+        cid = s.child_id
+        if len(cid.encode()) > CHILD_ID_MAX:
+            raise SpaceError(f"child id {cid!r} is {len(cid.encode())} bytes, more than the {CHILD_ID_MAX} its "
+                             "folder's name may have; use shorter regime names or fewer axes", field="regimes")
+        key = cid.split("_", 1)[1]  # without the run index, which always differs (and may have 4 digits)
         if key in seen:
             a, b = seen[key].recipe, s.recipe
             differ = next((k for (k, va), (_, vb) in zip(a.params, b.params) if va != vb), "params")
-            raise SpaceError(f"recipes {a.to_dict()} and {b.to_dict()} give the same child id ({s.child_id[4:]}); "
+            raise SpaceError(f"recipes {a.to_dict()} and {b.to_dict()} give the same child id ({key}); "
                              f"pass {differ} values that differ in the shown digits", field=differ)
         seen[key] = s
