@@ -324,7 +324,8 @@ def _check_ids(specs: Sequence[ChildSpec]) -> None:
     for s in specs:
         cid = s.child_id
         if len(cid.encode()) > CHILD_ID_MAX:
-            raise SpaceError(f"child id {cid!r} is {len(cid.encode())} bytes, more than the {CHILD_ID_MAX} its "
+            shown = cid[:60] + "…"
+            raise SpaceError(f"child id {shown!r} is {len(cid.encode())} bytes, more than the {CHILD_ID_MAX} its "
                              "folder's name may have; use shorter regime names or fewer axes", field="regimes")
         key = cid.split("_", 1)[1]  # without the run index, which always differs (and may have 4 digits)
         if key in seen:
