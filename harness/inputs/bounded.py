@@ -29,20 +29,23 @@ def _size(n: int) -> str:
     return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n:,} bytes"
 
 
-def check_size(p: Path, size: int, what: str, error: type[HarnessError]) -> None:
+_FIX = "pass a smaller file (fewer rows, or a sample of them)"
+
+
+def check_size(p: Path, size: int, what: str, error: type[HarnessError], fix: str = _FIX) -> None:
     """``error`` naming ``p`` when ``size`` bytes (the file's, or what its header declares) exceed the bound."""
     limit = input_limit()
     if size > limit:
         raise error(f"{what} {str(p)!r} holds {_size(size)}, more than this machine's memory ({_size(limit)}) "
-                    "can hold; pass a smaller file (fewer rows, or a sample of them)")
+                    f"can hold; {fix}")
 
 
-def read_bounded(p: Path, what: str, error: type[HarnessError]) -> bytes:
+def read_bounded(p: Path, what: str, error: type[HarnessError], fix: str = _FIX) -> bytes:
     """The bytes of ``p``, read once, after its size is checked; ``error`` when it cannot be read or is too large."""
     try:
         with p.open("rb") as fh:
             size = os.fstat(fh.fileno()).st_size
-            check_size(p, size, what, error)
+            check_size(p, size, what, error, fix)
             return fh.read(size)  # a file that grows meanwhile is read to its checked size
     except OSError as exc:
         raise error(f"{what} {str(p)!r} cannot be read ({exc.strerror}); check its permissions") from None

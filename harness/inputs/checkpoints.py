@@ -38,7 +38,8 @@ _UNSAFE_FLAG = "allow_unsafe_unpickle=True (plugin: --crossover-allow-unsafe-unp
 
 
 def _read(p: Path) -> bytes:
-    return read_bounded(p, "parent checkpoint", CheckpointError)
+    return read_bounded(p, "parent checkpoint", CheckpointError,
+                        "save the network's state dict alone: torch.save(model.state_dict(), path)")
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
