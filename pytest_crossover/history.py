@@ -211,7 +211,11 @@ class HistoryHooks:
             try:
                 self.saved = store.save(record)
             except HarnessError as exc:
+                self.notes = [n for n in self.notes if "starts its history" not in n]
                 self.notes.append(f"record not saved: {exc}")
+                if self.opts.checks and not self.unrun:  # the gate would stay off for every later session
+                    self.unrun = ("--crossover-compare-fail cannot gate later sessions: this session's record could "
+                                  "not be saved (above)")
             if record["subset"] and self.saved:
                 self.notes.append("saved as a subset record: it is never the baseline of a whole-space session")
         else:

@@ -297,3 +297,19 @@ def test_child(crossover_child):
     assert json.loads((run_dir / SMOKE[0] / "eval.json").read_text())["child_id"] == SMOKE[0]
     summary = out.split("crossover leaderboard")[1]
     assert SMOKE[0] in summary and not any(cid in summary for cid in SMOKE[1:])
+
+
+def test_a_gate_whose_record_cannot_be_saved_fails_instead_of_staying_off(pytester, search_files):
+    """The store cannot take the record (a full disk after the probe): with --crossover-compare-fail every later
+    session would again find no baseline, so the gate would never run; the session says so and fails."""
+    pytester.makeconftest("from harness.core.errors import HarnessError\nfrom harness.records import store\n\n\n"
+                          "def full(self, record):\n"
+                          "    raise HarnessError(f'cannot write the history store {str(self.root)!r} (No space left "
+                          "on device)')\n\n\nstore.HistoryStore.save = full\n")
+    gated = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-max-runs=1",
+                       "--crossover-compare-fail=primary:0.02")
+    assert gated.ret == pytest.ExitCode.TESTS_FAILED
+    gated.stdout.fnmatch_lines(["record not saved: cannot write the history store * (No space left on device)",
+                                "--crossover-compare-fail cannot gate later sessions: this session's record could not "
+                                "be saved (above); exit status 1"])
+    assert "starts its history" not in gated.stdout.str() and "saved as a subset" not in gated.stdout.str()
