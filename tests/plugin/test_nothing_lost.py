@@ -231,14 +231,14 @@ write_child, write_outputs = rundir.RunDir.write_child, rundir.RunDir.write_outp
 
 def slow_child(self, child_id, files):  # the controller writes a child's folder: the first interrupt lands here
     Path(self.path.parent, "writing_child").write_text("")
-    time.sleep(0.5)
+    time.sleep(0.3)
     return write_child(self, child_id, files)
 
 
 def slow_outputs(self, outputs, *, final):
     if final and "manifest.json" in outputs:  # the controller's final files: the second interrupt lands here
         Path(self.path.parent, "writing").write_text("")
-        time.sleep(0.5)
+        time.sleep(0.3)
     return write_outputs(self, outputs, final=final)
 
 
