@@ -17,6 +17,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -182,7 +183,10 @@ class RunDir:
         try:
             names = {p.name for p in folder.iterdir()}
             config = folder / CHILD_FILES["run_config"]
-            if not names <= set(CHILD_FILES.values()) or config.stat().st_size > _CONFIG_MAX_BYTES:
+            info = config.stat()
+            # Its size first, and only a regular file: a FIFO named run_config.json would block the read for ever.
+            if not names <= set(CHILD_FILES.values()) or not stat.S_ISREG(info.st_mode) \
+                    or info.st_size > _CONFIG_MAX_BYTES:
                 return False
             return bool(json.loads(config.read_text(encoding="utf-8")).get("child_id") == child_id)
         except (OSError, ValueError, AttributeError):

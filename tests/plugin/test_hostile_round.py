@@ -126,3 +126,14 @@ def test_a_run_dir_a_session_created_and_wrote_nothing_to_is_removed(tmp_path: P
     kept.acquire()
     kept.release()  # it existed before: left, with its lock file
     assert (tmp_path / "kept").is_dir()
+
+
+def test_a_child_folder_holding_a_fifo_is_not_ours_and_is_never_read(tmp_path: Path):
+    """A folder named like a child whose run_config.json is a FIFO: reading it would block for ever."""
+    folder = tmp_path / "000_random_a0p50_s0_short"
+    folder.mkdir()
+    os.mkfifo(folder / "run_config.json")
+    run_dir = RunDir(tmp_path)
+    assert run_dir.ours("000_random_a0p50_s0_short") is False
+    with pytest.raises(HarnessError, match="is not a child folder written by a crossover session"):
+        run_dir.check_children(["000_random_a0p50_s0_short"])
