@@ -136,7 +136,7 @@ def main() -> None:
             (Path.cwd() / f"study_targets_{m['space']}_{int(time.time())}.json").write_text(json.dumps(m))
         pools = {"grid best": by_unit(regrid)[gbest]}
         tpe_units = by_unit(tpe_c)
-        for label, m, units in (("tpe", tpe_c, tpe_units), ("cmaes", cma_c, by_unit(cma_c))):
+        for label, _m, units in (("tpe", tpe_c, tpe_units), ("cmaes", cma_c, by_unit(cma_c))):
             confirmed = max((u for u, cs in units.items() if len(cs) > 1 and not u.startswith("control")),
                             key=lambda u: len(units[u]))
             pools[f"{label} best"] = units[confirmed]

@@ -27,7 +27,7 @@ def early_arithmetic(early_config: pytest.Config) -> str | None:
 def _ini_given(config: pytest.Config, opt: Option) -> bool:
     try:
         value = config.getini(opt.dest)
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, pytest.UsageError):  # a bad value: check_ini_keys names it
         return False
     return bool(value) if opt.kind in ("flag", "lines") else value not in ("", None)
 
@@ -44,3 +44,8 @@ def check_ini_keys(config: pytest.Config) -> None:
         close = difflib.get_close_matches(key.lower().replace("-", "_"), known, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise pytest.UsageError(f"{key} (ini): not a pytest-crossover setting{hint}; fix its name, or remove it")
+    for key in (*(o.dest for o in option_table() if o.kind == "flag"), "crossover_no_save"):
+        try:
+            config.getini(key)
+        except (ValueError, pytest.UsageError) as exc:  # pytest's own message does not name the key
+            raise pytest.UsageError(f"{key} (ini): {exc}; write true or false, or remove it") from None

@@ -7,6 +7,7 @@ terminal reporter's, so the terminal summary that follows can print it).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,7 @@ def _name(config: pytest.Config, dest: str) -> str:
 def resolve_history(config: pytest.Config) -> HistoryOptions:
     """Command line over ini over default; a bad value raises a one-line UsageError."""
     cli_storage, ini_storage = config.getoption("crossover_storage", None), config.getini("crossover_storage")
-    storage = cli_storage if cli_storage is not None else ini_storage or DEFAULT_STORAGE
+    storage = os.path.expanduser(cli_storage if cli_storage is not None else ini_storage or DEFAULT_STORAGE)
     if not str(storage).strip():
         raise pytest.UsageError(f"{_name(config, 'crossover_storage')}: {storage!r} is an empty path; pass a folder, "
                                 "or leave it out for .crossover")
@@ -210,8 +211,12 @@ class HistoryHooks:
             try:
                 self.saved = store.save(record)
             except HarnessError as exc:
+                self.notes = [n for n in self.notes if "starts its history" not in n]
                 self.notes.append(f"record not saved: {exc}")
-            if record["subset"]:
+                if self.opts.checks and not self.unrun:  # the gate would stay off for every later session
+                    self.unrun = ("--crossover-compare-fail cannot gate later sessions: this session's record could "
+                                  "not be saved (above)")
+            if record["subset"] and self.saved:
                 self.notes.append("saved as a subset record: it is never the baseline of a whole-space session")
         else:
             self.notes.append("record not saved: the session is incomplete (interrupted or children missing)")

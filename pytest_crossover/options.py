@@ -220,6 +220,12 @@ def _convert(opt: Option, value: Any, origin: str, ini_dir: Path | None) -> Any:
         if not text.strip():
             raise HarnessError(f"{text!r} is an empty path; pass a path, or leave the option out for its default",
                                field=field_name)
+        # "~/runs" from an ini file, a quoted argument or "--opt=~/runs" (no shell expands those) means the home
+        # folder, never a folder named "~".
+        text = os.path.expanduser(text)
+        if opt.name == "run-dir" and os.path.dirname(os.path.realpath(text)) == os.path.realpath(text):
+            raise HarnessError(f"{text!r} is the file system's root (an unset variable before a '/'?); pass a folder "
+                               "of its own", field=field_name)
         # A relative path in an ini file is relative to that file, as pytest's own ini paths are.
         if origin == "ini" and ini_dir is not None and not os.path.isabs(text):
             return str(ini_dir / text)

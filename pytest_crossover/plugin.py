@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 from collections.abc import Generator
 from typing import Any
 
@@ -25,6 +24,20 @@ from pytest_crossover.session import (
 )
 
 SESSION_KEY = pytest.StashKey[CrossoverSession]()
+
+
+class _Alias:
+    """Holds this plugin's other name in pytest's registry, so that loading it twice (the ``crossover`` entry point
+    and ``-p pytest_crossover.plugin``, ``PYTEST_PLUGINS`` or a conftest's ``pytest_plugins``) loads it once,
+    instead of pluggy's "already registered under a different name" traceback."""
+
+
+def pytest_plugin_registered(plugin: object, plugin_name: str, manager: pytest.PytestPluginManager) -> None:
+    if plugin is not sys.modules[__name__]:
+        return
+    for alias in ("crossover", __name__):
+        if alias != plugin_name and manager.get_plugin(alias) is None and not manager.is_blocked(alias):
+            manager.register(_Alias(), alias)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -114,17 +127,12 @@ _SIGTERM_KEY = pytest.StashKey[Any]()
 
 def _terminate_like_interrupt(config: pytest.Config) -> None:
     """SIGTERM (a CI job's timeout) ends the session as Ctrl-C does: the finished children's files are written,
-    marked incomplete, and the summary says so. Only where nobody else handles SIGTERM, and only in the main thread
-    (where Python runs signal handlers)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
+    marked incomplete, and the summary says so (pytest_crossover.interrupts)."""
+    from pytest_crossover.interrupts import terminate_like_interrupt
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-    config.stash[_SIGTERM_KEY] = signal.signal(signal.SIGTERM, interrupt)
+    previous = terminate_like_interrupt()
+    if previous is not None:
+        config.stash[_SIGTERM_KEY] = previous
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -204,7 +212,8 @@ def pytest_sessionstart(session: pytest.Session) -> Generator[None, None, None]:
     if cs is not None and not cs.is_worker and cs.options.explicit:
         if cs.distributed:
             cs.check_inputs()
-        cs.acquire_run_dir()
+        if not session.config.option.collectonly:
+            cs.acquire_run_dir()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -212,7 +221,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if cs is None:
         return
     ids = [child_id_of(item.nodeid) for item in session.items if FIXTURE in getattr(item, "fixturenames", ())]
-    if ids:
+    if ids and not session.config.option.collectonly:  # --collect-only runs no child: the disk stays as it is
         cs.expected = [i for i in ids if i]
         if cs.options.arithmetic == "portable":
             from harness.core.arithmetic import pin
@@ -238,6 +247,20 @@ class _ReportHooks:
             report.user_properties[:] = [p for p in report.user_properties if p[0] != FILES_KEY]
         _record(self.session, report, files)
 
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: around xdist's wait for its workers
+    def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
+        """A Ctrl-C while the session ends (xdist stopping its workers, the report drawn) stops it with one line:
+        the finished children's files are written first (pytest_crossover.interrupts), every worker exits with its
+        controller, so there is nothing left to wait for and no traceback to show."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            if self.session.is_worker or not self.session.options.explicit and not self.session.records:
+                raise
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
+            sys.stderr.write("\ncrossover: interrupted while the session ended; the finished children's files are "
+                             "written\n")
 
     @pytest.hookimpl(wrapper=True, trylast=True)  # innermost: after the leaderboard and the history summaries
     def pytest_terminal_summary(self, terminalreporter: Any) -> Generator[None, None, None]:
@@ -308,7 +331,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 cs.finalize_parents()
             finally:
                 if cs.write_error is None:
-                    cs.write_outputs()
+                    from pytest_crossover.interrupts import deferred
+
+                    with deferred("writing the finished children's summary files", reraise=False) as held:
+                        cs.write_outputs()
+                    cs.abandon_report = bool(held)  # interrupted again: the user wants out, not a report
         if cs.write_error is not None and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.INTERRUPTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the session did not deliver its files
     finally:

@@ -65,6 +65,7 @@ class CrossoverSession:
         self.complete = False
         self.started = time.time()
         self.write_error: str | None = None  # set when the run directory could not be written (a full disk)
+        self.abandon_report = False  # interrupted again while the final files were written
         self.pytest_session: pytest.Session | None = None
         self.transfer: InputTransfer | None = None  # built at the first xdist worker's start-up
         self._next_rewrite = 0.0  # monotonic time before which the derived files are not rewritten mid-session
@@ -135,21 +136,27 @@ class CrossoverSession:
     def add(self, result: ChildResult, files: Mapping[str, bytes] | None = None) -> None:
         """A finished child: its folder written whole, its record journaled; the derived files at most every
         second (rewriting all of them after every child is quadratic in the children)."""
-        self.records[result.child_id] = result
-        if self.study is not None:
+        if self.study is not None:  # the study holds the record too: told whatever becomes of the files
             self.study.tell(result.to_dict())
         if self.drawers is None and self.options.report == "on":
             from harness.pictures import drawer
 
             self.drawers = drawer.start()  # warm while the other children run: the report then only draws
         if self.write_error is not None:
-            return  # the disk is full: keep the record, write nothing more
+            self.records[result.child_id] = result  # the disk is full: keep the record, write nothing more
+            return
+        from pytest_crossover.interrupts import deferred
+
         try:
-            if files:
-                result = self.records[result.child_id] = result.with_(
-                    files=self.run_dir.write_child(result.child_id, files))
-            self.run_dir.append(result.to_dict())
+            # A record counts (in the summary files, the terminal) only once its folder and journal line are
+            # written: an interrupt meanwhile waits for both.
+            with deferred(f"writing {result.child_id}'s files"):
+                if files:
+                    result = result.with_(files=self.run_dir.write_child(result.child_id, files))
+                self.run_dir.append(result.to_dict())
+                self.records[result.child_id] = result
         except OSError as exc:
+            self.records[result.child_id] = result
             self.failed_write(exc)
             return
         if self.run_dir.due() and time.monotonic() >= self._next_rewrite:
@@ -213,7 +220,7 @@ class CrossoverSession:
         from harness.pictures.report import PICTURE_PREFIX, REPORT
 
         written: list[Path] = []
-        if self.options.report == "on":
+        if self.options.report == "on" and not self.abandon_report:
             from harness.pictures.report import report_outputs
 
             try:

@@ -22,7 +22,9 @@ def check_name(kind: str, value: str, known: Iterable[str], *, field: str | None
     """``value`` if it is one of ``known``; else a one-line SpaceError listing them, with a close match."""
     names = tuple(known)
     if value not in names:
-        close = difflib.get_close_matches(str(value), names, n=1)
+        # Names are case-sensitive (they are file names' parts); a case-folded match is the likeliest meant.
+        folded = [n for n in names if n.casefold() == str(value).casefold()]
+        close = folded or difflib.get_close_matches(str(value), names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise SpaceError(f"unknown {kind} {value!r}; known: {', '.join(names)}{hint}", field=field)
     return value

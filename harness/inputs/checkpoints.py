@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import CheckpointError, HarnessError, existing_file, first_line
+from harness.inputs.bounded import read_bounded
 from harness.inputs.checkpoint_meta import TensorMeta, read_meta
 from harness.inputs.states import load_states
 from harness.networks.architecture import check_parents, is_tensor
@@ -37,11 +38,8 @@ _UNSAFE_FLAG = "allow_unsafe_unpickle=True (plugin: --crossover-allow-unsafe-unp
 
 
 def _read(p: Path) -> bytes:
-    try:
-        return p.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"parent checkpoint {str(p)!r} cannot be read ({exc.strerror}); check its "
-                              "permissions") from None
+    return read_bounded(p, "parent checkpoint", CheckpointError,
+                        "save the network's state dict alone: torch.save(model.state_dict(), path)")
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

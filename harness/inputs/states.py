@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from harness.core.errors import StatesError, existing_file, first_line
+from harness.inputs.bounded import check_size, read_bounded
 
 # Row chunks of about 4M values (16 MiB of float32) keep the finiteness scan and the cast cheap in memory.
 _CHUNK_VALUES = 1 << 22
@@ -67,13 +68,15 @@ def load_buffer(path: str | os.PathLike[str], *, input_dim: int | None = None, w
     suffix = p.suffix.lower()
     if suffix not in (".npy", ".npz"):
         raise StatesError(f"{what} {str(p)!r} is not a .npy or .npz file; {_FIX}")
-    try:
-        if suffix == ".npy":  # its header first: a file that cannot be right is refused before it is read whole
+    try:  # its header first: a file that cannot be right is refused before it is read whole
+        if suffix == ".npy":
             with p.open("rb") as fh:
-                _npy_precheck(fh.read(_HEADER_BYTES), p.stat().st_size, p, what, input_dim)
-        data = p.read_bytes()
+                _npy_precheck(fh.read(_HEADER_BYTES), os.fstat(fh.fileno()).st_size, p, what, input_dim)
+        else:
+            _npz_precheck(p, what, input_dim)
     except OSError as exc:
         raise StatesError(f"{what} {str(p)!r} cannot be read ({exc.strerror}); check its permissions") from None
+    data = read_bounded(p, what, StatesError)
     digest = hashlib.sha256(data).hexdigest()
     if suffix == ".npy":
         raw, episodes = _npy(data, p, what), None
@@ -98,6 +101,35 @@ def _npy_precheck(head: bytes, size: int, p: Path, what: str, input_dim: int | N
     if size < need:
         raise StatesError(f"{what} {str(p)!r} is truncated ({size - offset} bytes of data for shape {shape} of "
                           f"{dtype}); re-save it with numpy.save")
+    check_size(p, size, what, StatesError)
+
+
+def header_rows(path: str | os.PathLike[str]) -> int:
+    """The rows a states file declares, from its header alone (an estimate's input: nothing is read whole)."""
+    p = Path(path)
+    if p.suffix.lower() == ".npz":
+        with zipfile.ZipFile(p) as archive, archive.open("states.npy") as member:
+            head = member.read(_HEADER_BYTES)
+    else:
+        with p.open("rb") as fh:
+            head = fh.read(_HEADER_BYTES)
+    return _npy_header(head, p, "states file")[0][0]
+
+
+def _npz_precheck(p: Path, what: str, input_dim: int | None) -> None:
+    """What a .npz file's directory and its states' header alone refuse: members that would decompress beyond the
+    bound (a zip bomb), and the states' kind, shape and width."""
+    try:
+        with zipfile.ZipFile(p) as archive:
+            infos = archive.infolist()
+            check_size(p, sum(i.file_size for i in infos), what, StatesError)
+            if "states.npy" in archive.namelist():
+                with archive.open("states.npy") as member:
+                    head = member.read(_HEADER_BYTES)
+                _npy_precheck(head, archive.getinfo("states.npy").file_size, p, f"{what} member 'states' of",
+                              input_dim)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise StatesError(f"{what} {str(p)!r} is not a valid .npz file ({first_line(exc)}); {_FIX}") from None
 
 
 def _npy_header(data: bytes, p: Path, what: str) -> tuple[tuple[int, ...], np.dtype[Any], int]:

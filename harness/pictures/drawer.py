@@ -15,6 +15,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,10 @@ class Drawer:
         proc, self.proc = self.proc, None
         if proc is None or proc.stdout is None:
             return None
+        # Its answer is read until it closes its output: a drawer that hangs (a font cache's lock) is stopped at
+        # the deadline, which ends the read, and the pictures are drawn in-process.
+        deadline = threading.Timer(TIMEOUT_S, proc.kill)
+        deadline.start()
         try:
             out = proc.stdout.read()
             proc.wait(timeout=TIMEOUT_S)
@@ -72,6 +77,7 @@ class Drawer:
         except (OSError, subprocess.SubprocessError, pickle.UnpicklingError, EOFError, ValueError):
             drawn = None
         finally:
+            deadline.cancel()
             _stop(proc)
         return drawn if isinstance(drawn, list) and len(drawn) == len(self.names) else None
 

@@ -236,7 +236,9 @@ class HistoryStore:
         return records, warnings
 
     def check_writable(self) -> None:
-        """A one-line HarnessError (field ``storage``) unless a record can be written here."""
+        """A one-line HarnessError (field ``storage``) unless a record can be written here. The folders it creates
+        to find out are removed again: the store appears with its first record."""
+        missing = [d for d in (self.root, *self.root.parents) if not os.path.lexists(d)]
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-test-{os.getpid()}"
@@ -245,6 +247,12 @@ class HistoryStore:
         except OSError as exc:
             raise HarnessError(f"cannot write to {str(self.root)!r} ({exc.strerror}); pass a writable folder, or "
                                "--crossover-no-save", field="storage") from None
+        finally:
+            for d in missing:  # deepest first
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
 
     def next_number(self) -> int:
         numbers = [int(m["number"]) for p in self.root.glob("*/*.json") if (m := _NAME.match(p.name))]

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -81,6 +82,7 @@ class RunDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock: IO[str] | None = None
+        self._created: list[Path] = []  # the directories acquire() created, deepest first
         self._last_rewrite = -float("inf")
         self._journal_started = True  # until start_journal: append to the journal as it is
 
@@ -91,15 +93,22 @@ class RunDir:
     def acquire(self) -> None:
         """Create and lock the directory; raises a one-line HarnessError (field ``run_dir``) when it is not
         writable or another session holds it."""
+        missing = [d for d in (self.path, *self.path.parents) if not os.path.lexists(d)]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            self._created = missing
             probe = self.path / f".write-test-{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
             # "a": a refused second session must not truncate the pid the holder wrote.
             lock = open(self.path / ".lock", "a")  # noqa: SIM115  (held open for the session)
         except OSError as exc:
-            raise HarnessError(f"cannot write to {str(self.path)!r} ({exc.strerror}); pass a writable directory",
+            why = exc.strerror
+            if os.path.islink(self.path) and not self.path.exists():
+                why = f"a symbolic link to {os.readlink(self.path)!r}, which does not resolve"
+            elif os.path.lexists(self.path) and not self.path.is_dir():
+                why = "a file, not a directory"
+            raise HarnessError(f"cannot write to {str(self.path)!r} ({why}); pass a writable directory",
                                field="run_dir") from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -114,10 +123,20 @@ class RunDir:
         remove_stale_staging(self.path)  # child folders half-staged by a crashed session
 
     def release(self) -> None:
+        """Unlock; a directory this session created and wrote nothing to (no child ran: ``--collect-only``, an
+        interrupt or an error before the first) is removed, so such a session leaves the disk as it found it."""
         if self._lock is not None:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
             self._lock = None
+            if self._created and [p.name for p in self.path.iterdir()] == [".lock"]:
+                (self.path / ".lock").unlink(missing_ok=True)
+                for d in self._created:  # the run directory, then the parents it needed
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        break
+            self._created = []
 
     def start_journal(self) -> None:
         """A new journal for this session, begun at its first record: a session that selects, collects or runs
@@ -164,7 +183,10 @@ class RunDir:
         try:
             names = {p.name for p in folder.iterdir()}
             config = folder / CHILD_FILES["run_config"]
-            if not names <= set(CHILD_FILES.values()) or config.stat().st_size > _CONFIG_MAX_BYTES:
+            info = config.stat()
+            # Its size first, and only a regular file: a FIFO named run_config.json would block the read for ever.
+            if not names <= set(CHILD_FILES.values()) or not stat.S_ISREG(info.st_mode) \
+                    or info.st_size > _CONFIG_MAX_BYTES:
                 return False
             return bool(json.loads(config.read_text(encoding="utf-8")).get("child_id") == child_id)
         except (OSError, ValueError, AttributeError):

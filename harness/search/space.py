@@ -296,6 +296,9 @@ def build_space(
     return specs[:max_runs]
 
 
+CHILD_ID_MAX = 200  # bytes: a folder name (255 on common file systems) less the staging name's ".<pid>.tmp"
+
+
 def _check_regimes(specs: Sequence[ChildSpec]) -> None:
     """An axis that adjusts the regime (a learning-rate factor) must leave a valid one: checked before any child."""
     for s in specs:
@@ -317,13 +320,19 @@ def _check_unique(kind: str, values: Sequence[Any], field: str) -> None:
 
 
 def _check_ids(specs: Sequence[ChildSpec]) -> None:
-    """Two recipes whose ids are equal would write one child folder twice (alphas 0.301 and 0.299 both read a0p30)."""
+    """Two recipes whose ids are equal would write one child folder twice (alphas 0.301 and 0.299 both read a0p30);
+    an id longer than a folder name may be (255 bytes, less the staging name's suffix) could not be written."""
     seen: dict[str, ChildSpec] = {}
     for s in specs:
-        key = s.child_id[4:]  # without the run index, which always differs
+        cid = s.child_id
+        if len(cid.encode()) > CHILD_ID_MAX:
+            shown = cid[:60] + "…"
+            raise SpaceError(f"child id {shown!r} is {len(cid.encode())} bytes, more than the {CHILD_ID_MAX} its "
+                             "folder's name may have; use shorter regime names or fewer axes", field="regimes")
+        key = cid.split("_", 1)[1]  # without the run index, which always differs (and may have 4 digits)
         if key in seen:
             a, b = seen[key].recipe, s.recipe
             differ = next((k for (k, va), (_, vb) in zip(a.params, b.params) if va != vb), "params")
-            raise SpaceError(f"recipes {a.to_dict()} and {b.to_dict()} give the same child id ({s.child_id[4:]}); "
+            raise SpaceError(f"recipes {a.to_dict()} and {b.to_dict()} give the same child id ({key}); "
                              f"pass {differ} values that differ in the shown digits", field=differ)
         seen[key] = s

@@ -7,6 +7,7 @@ The built-ins are AgentFarm's presets (short, medium, long, lr_high, short_qat).
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,6 +15,8 @@ from harness.core.errors import SpaceError
 from harness.core.registry import Registry, check_name
 from harness.train.schedule import LR_SCHEDULES
 
+NAME_MAX = 64  # a defined regime's name: part of each of its children's ids (folder names)
+_NAME = re.compile(rf"[A-Za-z0-9_-]{{1,{NAME_MAX}}}")
 FLOAT32_MAX = 3.4028234663852886e38  # a learning rate beyond it is inf in float32
 QUANTIZATION_MODES = ("none", "ptq_dynamic", "ptq_static", "qat_float")  # the last three all mean int8 QAT
 GRAD_CLIP = 1.0  # the clipping norm of every regime that does not set its own
@@ -143,8 +146,12 @@ def parse_regime(definition: str, *, builtin: tuple[str, ...] | None = None) -> 
     fix = f"write NAME:{fields}"
     name, sep, body = definition.strip().partition(":")
     name = name.strip()
-    if not sep or not name or not name.replace("_", "").replace("-", "").isalnum():
+    if not sep or not name:
         raise SpaceError(f"{definition!r} has no NAME: prefix; {fix}", field="define_regime")
+    if not _NAME.fullmatch(name):  # a regime's name is part of its children's folder names, in any locale
+        shown = name if len(name) <= 40 else name[:40] + "…"
+        raise SpaceError(f"regime name {shown!r} ({len(name)} characters) must be 1 to {NAME_MAX} ASCII letters, "
+                         "digits, _ or -; rename it", field="define_regime")
     if name in (REGIMES.names() if builtin is None else builtin):
         raise SpaceError(f"{name!r} is a built-in regime; pick another name", field="define_regime")
     values: dict[str, Any] = {}

@@ -41,3 +41,19 @@ def test_an_unused_drawer_is_stopped() -> None:
     assert proc is not None
     d.close()
     assert proc.returncode is not None and d.proc is None
+
+
+def test_a_drawer_that_hangs_is_stopped_at_its_deadline(monkeypatch) -> None:
+    """A drawer that never answers (stuck on a lock) is killed at TIMEOUT_S: the read ends, the session draws."""
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.setattr(drawer, "TIMEOUT_S", 0.3)
+    d = drawer.Drawer.__new__(drawer.Drawer)  # its process: one that never answers
+    d.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    d.names = ["a.png"]
+    started = time.monotonic()
+    assert d.receive() is None
+    assert time.monotonic() - started < 30  # the deadline, not the drawer's minute

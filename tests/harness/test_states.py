@@ -233,8 +233,8 @@ def test_a_huge_states_file_is_judged_by_its_header_before_it_is_read(tmp_path, 
         return buf.getvalue()
 
     read: list[Path] = []
-    real = Path.read_bytes
-    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self) or real(self))
+    real = states_module.read_bounded
+    monkeypatch.setattr(states_module, "read_bounded", lambda p, *a: read.append(p) or real(p, *a))
     for shape, message in (((200_000_000, 9), "has 9 columns but the parents take input_dim=8"),
                            ((2_000_000_000, 8), "is truncated")):
         path = tmp_path / f"{shape[0]}.npy"
@@ -254,3 +254,43 @@ def test_a_large_row_holdout_is_described_without_listing_every_row() -> None:
     assert "held_out_rows" not in described and described["n_eval"] == 200_000
     train, held = holdout_split(1_000_000, 0.2, 0)  # how to get them back
     assert described["digest"] == split_buffer(big, 0.2, 0).digest and len(held) == 200_000
+
+
+def test_every_input_read_is_bounded_before_a_byte_is_read(tmp_path, monkeypatch) -> None:
+    """A .npz (whose members could decompress to any size), a .npy and a parent checkpoint larger than the bound
+    are refused in one line from their sizes alone; the header of a .npz's states is judged before it is read."""
+    from harness.core.errors import CheckpointError
+    from harness.inputs import bounded, checkpoints
+
+    read: list[Path] = []
+    real = bounded.read_bounded
+
+    def counted(p: Path, what: str, error: type, *fix: str) -> bytes:
+        data = real(p, what, error, *fix)
+        read.append(p)  # read whole: past the size check
+        return data
+
+    monkeypatch.setattr(states_module, "read_bounded", counted)
+    monkeypatch.setattr(checkpoints, "read_bounded", counted)
+    monkeypatch.setattr(bounded, "INPUT_MAX_BYTES", 50_000)
+    # A compressed .npz of 400 KB of zeros: about 1 KB on disk, beyond the bound once decompressed.
+    np.savez_compressed(tmp_path / "bomb.npz", states=np.zeros((10_000, 10), dtype=np.float32))
+    assert (tmp_path / "bomb.npz").stat().st_size < 50_000
+    with pytest.raises(StatesError, match=r"bomb.npz' holds 400,\d+ bytes, more than this machine's memory "
+                                          r"\(50,000 bytes\) can hold; pass a smaller file"):
+        load_buffer(tmp_path / "bomb.npz", input_dim=10)
+    np.save(tmp_path / "big.npy", np.ones((10_000, 8), dtype=np.float32))
+    with pytest.raises(StatesError, match="big.npy' holds 320,128 bytes, more than"):
+        load_buffer(tmp_path / "big.npy", input_dim=8)
+    (tmp_path / "parent.pt").write_bytes(b"\0" * 60_000)
+    with pytest.raises(CheckpointError, match=r"parent checkpoint .*parent.pt' holds 60,000 bytes, more than .*; "
+                                              r"save the network's state dict alone: torch.save\(model.state_dict"):
+        checkpoints.load_parent(tmp_path / "parent.pt")
+    np.savez(tmp_path / "wide.npz", states=np.ones((10, 9), dtype=np.float32))
+    with pytest.raises(StatesError, match="member 'states' of .*wide.npz' has 9 columns"):
+        load_buffer(tmp_path / "wide.npz", input_dim=8)
+    assert read == []
+    np.savez(tmp_path / "fine.npz", states=np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32))
+    assert load_buffer(tmp_path / "fine.npz", input_dim=8).states.shape == (20, 8) and len(read) == 1
+    assert states_module.header_rows(tmp_path / "fine.npz") == 20 and states_module.header_rows(
+        tmp_path / "big.npy") == 10_000

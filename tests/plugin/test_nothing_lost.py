@@ -218,3 +218,98 @@ def test_history_records_are_not_read_whole_when_too_large(tmp_path, monkeypatch
     records, warnings = store_module.HistoryStore(tmp_path).load()
     assert records == [] and len(warnings) == 1 and "more than any record (100)" in warnings[0]
     assert Path(folder / "0001_abc.json").stat().st_size > 100
+
+
+SLOW_WRITES = """
+import time
+from pathlib import Path
+
+import harness.search.rundir as rundir
+
+write_child, write_outputs = rundir.RunDir.write_child, rundir.RunDir.write_outputs
+
+
+def slow_child(self, child_id, files):  # the controller writes a child's folder: the first interrupt lands here
+    Path(self.path.parent, "writing_child").write_text("")
+    time.sleep(0.3)
+    return write_child(self, child_id, files)
+
+
+def slow_outputs(self, outputs, *, final):
+    if final and "manifest.json" in outputs:  # the controller's final files: the second interrupt lands here
+        Path(self.path.parent, "writing").write_text("")
+        time.sleep(0.3)
+    return write_outputs(self, outputs, final=final)
+
+
+rundir.RunDir.write_child, rundir.RunDir.write_outputs = slow_child, slow_outputs
+"""
+
+
+def test_sigterm_then_ctrl_c_under_xdist_keeps_every_finished_child_everywhere(pytester, search_files):
+    """-n 2: SIGTERM to the controller while it writes the first finished child's folder, then Ctrl-C while it
+    writes the final files. Each interrupt waits for the write under way (one line says so); every summarised
+    child is in the journal and on disk, and the journal, manifest, leaderboard and terminal summary agree."""
+    pytester.makeconftest(SLOW_WRITES)
+    pytester.makepyfile(test_search=f"""
+import time
+from pathlib import Path
+
+
+def test_child(crossover_child):
+    if not crossover_child.child_id.startswith("000_"):
+        writing = Path({str(pytester.path / "writing")!r})
+        for _ in range(1200):  # running until the controller writes its final files; then out of the way
+            if writing.exists():
+                return
+            time.sleep(0.05)
+    crossover_child.run()
+""")
+    run_dir = pytester.path / "runs"
+    argv = [sys.executable, "-m", "pytest", *base_args(search_files), "--crossover-space=smoke", "-n", "2"]
+    session = pytester.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def wait_for(name: str) -> None:
+        for _ in range(1200):
+            if (pytester.path / name).exists() or session.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert (pytester.path / name).exists()
+
+    try:
+        wait_for("writing_child")
+        session.send_signal(signal.SIGTERM)
+        wait_for("writing")
+        session.send_signal(signal.SIGINT)
+        out = session.communicate(timeout=60)[0].decode()
+    finally:
+        if session.poll() is None:
+            session.kill()
+    assert session.returncode == pytest.ExitCode.INTERRUPTED, out
+    assert f"crossover: writing {SMOKE[0]}'s files first; interrupt again to abandon them" in out
+    assert "crossover: writing the finished children's summary files first; interrupt again to abandon them" in out
+    assert "Traceback" not in out and "INTERNALERROR" not in out
+    journal = [json.loads(line)["child_id"] for line in (run_dir / "children.jsonl").read_text().splitlines()]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert journal == [c["child_id"] for c in manifest["children"]] == [SMOKE[0]]
+    assert manifest["complete"] is False and manifest["missing_children"] == SMOKE[1:]
+    assert [r["child_id"] for r in json.loads((run_dir / "leaderboard.json").read_text())] == journal
+    assert json.loads((run_dir / SMOKE[0] / "eval.json").read_text())["child_id"] == SMOKE[0]
+    summary = out.split("crossover leaderboard")[1]
+    assert SMOKE[0] in summary and not any(cid in summary for cid in SMOKE[1:])
+
+
+def test_a_gate_whose_record_cannot_be_saved_fails_instead_of_staying_off(pytester, search_files):
+    """The store cannot take the record (a full disk after the probe): with --crossover-compare-fail every later
+    session would again find no baseline, so the gate would never run; the session says so and fails."""
+    pytester.makeconftest("from harness.core.errors import HarnessError\nfrom harness.records import store\n\n\n"
+                          "def full(self, record):\n"
+                          "    raise HarnessError(f'cannot write the history store {str(self.root)!r} (No space left "
+                          "on device)')\n\n\nstore.HistoryStore.save = full\n")
+    gated = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-max-runs=1",
+                       "--crossover-compare-fail=primary:0.02")
+    assert gated.ret == pytest.ExitCode.TESTS_FAILED
+    gated.stdout.fnmatch_lines(["record not saved: cannot write the history store * (No space left on device)",
+                                "--crossover-compare-fail cannot gate later sessions: this session's record could not "
+                                "be saved (above); exit status 1"])
+    assert "starts its history" not in gated.stdout.str() and "saved as a subset" not in gated.stdout.str()
