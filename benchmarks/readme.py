@@ -61,6 +61,44 @@ def regimes(_: Path) -> str:
     return "\n".join(rows) + "\n"
 
 
+EVOLVE = ["--generations", "3", "--space", "minimal", "--replicates", "3", "--select", "top2", "--stop-early", "off"]
+EVOLVE_PYTEST = ["--crossover-episodes=0", "--crossover-barrier=off", "--crossover-report=off"]
+
+
+def evolution(tmp: Path) -> str:
+    """``python -m harness.evolve``'s summary of three generations on the embedded parents."""
+    import subprocess
+
+    out = tmp / "evolution"
+    done = subprocess.run([sys.executable, "-m", "harness.evolve", *EVOLVE, "--picture", "off", "--out", str(out),
+                           "--", *EVOLVE_PYTEST], cwd=ROOT, capture_output=True, text=True, check=False)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("generation ") and "pytest in" not in ln]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"the evolution failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    command = " ".join(["python -m harness.evolve", *EVOLVE, "--out runs/evolution --", *EVOLVE_PYTEST])
+    return "```\n$ " + command + "\n" + "\n".join(lines) + "\n```\n"
+
+
+STUDY = ["--crossover-search=optuna", "--crossover-space=custom", "--crossover-modes=weighted,slerp",
+         "--crossover-regimes=short", "--crossover-param=alpha=0.2..0.8", "--crossover-sampler-seed=0"]
+
+
+def study(tmp: Path) -> str:
+    """A study of 8 trials, then a session that only confirms its best: the study block of the recommendation."""
+    where = f"--crossover-study={tmp / 'study.log'}"
+    session([*STUDY, where, "--crossover-trials=8", "--crossover-confirm=0x0"], tmp / "study_1")
+    text = (session([*STUDY, where, "--crossover-trials=0", "--crossover-confirm=1x3"], tmp / "study_2") /
+            "recommendation.txt").read_text().replace(str(tmp / "study.log"), ".crossover/.studies/custom-….log")
+    lines = text.splitlines()
+    decision = [ln for ln in lines if ln.startswith("Use ") or ln.startswith("  why:")]
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("Study "))
+    block = [ln for ln in lines[start:] if ln.strip()][:6]
+    shown = " ".join(STUDY)
+    return (f"```\n$ pytest benchmarks {shown} --crossover-trials 8 --crossover-confirm 0x0\n"
+            f"$ pytest benchmarks {shown} --crossover-trials 0 --crossover-confirm 1x3 "
+            "&& cat runs/crossover_search/recommendation.txt\n" + "\n".join([*decision, "", *block]) + "\n```\n")
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "minimal": leaderboard(["--crossover-space=minimal"]),
     "minimal-both": leaderboard(["--crossover-space=minimal", "--crossover-teacher=both"]),
@@ -68,6 +106,8 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "legend": legend,
     "regimes": regimes,
     "levers": levers.table,
+    "study": study,
+    "evolution": evolution,
 }
 
 

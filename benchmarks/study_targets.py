@@ -70,7 +70,7 @@ def best_unit(manifest: dict[str, Any], *, control: bool = False) -> str:
 def grid_recipe_args(child: dict[str, Any]) -> list[str]:
     """The custom-space flags that rebuild one grid child's recipe."""
     cross, levels = child["crossover"], child["levels"]
-    params = cross.get("params") or {}
+    params = {k: cross.get(k) for k in ("alpha", "seed")}
     args = [f"--crossover-modes={cross['mode'] if 'mode' in cross else cross['operator']}",
             f"--crossover-regimes={levels['regime']}", f"--crossover-align={levels['align']}",
             f"--crossover-teachers={levels['teacher']}"]
@@ -83,17 +83,19 @@ def grid_recipe_args(child: dict[str, Any]) -> list[str]:
 
 def compare(title: str, pools: dict[str, list[dict[str, Any]]], split: dict[str, Any], parents: dict[str, Any],
             best: str) -> None:
+    """Each pool's mean primary over its runs with its interval and its share of the bound, and its paired gap to
+    ``best``'s, on the same resamples of the evaluation episodes (the tool's recipe statistics)."""
     groups = groups_from_rle(split["eval_groups"], split["n_eval"])
     stats = recipe_statistics({k: [c["rows"] for c in v] for k, v in pools.items()}, groups, best=best,
-                              parents=parents.get("rows_agree_ab")).summary()
+                              parents=(parents.get("rows") or {}).get("agree_ab")).summary()
     bound = parents["bound"]
-    print(f"\n{title} (bound {bound:.4f}):")
-    for unit, s in stats.items():
-        lo, hi = s["primary"] if isinstance(s.get("primary"), tuple) else (s.get("primary_lo"), s.get("primary_hi"))
-        gap = s.get("gap")
-        print(f"  {unit}: {len(pools[unit])} runs, mean primary {s['mean'] if 'mean' in s else s.get('value')}"
-              f" interval {lo}..{hi}, share of bound {(s.get('mean') or s.get('value') or 0) / bound:.3f}, "
-              f"gap to {best}: {gap}")
+    print(f"\n{title} (parents agree on {parents['agree_ab']:.4f}; bound {bound:.4f}):")
+    for name, st in stats.items():
+        lo, hi = st["primary"]
+        glo, ghi = st["gap"]
+        print(f"  {name}: {st['replicates']} runs, mean primary {st['mean']:.4f} [{lo:.4f}, {hi:.4f}], "
+              f"{st['mean'] / bound:.3f} of the bound; minus {best}: {st['mean'] - stats[best]['mean']:+.4f} "
+              f"[{glo:+.4f}, {ghi:+.4f}]")
 
 
 def main() -> None:

@@ -447,7 +447,9 @@ crossover_child.run()
     assert session.returncode in (pytest.ExitCode.INTERRUPTED, -signal.SIGINT), out
     journal = [r["child_id"] for r in load_journal(run_dir)]
     assert journal == [c["child_id"] for c in _strict_json(run_dir / "manifest.json")["children"]] == [SMOKE[0]]
-    assert list(_rows(run_dir)) == journal and (run_dir / SMOKE[0] / "child.pt").is_file()
+    # (The parents' baseline rows join the children's once the workers' shares arrived: timing, not a loss.)
+    children = [c for c, r in _rows(run_dir).items() if not r["is_parent_baseline"]]
+    assert children == journal and (run_dir / SMOKE[0] / "child.pt").is_file()
     deadline = time.monotonic() + 10
     alive = workers
     while alive and time.monotonic() < deadline:
