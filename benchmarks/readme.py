@@ -92,7 +92,8 @@ def study(tmp: Path) -> str:
     lines = text.splitlines()
     decision = [ln for ln in lines if ln.startswith("Use ") or ln.startswith("  why:")]
     start = next(i for i, ln in enumerate(lines) if ln.startswith("Study "))
-    block = [ln for ln in lines[start:] if ln.strip()][:6]
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    block = lines[start:end]
     shown = " ".join(STUDY)
     return (f"```\n$ pytest benchmarks {shown} --crossover-trials 8 --crossover-confirm 0x0\n"
             f"$ pytest benchmarks {shown} --crossover-trials 0 --crossover-confirm 1x3 "
