@@ -2,10 +2,13 @@
 
     python benchmarks/study_targets.py [--trials 64] [--workers 2] [--confirm 3]
 
-1. the ``frontier`` grid (64 children) at ``-n WORKERS``, timed; its best recipe re-run with ``--crossover-replicates``;
-2. a TPE study over the same space (``--crossover-space frontier``, the same child budget, seed 0), timed, then one
-   session that only confirms (``--crossover-trials 0``): its best trial re-run with other seeds;
-3. CMA-ES over per-layer alphas (``weighted_layerwise``, ``layer_alphas=0..1``), the same budget, then confirmed.
+1. the ``frontier`` grid (64 children) at ``-n WORKERS``, timed; its best crossover recipe re-run with
+   ``--crossover-replicates``;
+2. a TPE study over the same space (``--crossover-space frontier``, controls among its choices, the same child
+   budget, seed 0), timed, then one session that only confirms (``--crossover-trials 0``): its best trial re-run
+   with other seeds;
+3. CMA-ES over per-layer alphas (``weighted_layerwise``, ``layer_alphas=0..1``, controls off), the same budget,
+   then its top three trials confirmed.
 
 Then, on the evaluation rows all these sessions share (the same split, checked): each confirmed recipe's mean and
 interval, its share of the parents' bound, the paired gap of each study's best to the grid's best recipe, and each
@@ -18,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -48,23 +50,23 @@ def run(tmp: Path, name: str, args: list[str]) -> tuple[dict[str, Any], float]:
 
 
 def by_unit(manifest: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The scored children by recipe (a study's trials of the same recipe, and confirmation runs, pool)."""
     units: dict[str, list[dict[str, Any]]] = {}
     for c in manifest["children"]:
-        if c.get("rows") and c.get("status") in ("ok", "return-drop", "control"):
+        if c.get("rows") and c.get("status") in ("ok", "return-drop", "control", "degenerate"):
             units.setdefault(c["unit"], []).append(c)
     return units
 
 
-def best_unit(manifest: dict[str, Any], *, control: bool = False) -> str:
-    rec = json.loads((Path(manifest["options"]["run_dir"]) / "recommendation.json").read_text()) \
-        if Path(manifest["options"]["run_dir"]).is_absolute() else None
-    units = by_unit(manifest)
-    ranked = [r for r in (rec or {}).get("recipes", []) if bool(r["control"]) == control and r["recipe"] in units]
-    if ranked:
-        return str(ranked[0]["recipe"])
-    top = max((c for cs in units.values() for c in cs if c["unit"].startswith("control") == control),
-              key=lambda c: c["primary"]["value"] if isinstance(c["primary"], dict) else c["primary"])
-    return str(top["unit"])
+def _primary(child: dict[str, Any]) -> float:
+    p = child["primary"]
+    return float(p["value"] if isinstance(p, dict) else p)
+
+
+def best_unit(units: dict[str, list[dict[str, Any]]], *, control: bool | None = None) -> str | None:
+    """The recipe of the best single child (a trial), among controls, crossovers or both (None)."""
+    pool = [u for u, cs in units.items() if control is None or cs[0]["unit"].startswith("control") == control]
+    return max(pool, key=lambda u: max(_primary(c) for c in units[u]), default=None)
 
 
 def grid_recipe_args(child: dict[str, Any]) -> list[str]:
@@ -108,47 +110,43 @@ def main() -> None:
     a = ap.parse_args()
     n = [f"-n{a.workers}", "--crossover-workers=asked"] if a.workers else []
     a.out.mkdir(parents=True, exist_ok=True)
-    if True:
-        tmp = a.out.resolve()
-        results: dict[str, Any] = {}
-        grid, grid_wall = run(tmp, "grid", ["--crossover-space=frontier", *n])
-        gbest = best_unit(grid)
-        gchild = next(c for c in grid["children"] if c["unit"] == gbest)
-        regrid, _ = run(tmp, "grid_replicates", [*grid_recipe_args(gchild),
-                                                 f"--crossover-replicates={a.confirm + 1}", *n])
-        study_args = ["--crossover-search=optuna", "--crossover-sampler-seed=0"]
-        tpe, tpe_wall = run(tmp, "tpe", ["--crossover-space=frontier", *study_args, "--crossover-sampler=tpe",
-                                         f"--crossover-study={tmp / 'tpe.log'}", f"--crossover-trials={a.trials}",
-                                         "--crossover-confirm=0x0", *n])
-        tpe_c, _ = run(tmp, "tpe_confirm", ["--crossover-space=frontier", *study_args, "--crossover-sampler=tpe",
-                                            f"--crossover-study={tmp / 'tpe.log'}", "--crossover-trials=0",
-                                            f"--crossover-confirm=1x{a.confirm}", *n])
-        layer = ["--crossover-space=custom", "--crossover-modes=weighted_layerwise",
-                 "--crossover-param=layer_alphas=0..1", "--crossover-align=activations", "--crossover-regimes=xlong",
-                 "--crossover-teachers=both", *study_args, "--crossover-sampler=cmaes",
-                 f"--crossover-study={tmp / 'cma.log'}"]
-        cma, cma_wall = run(tmp, "cmaes", [*layer, f"--crossover-trials={a.trials}", "--crossover-confirm=0x0", *n])
-        cma_c, _ = run(tmp, "cmaes_confirm", [*layer, "--crossover-trials=0", f"--crossover-confirm=1x{a.confirm}",
-                                              *n])
-        digests = {m["split"]["digest"] for m in (grid, regrid, tpe_c, cma_c)}
-        assert len(digests) == 1, f"the sessions scored on different splits: {digests}"
-        results["walls"] = {"grid": grid_wall, "tpe": tpe_wall, "cmaes": cma_wall}
-        print(json.dumps(results, indent=1))
-        for m in (regrid, tpe_c, cma_c):
-            (Path.cwd() / f"study_targets_{m['space']}_{int(time.time())}.json").write_text(json.dumps(m))
-        pools = {"grid best": by_unit(regrid)[gbest]}
-        tpe_units = by_unit(tpe_c)
-        for label, _m, units in (("tpe", tpe_c, tpe_units), ("cmaes", cma_c, by_unit(cma_c))):
-            confirmed = max((u for u, cs in units.items() if len(cs) > 1 and not u.startswith("control")),
-                            key=lambda u: len(units[u]))
-            pools[f"{label} best"] = units[confirmed]
-            print(f"{label}: best confirmed recipe {confirmed} ({len(units[confirmed])} runs)")
-            rec = json.loads((tmp / ("tpe_confirm" if label == "tpe" else "cmaes_confirm") /
-                              "recommendation.json").read_text())
-            print(f"{label}: crossover vs control: {rec.get('crossover_vs_control')}")
-            study = rec.get("study", {}).get("best")
-            print(f"{label}: best trial {study}")
-        compare("confirmed recipes", pools, regrid["split"], regrid["parents"], "grid best")
+    tmp = a.out.resolve()
+    grid, grid_wall = run(tmp, "grid", ["--crossover-space=frontier", *n])
+    gbest = best_unit(by_unit(grid), control=False)
+    gchild = next(c for c in grid["children"] if c["unit"] == gbest)
+    regrid, _ = run(tmp, "grid_replicates", [*grid_recipe_args(gchild), f"--crossover-replicates={a.confirm + 1}",
+                                             *n])
+    study = ["--crossover-search=optuna", "--crossover-sampler-seed=0"]
+    tpe = [*study, "--crossover-space=frontier", "--crossover-sampler=tpe", f"--crossover-study={tmp / 'tpe.log'}"]
+    _, tpe_wall = run(tmp, "tpe", [*tpe, f"--crossover-trials={a.trials}", "--crossover-confirm=0x0", *n])
+    tpe_c, _ = run(tmp, "tpe_confirm", [*tpe, "--crossover-trials=0", f"--crossover-confirm=1x{a.confirm}", *n])
+    # CMA-ES samples numbers: the per-layer alphas alone (a categorical choice such as the controls would be
+    # drawn at random beside it), then its top trials confirmed.
+    layer = [*study, "--crossover-space=custom", "--crossover-modes=weighted_layerwise",
+             "--crossover-param=layer_alphas=0..1", "--crossover-align=activations", "--crossover-regimes=xlong",
+             "--crossover-teachers=both", "--crossover-controls=off", "--crossover-sampler=cmaes",
+             f"--crossover-study={tmp / 'cma2.log'}"]
+    _, cma_wall = run(tmp, "cmaes", [*layer, f"--crossover-trials={a.trials}", "--crossover-confirm=0x0", *n])
+    cma_c, _ = run(tmp, "cmaes_confirm", [*layer, "--crossover-trials=0", f"--crossover-confirm=3x{a.confirm}",
+                                          *n])
+    digests = {m["split"]["digest"] for m in (grid, regrid, tpe_c, cma_c)}
+    assert len(digests) == 1, f"the sessions scored on different splits: {digests}"
+    print(f"wall at -n {a.workers}: frontier grid {grid_wall:.1f} s, TPE study {tpe_wall:.1f} s "
+          f"({tpe_wall / grid_wall:.2f}x), CMA-ES study {cma_wall:.1f} s ({cma_wall / grid_wall:.2f}x)")
+    pools = {f"grid best {gbest}": by_unit(regrid)[gbest]}
+    for label, m in (("tpe", tpe_c), ("cmaes", cma_c)):
+        units = by_unit(m)
+        for what, control in (("best trial", None), ("best crossover", False), ("best control", True)):
+            unit = best_unit(units, control=control)
+            if unit is not None:
+                pools[f"{label} {what} {unit}"] = units[unit]
+        summary = (m.get("study") or {}).get("best") or {}
+        if summary:
+            print(f"{label}: best trial {summary.get('child_id')} {summary.get('alone', 0):.4f} alone, "
+                  f"{summary.get('mean', 0):.4f} over {summary.get('runs')} runs "
+                  f"(shrank {summary.get('shrank', 0):+.4f})")
+    compare("recipes, on the same evaluation episodes", pools, regrid["split"], regrid["parents"],
+            f"grid best {gbest}")
 
 
 if __name__ == "__main__":
