@@ -51,50 +51,70 @@ def _metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [{k: v for k, v in c.items() if k not in _VOLATILE} for c in children]
 
 
+# Runs a torch operation at import: each session below also proves that a crossover setting on the command line pins
+# the kernels before conftests are imported, in the session's process and in each xdist worker.
+TORCH_AT_IMPORT = "import torch\ntorch.ones(4).sum()\n"
+
+
 def _session(pytester: pytest.Pytester, run_dir: str, *extra: str) -> Any:
     pytester.makepyfile(test_search=CLIENT)
     return pytester.runpytest_subprocess(*ARGS, f"--crossover-run-dir={run_dir}", *extra)
 
 
+def _observed(run_dir: Path) -> dict[str, Any]:
+    config = json.loads((run_dir / "000_random_a0p50_s0_short" / "run_config.json").read_text())
+    observed: dict[str, Any] = config["arithmetic"]["observed"]
+    return observed
+
+
+# How each CPU stood in for runs its session, in turn: in one process; under xdist (each worker pins its own
+# kernels); with another thread count (the children's messages say so, their numbers must not). One session per CPU:
+# each CPU and each way is run, not every pair of them.
+WAYS: list[tuple[str, ...]] = [(), ("-n", "2", "--crossover-workers=asked"), ("--crossover-threads=2",), ()]
+
+
 @pytest.mark.skipif(len(CPUS) < 2, reason="needs an x86-64 CPU with AVX2 (the portable arithmetic's)")
 def test_smoke_gives_bitwise_identical_children_whatever_the_cpu(pytester, monkeypatch):
-    runs = {}
-    for i, cpu in enumerate(CPUS):
+    pytester.makeconftest(TORCH_AT_IMPORT)
+    # Two CPUs (no AVX-512): the second runs all three other ways.
+    sessions = list(zip(CPUS, WAYS)) if len(CPUS) == len(WAYS) else [(CPUS[0], ()), *((CPUS[1], w) for w in WAYS[1:3])]
+    runs = []
+    for i, (cpu, way) in enumerate(sessions):
         _as_cpu(monkeypatch, cpu)
-        _session(pytester, f"port_{i}").assert_outcomes(passed=3)
-        runs[cpu] = _metrics(pytester.path / f"port_{i}")
-        config = json.loads((pytester.path / f"port_{i}" / "000_random_a0p50_s0_short" / "run_config.json")
-                            .read_text())
-        assert config["arithmetic"]["observed"]["aten"] == "DEFAULT"  # whatever the environment asked for
-        assert config["arithmetic"]["observed"]["mkl"] in ("AVX2,STRICT", None)  # None: a torch without MKL
-    first = runs[CPUS[0]]
-    assert all(m == first for m in runs.values())  # every metric of every child, bit for bit
-    assert first[0]["primary"] > 0.5
-    # Under xdist too: each worker pins its own kernels; and with another thread count.
-    _as_cpu(monkeypatch, CPUS[-1])
-    _session(pytester, "xdist", "-n", "2").assert_outcomes(passed=3)
-    assert _metrics(pytester.path / "xdist") == first
-    _session(pytester, "threads", "--crossover-threads=2").assert_outcomes(passed=3)
-    assert [{k: v for k, v in c.items() if k != "message"} for c in _metrics(pytester.path / "threads")] == first
+        result = _session(pytester, f"port_{i}", *way)
+        result.assert_outcomes(passed=3)
+        if "-n" in way:
+            result.stdout.fnmatch_lines(["2 workers [[]3 items[]]"])  # real workers, not a serial fallback
+        metrics = _metrics(pytester.path / f"port_{i}")
+        threads = "--crossover-threads=2" in way
+        runs.append([{k: v for k, v in c.items() if k != "message"} for c in metrics] if threads else metrics)
+        observed = _observed(pytester.path / f"port_{i}")
+        assert observed["aten"] == "DEFAULT"  # whatever the environment asked for
+        assert observed["mkl"] in ("AVX2,STRICT", None)  # None: a torch without MKL
+    first = runs[0]
+    assert all(m == first for m in runs)  # every metric of every child, bit for bit
+    assert "message" not in first[0] and first[0]["primary"] > 0.5
     if len(CPUS) < 4:
         return  # no AVX-512 here: nothing faster to compare the native kernels with
-    # The test can fail: the CPUs' own kernels (native) give other numbers.
+    # The test can fail: the CPUs' own kernels (native) give other numbers, from the first child on.
     native = []
     for i, cpu in enumerate((CPUS[0], CPUS[-2])):
         _as_cpu(monkeypatch, cpu)
-        _session(pytester, f"native_{i}", "--crossover-arithmetic=native").assert_outcomes(passed=3)
+        _session(pytester, f"native_{i}", "--crossover-arithmetic=native", "--crossover-max-runs=1").assert_outcomes(
+            passed=1)
         native.append(_metrics(pytester.path / f"native_{i}"))
     assert native[0] != native[1]
 
 
 def test_the_arithmetic_is_in_the_provenance_and_in_the_history_fingerprint(pytester, monkeypatch):
-    for name in PIN:
-        monkeypatch.delenv(name, raising=False)
+    """What the records say, not what torch computes with: in-process sessions (the suite's own process is pinned,
+    tests/conftest.py); each starts from an environment without the pin, as a fresh process would."""
     pytester.makepyfile(test_search=CLIENT)
     args = [a for a in ARGS if a != "--crossover-no-save"] + ["--crossover-max-runs=1"]
-    pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
-    pytester.runpytest_subprocess(*args, "--crossover-arithmetic=native", "--crossover-compare").assert_outcomes(
-        passed=1)
+    for extra in ((), ("--crossover-arithmetic=native", "--crossover-compare")):
+        for name in PIN:
+            monkeypatch.delenv(name, raising=False)  # the portable session pins this process's environment
+        pytester.runpytest_inprocess(*args, *extra).assert_outcomes(passed=1)
     manifest = json.loads((pytester.path / "runs" / "crossover_search" / "manifest.json").read_text())
     assert manifest["provenance"]["arithmetic"]["mode"] == "native"
     records = sorted((pytester.path / ".crossover").rglob("*.json"))
@@ -120,11 +140,12 @@ def test_records_without_or_with_other_arithmetic_are_never_alike():
 
 def test_torch_run_before_the_pin_is_refused_in_one_line(pytester, monkeypatch):
     """A conftest that runs a torch operation at import chooses the kernels before a session without crossover
-    settings can pin them: refused before any child, naming the fix; with a crossover setting the pin comes first."""
+    settings can pin them: refused before any child, naming the fix (with a crossover setting the pin comes first:
+    every session of the first test has such a conftest)."""
     for name in PIN:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # what this CPU would choose (or a user's own choice)
-    pytester.makeconftest("import torch\ntorch.ones(4).sum()\n")
+    pytester.makeconftest(TORCH_AT_IMPORT)
     pytester.makepyfile(test_search=CLIENT)
     pytester.makeini("[pytest]\n")
     bare = pytester.runpytest_subprocess("-p", "no:cacheprovider")
@@ -134,9 +155,3 @@ def test_torch_run_before_the_pin_is_refused_in_one_line(pytester, monkeypatch):
                                                "pytest-crossover could pin them (ATen's kernels are AVX2, not DEFAULT)")
     assert "ATEN_CPU_CAPABILITY=default MKL_CBWR=AVX2,STRICT" in err[0]
     assert not (pytester.path / "runs").exists()
-    # With a setting on the command line, the pin is set before the conftest is imported.
-    configured = pytester.runpytest_subprocess(*ARGS, "--crossover-max-runs=1")
-    configured.assert_outcomes(passed=1)
-    config = json.loads((pytester.path / "runs" / "crossover_search" / "000_random_a0p50_s0_short" /
-                         "run_config.json").read_text())
-    assert config["arithmetic"]["observed"]["aten"] == "DEFAULT"
