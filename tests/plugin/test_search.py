@@ -6,10 +6,18 @@ import csv
 
 import pytest
 
-from tests.plugin.conftest import read_json, run_search
+from tests.plugin.conftest import CLIENT, base_args, read_json
+
 
 SMOKE_IDS = ["000_random_a0p50_s0_short", "001_layer_a0p50_sNone_short", "002_weighted_a0p50_sNone_short"]
 METRIC_KEYS = {"top1", "top_k", "kl", "mse", "mae", "cosine"}
+
+
+def run_search(pytester: pytest.Pytester, files, *args: str) -> pytest.RunResult:
+    """A session in this process: what these tests assert is the session's outputs, not its process (the suite's
+    process is pinned as a session's is, tests/conftest.py); those about xdist's processes run them for real."""
+    pytester.makepyfile(test_search=CLIENT)
+    return pytester.runpytest_inprocess(*base_args(files), *args)
 
 
 def _metrics(run_dir):
@@ -121,8 +129,8 @@ def pytest_unconfigure(config):
                                              "--crossover-max-runs=4", "-n", "2")
     parallel.assert_outcomes(passed=4)
     conftest.unlink()
-    selected = pytester.runpytest_subprocess(*_args(search_files, "sel"), "--crossover-space=minimal-qat",
-                                             "--crossover-max-runs=4", "-k", "short_qat")
+    selected = pytester.runpytest_inprocess(*_args(search_files, "sel"), "--crossover-space=minimal-qat",
+                                            "--crossover-max-runs=4", "-k", "short_qat")
     selected.assert_outcomes(passed=1, deselected=3)
     a, b, c = (_metrics(pytester.path / d) for d in ("serial", "par", "sel"))
     assert a == b
@@ -162,7 +170,7 @@ crossover_episodes = "0"
 crossover_run_dir = "out"
 """)
     pytester.makepyfile(test_gate="def test_blend(crossover_child):\n    assert crossover_child.run()['primary'] > 0\n")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert read_json(pytester.path / "out" / "manifest.json")["children"][0]["child_id"] == \
         "000_weighted_a0p50_sNone_short"
