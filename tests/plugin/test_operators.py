@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.crossing.operators import OPERATORS
 from tests.plugin.conftest import base_args, read_json
 
 OPERATOR = '''
@@ -18,10 +19,19 @@ def shrink(sd_a, sd_b, *, k):
 CLIENT = "def test_child(crossover_child):\n    crossover_child.run()\n"
 
 
+def _inprocess(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """A session in this process, whose conftest registers the operator afresh: the registry is this process's, so
+    the operator is removed after each session (nothing a later session finds was left by an earlier one)."""
+    try:
+        return pytester.runpytest_inprocess(*args)
+    finally:
+        OPERATORS.unregister("shrink")
+
+
 def _session(pytester: pytest.Pytester, files: dict, *args: str) -> pytest.RunResult:
     pytester.makeconftest(OPERATOR)
     pytester.makepyfile(test_search=CLIENT)
-    return pytester.runpytest_subprocess(*base_args(files), "--crossover-space=custom", *args)
+    return _inprocess(pytester, *base_args(files), "--crossover-space=custom", *args)
 
 
 def test_a_registered_operator_runs_in_a_session_with_its_declared_parameter(pytester, search_files):
@@ -64,5 +74,7 @@ def test_an_unknown_operator_gets_a_suggestion_and_help_lists_the_registered_one
                               "weighted, slerp, weighted_layerwise, slerp_layerwise, mutate, control_a, "
                               "control_b, control_distill, shrink "
                               "(did you mean 'shrink'?)"])
-    helptext = pytester.runpytest_inprocess("--help").stdout.str()
+    # The help is built before a conftest is imported: it lists the operator this process registered in the session
+    # above (a fresh ``pytest --help`` beside that conftest does not list it).
+    helptext = _inprocess(pytester, "--help").stdout.str()
     assert "shrink: parent A scaled by k (a user's operator)" in " ".join(helptext.split())

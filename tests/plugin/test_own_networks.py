@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from harness.networks.family import FAMILIES
 from tests.plugin.conftest import CLIENT, base_args, read_json
 
 SMOKE_IDS = ["000_random_a0p50_s0_short", "001_layer_a0p50_sNone_short", "002_weighted_a0p50_sNone_short"]
@@ -115,7 +116,12 @@ def test_a_family_declared_in_a_conftest_runs_a_session(pytester: pytest.Pyteste
     files = _files(pytester.path, Tanh)
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_search=CLIENT)
-    result = pytester.runpytest_subprocess(*base_args(files), "--crossover-space=smoke", "--crossover-max-runs=1")
+    # In this process: the family is registered in its registry by the conftest, and removed after the session.
+    assert "tanh2" not in FAMILIES
+    try:
+        result = pytester.runpytest_inprocess(*base_args(files), "--crossover-space=smoke", "--crossover-max-runs=1")
+    finally:
+        FAMILIES.unregister("tanh2")
     result.assert_outcomes(passed=1)
     config = read_json(pytester.path / "runs" / SMOKE_IDS[0] / "run_config.json")
     assert config["architecture"]["family"] == "tanh2" and config["architecture"]["hidden"] == [16]
