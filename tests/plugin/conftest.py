@@ -54,5 +54,13 @@ def run_search(pytester: pytest.Pytester, files: dict[str, Path], *args: str, cl
     return pytester.runpytest_subprocess(*base_args(files), *args)
 
 
+def run_search_inprocess(pytester: pytest.Pytester, files: dict[str, Path], *args: str,
+                         client: str = CLIENT) -> Any:
+    """``run_search`` in this process, for tests of a session's outputs rather than of its process: torch is imported
+    once, and the suite's process computes as a session's does (it is pinned, tests/conftest.py)."""
+    pytester.makepyfile(test_search=client)
+    return pytester.runpytest_inprocess(*base_args(files), *args)
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())

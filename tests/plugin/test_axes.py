@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.search.axes import AXES
 from tests.plugin.conftest import base_args, read_json
 
 AXIS = '''
@@ -24,9 +25,13 @@ CLIENT = "def test_child(crossover_child):\n    crossover_child.run()\n"
 def _session(pytester: pytest.Pytester, files: dict, *args: str) -> pytest.RunResult:
     pytester.makeconftest(AXIS)
     pytester.makepyfile(test_search=CLIENT)
-    return pytester.runpytest_subprocess(*base_args(files), "--crossover-space=custom",
-                                         "--crossover-modes=weighted", "--crossover-alphas=0.5",
-                                         "--crossover-regimes=short", "--crossover-barrier=off", *args)
+    # In this process: the conftest registers the axis afresh in each session, so it is removed after each.
+    try:
+        return pytester.runpytest_inprocess(*base_args(files), "--crossover-space=custom",
+                                            "--crossover-modes=weighted", "--crossover-alphas=0.5",
+                                            "--crossover-regimes=short", "--crossover-barrier=off", *args)
+    finally:
+        AXES.unregister("lr_scale")
 
 
 def test_a_declared_axis_is_searched_with_its_ids_columns_records_and_lever(pytester, search_files):

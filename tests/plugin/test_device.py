@@ -10,7 +10,7 @@ from harness.search.settings import Settings
 from harness.train.finetune import finetune_population
 from harness.train.regimes import Regime
 from tests.harness.test_finetune import _same, _setup
-from tests.plugin.conftest import read_json, run_search
+from tests.plugin.conftest import read_json, run_search, run_search_inprocess
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cuda.is_available() is False")
 
@@ -26,14 +26,14 @@ def test_settings_default_to_cpu_and_refuse_unknown_device():
 def test_cuda_without_cuda_is_a_usage_error(pytester, search_files):
     with pytest.raises(HarnessError, match="torch.cuda.is_available\\(\\) is False"):
         Settings(device="cuda").check_device()
-    result = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-device=cuda")
+    result = run_search_inprocess(pytester, search_files, "--crossover-space=smoke", "--crossover-device=cuda")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         ["*--crossover-device: device 'cuda' was asked for but torch.cuda.is_available() is False*"])
 
 
 def test_unknown_device_option_is_a_usage_error(pytester, search_files):
-    result = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-device=tpu")
+    result = run_search_inprocess(pytester, search_files, "--crossover-space=smoke", "--crossover-device=tpu")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--crossover-device: device 'tpu' is not one of cpu, cuda*"])
 

@@ -16,7 +16,7 @@ REGIME = "cos:epochs=3,lr=1e-3,lr_schedule=cosine,dropout=0,grad_clip=1"
 
 def test_per_layer_alphas_and_a_cosine_regime_run_and_show_in_ids_columns_and_records(pytester, search_files):
     pytester.makepyfile(test_search=CLIENT)
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest_inprocess(
         *base_args(search_files), "--crossover-space=custom", "--crossover-modes=weighted_layerwise,slerp_layerwise",
         "--crossover-layer-alphas=0.2/0.5/0.8", f"--crossover-define-regime={REGIME}", "--crossover-regimes=cos",
         "--crossover-barrier=off")

@@ -6,18 +6,11 @@ import csv
 
 import pytest
 
-from tests.plugin.conftest import CLIENT, base_args, read_json
-
+from tests.plugin.conftest import read_json
+from tests.plugin.conftest import run_search_inprocess as run_search
 
 SMOKE_IDS = ["000_random_a0p50_s0_short", "001_layer_a0p50_sNone_short", "002_weighted_a0p50_sNone_short"]
 METRIC_KEYS = {"top1", "top_k", "kl", "mse", "mae", "cosine"}
-
-
-def run_search(pytester: pytest.Pytester, files, *args: str) -> pytest.RunResult:
-    """A session in this process: what these tests assert is the session's outputs, not its process (the suite's
-    process is pinned as a session's is, tests/conftest.py); those about xdist's processes run them for real."""
-    pytester.makepyfile(test_search=CLIENT)
-    return pytester.runpytest_inprocess(*base_args(files), *args)
 
 
 def _metrics(run_dir):

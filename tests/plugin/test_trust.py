@@ -13,7 +13,8 @@ import torch
 import harness
 from harness.evaluate.vs_parents import evaluate_model, predict
 from harness.networks.family import network_from_state_dict
-from tests.plugin.conftest import base_args, read_json, run_search
+from tests.plugin.conftest import base_args, read_json
+from tests.plugin.conftest import run_search_inprocess as run_search
 
 CLIENT = "def test_child(crossover_child):\n    crossover_child.run()\n"
 

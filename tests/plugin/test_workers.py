@@ -71,7 +71,7 @@ def _argv(files: dict[str, Path], *args: str) -> list[str]:
 @pytest.mark.slow
 def test_a_small_search_under_n4_runs_serially_and_says_so(pytester, search_files) -> None:
     pytester.makepyfile(test_search=CLIENT)
-    result = pytester.runpytest_subprocess(*_argv(search_files, "--crossover-space=smoke", "-n", "4"))
+    result = pytester.runpytest_inprocess(*_argv(search_files, "--crossover-space=smoke", "-n", "4"))
     assert result.ret == 0, result.stdout.str()
     out = result.stdout.str()
     assert "crossover: -n 4 runs serially: ~" in out and "s of work, under 4x the start-up of two workers" in out
