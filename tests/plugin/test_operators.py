@@ -19,6 +19,13 @@ def shrink(sd_a, sd_b, *, k):
 CLIENT = "def test_child(crossover_child):\n    crossover_child.run()\n"
 
 
+@pytest.fixture(autouse=True)
+def _no_operator_left():
+    """Whatever a test asserts, the operator its sessions registered in this process is gone after it."""
+    yield
+    OPERATORS.unregister("shrink")
+
+
 def _inprocess(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     """A session in this process, whose conftest registers the operator afresh: the registry is this process's, so
     the operator is removed after each session (nothing a later session finds was left by an earlier one)."""

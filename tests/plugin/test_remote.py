@@ -214,7 +214,10 @@ def test_mixed_workers_a_killed_remote_worker_is_lost_and_the_session_goes_on(
         pytester, search_files, serial_run, tmp_path_factory):
     suite = _suite(pytester, client=KILL_ONCE)
     base = tmp_path_factory.mktemp("mixed")
-    env = {"CROSSOVER_TEST_KILL_ONCE": str(base / "killed")}  # only the server's workers have it: popen has not
+    env = {"CROSSOVER_TEST_KILL_ONCE": str(base / "killed"),  # only the server's workers have it: popen has not
+           # its worker trains on two threads: waiting passively, they leave the busy cores to the rest of the suite
+           # (OpenMP's default spins; the numbers are the same)
+           "OMP_WAIT_POLICY": "passive"}
     with servers(base, [search_files["dir"], pytester.path], n=1, module=OUR_SERVER, env=env) as (server,):
         specs = ["popen", f"socket=127.0.0.1:{server.port}//crossover_threads=2"]
         result = pytester.runpytest_subprocess(*_remote_args(suite, specs), *base_args(search_files, "mixed"),
