@@ -52,7 +52,7 @@ def _metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 # Runs a torch operation at import: each session below also proves that a crossover setting on the command line pins
-# the kernels before conftests are imported, in the session's process and in each xdist worker.
+# the kernels before conftests are imported, in the session's process and in an xdist worker.
 TORCH_AT_IMPORT = "import torch\ntorch.ones(4).sum()\n"
 
 
