@@ -247,7 +247,7 @@ def resolve(config: pytest.Config) -> CrossoverOptions:
             values[opt.name] = _convert(opt, raw[opt.name], origin[opt.name], ini_dir)
     knob_param = {p.knob: p.name for op in OPERATORS.values() for p in op.params if p.knob}
     grids = {knob_param[k]: v for k, v in values.items() if k in knob_param and v is not None}
-    from pytest_crossover import study
+    from pytest_crossover import study_options as study
 
     with naming(sources, "param"):
         grids.update(_param_grids(study.grid_lines(values["param"] or ())))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from harness.core.registry import Registry
 
@@ -23,7 +23,22 @@ if TYPE_CHECKING:
     import torch
 
     from harness.networks.adam import StackedAdam
-    from harness.train.regimes import Regime
+
+
+class Regime(Protocol):
+    """What a schedule reads of a fine-tune regime (:class:`harness.train.regimes.Regime`, which registers the
+    schedules it names from here)."""
+
+    @property
+    def lr(self) -> float: ...
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def lr_schedule(self) -> str: ...
+    @property
+    def grad_clip(self) -> float: ...
+    @property
+    def dropout(self) -> float | None: ...
 
 Schedule = Callable[[float, int, int], float]  # (lr, t, T) -> the learning rate of step t
 LR_SCHEDULES: Registry[Schedule] = Registry("learning-rate schedule")

@@ -19,7 +19,7 @@ from harness.crossing.operators import controls  # noqa: F401
 from harness.crossing.operators.base import (  # noqa: I001
     ALPHA, ID_SLOTS, OPERATORS, SEED, Operator, Param, child_value, register_operator,
 )
-from harness.crossing.operators.layer import layer_blocks, layer_count, layer_names
+from harness.crossing.operators.blocks import layer_blocks, layer_count, layer_names
 
 __all__ = ["ALPHA", "ID_SLOTS", "OPERATORS", "SEED", "Operator", "Param", "child_value", "layer_blocks",
            "layer_count", "layer_names", "register_operator"]

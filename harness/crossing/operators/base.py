@@ -29,7 +29,7 @@ class Param:
     (``.2f`` for alpha, as AgentFarm's ids). ``grid`` is the custom space's default values and ``knob`` the
     plural name of the custom-space option that sets them (``alphas`` -> ``--crossover-alphas``).
 
-    ``per_layer``: the value is one number per layer of the parents (:func:`harness.crossing.operators.layer.
+    ``per_layer``: the value is one number per layer of the parents (:func:`harness.crossing.operators.blocks.
     layer_names`), each in ``[low, high]``; a search expands it into one parameter per layer (:meth:`layer_keys`).
     Its length is known once the parents are (:meth:`Operator.check_layers`); ``default`` None makes it required.
     """
@@ -125,7 +125,7 @@ class Operator:
     def check_layers(self, params: Mapping[str, Any], sd: Mapping[str, Any]) -> None:
         """Each per-layer parameter of ``params`` has one value per layer of parents like ``sd`` (tensors or their
         metadata); else a one-line CrossoverError (``field``: the parameter) with the expected length."""
-        from harness.crossing.operators.layer import layer_names
+        from harness.crossing.operators.blocks import layer_names
 
         declared = [p for p in self.params if p.per_layer and params.get(p.name) is not None]
         names = layer_names(sd) if declared else []

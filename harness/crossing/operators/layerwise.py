@@ -1,7 +1,7 @@
 """``weighted_layerwise`` and ``slerp_layerwise``: the weighted and SLERP blends with one alpha per layer.
 
 Per-layer merge weights are what evolutionary model merging searches (mergekit-evolve runs CMA-ES over them): a
-layer is one Linear with the LayerNorm that follows it (:func:`harness.crossing.operators.layer.layer_names`), and
+layer is one Linear with the LayerNorm that follows it (:func:`harness.crossing.operators.blocks.layer_names`), and
 every tensor of layer ``l`` is blended as the weighted (or slerp) operator blends it, with ``layer_alphas[l]`` the
 weight of A. With every alpha equal to ``a`` the child is bit for bit the weighted (slerp) operator's at ``a``.
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from harness.crossing.operators.base import Param, StateDict, child_value, float32, register_operator
-from harness.crossing.operators.layer import layer_blocks, layer_count, layer_names
+from harness.crossing.operators.blocks import layer_blocks, layer_count, layer_names
 from harness.crossing.operators.slerp import slerp_tensor
 from harness.networks.architecture import is_floatlike
 
