@@ -137,7 +137,7 @@ def make_sampler(name: str, seed: int, objectives: int) -> Any:
         if objectives > 1:
             raise HarnessError("CMA-ES optimises one objective; use tpe or nsga2 with two", field="sampler")
         try:
-            import cmaes  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+            import cmaes  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: F401
         except ImportError:
             raise HarnessError(f"cmaes needs the cmaes package; {INSTALL}", field="sampler") from None
         # Categorical choices (operator, regime) fall back to a seeded random sampler.
