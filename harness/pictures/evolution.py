@@ -42,7 +42,7 @@ def _scores(ax: Any, gens: list[Mapping[str, Any]]) -> None:
     ax.set_xlabel("generation")
     ax.set_ylabel("primary, against the founders")
     ax.set_title("Best recipe per generation")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")  # the points move with the numbers: the least covered corner
 
 
 def _tree(ax: Any, gens: list[Mapping[str, Any]]) -> None:
