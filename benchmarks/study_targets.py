@@ -8,7 +8,9 @@
    budget, seed 0), timed, then one session that only confirms (``--crossover-trials 0``): its best trial re-run
    with other seeds;
 3. CMA-ES over per-layer alphas (``weighted_layerwise``, ``layer_alphas=0..1``, controls off), the same budget,
-   then its top three trials confirmed.
+   then its top three trials confirmed;
+4. TPE with the fine-tune loop in the space (frontier's operators, alignments and teachers, regimes short, xlong and
+   ``tuned``), the same budget, its top three trials confirmed; and the grid's best recipe re-run with ``tuned``.
 
 Then, on the evaluation rows all these sessions share (the same split, checked): each confirmed recipe's mean and
 interval, its share of the parents' bound, the paired gap of each study's best to the grid's best recipe, and each
@@ -69,12 +71,12 @@ def best_unit(units: dict[str, list[dict[str, Any]]], *, control: bool | None = 
     return max(pool, key=lambda u: max(_primary(c) for c in units[u]), default=None)
 
 
-def grid_recipe_args(child: dict[str, Any]) -> list[str]:
-    """The custom-space flags that rebuild one grid child's recipe."""
+def grid_recipe_args(child: dict[str, Any], *, regime: str | None = None) -> list[str]:
+    """The custom-space flags that rebuild one grid child's recipe (with another regime, if given)."""
     cross, levels = child["crossover"], child["levels"]
     params = {k: cross.get(k) for k in ("alpha", "seed")}
     args = [f"--crossover-modes={cross['mode'] if 'mode' in cross else cross['operator']}",
-            f"--crossover-regimes={levels['regime']}", f"--crossover-align={levels['align']}",
+            f"--crossover-regimes={regime or levels['regime']}", f"--crossover-align={levels['align']}",
             f"--crossover-teachers={levels['teacher']}"]
     if params.get("alpha") is not None:
         args.append(f"--crossover-alphas={params['alpha']}")
@@ -129,12 +131,24 @@ def main() -> None:
     _, cma_wall = run(tmp, "cmaes", [*layer, f"--crossover-trials={a.trials}", "--crossover-confirm=0x0", *n])
     cma_c, _ = run(tmp, "cmaes_confirm", [*layer, "--crossover-trials=0", f"--crossover-confirm=3x{a.confirm}",
                                           *n])
-    digests = {m["split"]["digest"] for m in (grid, regrid, tpe_c, cma_c)}
+    # The fine-tune loop in the space: frontier's operators, alignments and teachers, with the tuned regime too.
+    loop = [*study, "--crossover-space=custom", "--crossover-modes=random,layer,weighted,slerp",
+            "--crossover-align=none,activations", "--crossover-regimes=short,xlong,tuned",
+            "--crossover-teachers=both,balanced", "--crossover-sampler=tpe", f"--crossover-study={tmp / 'tpe3.log'}"]
+    _, loop_wall = run(tmp, "tpe_loop", [*loop, f"--crossover-trials={a.trials}", "--crossover-confirm=0x0", *n])
+    loop_c, _ = run(tmp, "tpe_loop_confirm", [*loop, "--crossover-trials=0", f"--crossover-confirm=3x{a.confirm}",
+                                              *n])
+    tuned, _ = run(tmp, "grid_tuned", [*grid_recipe_args(gchild, regime="tuned"),
+                                       f"--crossover-replicates={a.confirm + 1}", *n])
+    digests = {m["split"]["digest"] for m in (grid, regrid, tpe_c, cma_c, loop_c, tuned)}
     assert len(digests) == 1, f"the sessions scored on different splits: {digests}"
     print(f"wall at -n {a.workers}: frontier grid {grid_wall:.1f} s, TPE study {tpe_wall:.1f} s "
-          f"({tpe_wall / grid_wall:.2f}x), CMA-ES study {cma_wall:.1f} s ({cma_wall / grid_wall:.2f}x)")
+          f"({tpe_wall / grid_wall:.2f}x), CMA-ES study {cma_wall:.1f} s ({cma_wall / grid_wall:.2f}x), TPE with the "
+          f"loop {loop_wall:.1f} s ({loop_wall / grid_wall:.2f}x)")
     pools = {f"grid best {gbest}": by_unit(regrid)[gbest]}
-    for label, m in (("tpe", tpe_c), ("cmaes", cma_c)):
+    tuned_unit = gbest.replace(f"_{gchild['levels']['regime']}", "_tuned", 1)
+    pools[f"grid best recipe, tuned {tuned_unit}"] = by_unit(tuned)[tuned_unit]
+    for label, m in (("tpe", tpe_c), ("cmaes", cma_c), ("tpe with the loop", loop_c)):
         units = by_unit(m)
         for what, control in (("best trial", None), ("best crossover", False), ("best control", True)):
             unit = best_unit(units, control=control)
