@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -357,6 +358,23 @@ def scaling_section(work: Path, data: Path, base: dict[str, Path], reps: int, qu
         say(row(label + (" (1 run)" if heavy and sreps > 1 else ""), r))
 
 
+def _sections(text: str) -> tuple[str, dict[str, str]]:
+    """(the text before the first ``## `` heading, {heading: its section, heading line included}) in order."""
+    parts = re.split(r"(?m)^(?=## )", text)
+    head = parts[0] if parts and not parts[0].startswith("## ") else ""
+    return head, {p.splitlines()[0]: p for p in parts if p.startswith("## ")}
+
+
+def merge_sections(existing: str, produced: str) -> str:
+    """``existing`` with each section ``produced`` measured (other than the machine's) put in its place; a section
+    the existing report lacks goes at the end."""
+    head, old = _sections(existing)
+    _, new = _sections(produced)
+    merged = {k: new.get(k, v) if k != "## Machine" else v for k, v in old.items()}
+    merged.update({k: v for k, v in new.items() if k not in old and k != "## Machine"})
+    return (head + "".join(v.rstrip("\n") + "\n\n" for v in merged.values())).rstrip("\n") + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="targets only, 1 repeat of the scaling rows, no 100k/1024")
@@ -366,13 +384,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     reps = args.repeats
     lines: list[str] = []
+    # A partial run (--only) replaces its own sections of an existing report and keeps the others.
+    kept = args.out.read_text() if args.out and args.only != "all" and args.out.is_file() else None
 
     def say(s: str = "") -> None:
         print(s, flush=True)
         lines.append(s)
         if args.out:  # incrementally, so a long run interrupted still leaves what it measured
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text("\n".join(lines) + "\n")
+            text = "\n".join(lines) + "\n"
+            args.out.write_text(text if kept is None else merge_sections(kept, text))
 
     compile_sources()
     with tempfile.TemporaryDirectory(prefix="crossover-perf-") as tmp:
