@@ -119,14 +119,15 @@ def remove_stale_staging(run_dir: Path) -> list[Path]:
     removed = []
     for p in Path(run_dir).glob(".*.*.*"):
         pid = p.name.rsplit(".", 2)[-2] if p.name.endswith((".tmp", ".old")) else ""
-        if not p.is_dir() or not pid.isdigit() or _alive(int(pid)):
+        if not p.is_dir() or not pid.isdigit() or pid_alive(int(pid)):
             continue
         shutil.rmtree(p, ignore_errors=True)
         removed.append(p)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one of another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from harness.core.atomic import pid_alive
 from harness.core.errors import HarnessError
 from harness.core.registry import check_name
 
@@ -162,16 +163,6 @@ def open_study(storage: Any, name: str, objectives: Sequence[str], sampler: Any)
         raise HarnessError(f"study {name!r} maximises {','.join(held)}, not {','.join(objectives)}; pass "
                            f"--crossover-objectives {','.join(held)}, or another --crossover-study", field="objectives")
     return study
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def fail_unfinished(study: Any, storage: Any, host: str, alive: Callable[[int], bool] = pid_alive) -> list[int]:
