@@ -92,7 +92,7 @@ def test_smoke_gives_bitwise_identical_children_whatever_the_cpu(pytester, monke
         threads = "--crossover-threads=2" in way
         runs.append([{k: v for k, v in c.items() if k != "message"} for c in metrics] if threads else metrics)
         observed = _observed(pytester.path / f"port_{i}")
-        assert observed["aten"] == "DEFAULT"  # whatever the environment asked for
+        assert observed["aten"] == "AVX2"  # whatever the environment asked for
         assert observed["mkl"] in ("AVX2,STRICT", None)  # None: a torch without MKL
     first = runs[0]
     assert all(m == first for m in runs)  # every metric of every child, bit for bit
@@ -123,7 +123,7 @@ def test_the_arithmetic_is_in_the_provenance_and_in_the_history_fingerprint(pyte
     records = sorted((pytester.path / ".crossover").rglob("*.json"))
     portable, native = (json.loads(p.read_text()) for p in records)
     assert portable["comparable_on"]["arithmetic"] == {"mode": "portable", "requested": {
-        "ATEN_CPU_CAPABILITY": "DEFAULT", "MKL_CBWR": "AVX2,STRICT", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ATEN_CPU_CAPABILITY": "AVX2", "MKL_CBWR": "AVX2,STRICT", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
         "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
         "ONEDNN_MAX_CPU_ISA": "AVX2"}}
     assert native["comparable_on"]["arithmetic"]["mode"] == "native"
@@ -147,7 +147,7 @@ def test_torch_run_before_the_pin_is_refused_in_one_line(pytester, monkeypatch):
     every session of the first test has such a conftest)."""
     for name in PIN:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # what this CPU would choose (or a user's own choice)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")  # a user's own choice (this CPU would choose avx2 or more)
     pytester.makeconftest(TORCH_AT_IMPORT)
     pytester.makepyfile(test_search=CLIENT)
     pytester.makeini("[pytest]\n")
@@ -155,6 +155,6 @@ def test_torch_run_before_the_pin_is_refused_in_one_line(pytester, monkeypatch):
     assert bare.ret == pytest.ExitCode.USAGE_ERROR
     err = [line for line in bare.stderr.lines if line.strip()]
     assert len(err) == 1 and err[0].startswith("ERROR: --crossover-arithmetic: torch chose its CPU kernels before "
-                                               "pytest-crossover could pin them (ATen's kernels are AVX2, not DEFAULT)")
-    assert "ATEN_CPU_CAPABILITY=default MKL_CBWR=AVX2,STRICT" in err[0]
+                                               "pytest-crossover could pin them (ATen's kernels are DEFAULT, not AVX2)")
+    assert "ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2,STRICT" in err[0]
     assert not (pytester.path / "runs").exists()
