@@ -161,6 +161,9 @@ class StackedMLP:
                        for lin, norm, shape, eps, _ in self.layout.hidden]
         out = self.layout.output
         self.output = Output(pv[f"{out}.weight"], pv[f"{out}.bias"], gv[f"{out}.weight"], gv[f"{out}.bias"])
+        # The (K, 1, n) views a step broadcasts, made once per narrowing rather than at every step.
+        self._rows = [(h.bias.unsqueeze(1), h.norm_weight.unsqueeze(1), h.norm_bias.unsqueeze(1)) for h in self.hidden]
+        self._out_bias = self.output.bias.unsqueeze(1)
 
     def views(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{parameter name: (rows, *shape) view}`` of a (rows, P_pad) buffer."""
@@ -179,11 +182,11 @@ class StackedMLP:
         """Eval forward of every child on the shared rows ``x`` (N, in) -> (K, N, A) (no dropout; QAT fake-quant)."""
         ws = self._weights()
         h = x.unsqueeze(0).expand(self.k, *x.shape)
-        for layer, w in zip(self.hidden, ws):
-            a = torch.baddbmm(layer.bias.unsqueeze(1), h, w.transpose(1, 2))
+        for layer, (bias, scale, shift), w in zip(self.hidden, self._rows, ws):
+            a = torch.baddbmm(bias, h, w.transpose(1, 2))
             n = torch.native_layer_norm(a, layer.shape, None, None, layer.eps)[0]
-            h = n.mul_(layer.norm_weight.unsqueeze(1)).add_(layer.norm_bias.unsqueeze(1)).relu_()
-        return torch.baddbmm(self.output.bias.unsqueeze(1), h, ws[-1].transpose(1, 2))
+            h = n.mul_(scale).add_(shift).relu_()
+        return torch.baddbmm(self._out_bias, h, ws[-1].transpose(1, 2))
 
     def train_step(self, x: torch.Tensor, p: torch.Tensor, masks: Sequence[torch.Tensor | None],
                    log_q_out: torch.Tensor) -> None:
@@ -193,21 +196,21 @@ class StackedMLP:
         temp = self.temperature
         h = x.unsqueeze(0).expand(self.k, *x.shape)
         saved = []
-        for layer, w, mask in zip(self.hidden, ws, masks):
-            a = torch.baddbmm(layer.bias.unsqueeze(1), h, w.transpose(1, 2))
+        for layer, (bias, scale, shift), w, mask in zip(self.hidden, self._rows, ws, masks):
+            a = torch.baddbmm(bias, h, w.transpose(1, 2))
             n, mean, rstd = torch.native_layer_norm(a, layer.shape, None, None, layer.eps)
-            out = (n * layer.norm_weight.unsqueeze(1)).add_(layer.norm_bias.unsqueeze(1)).relu_()
+            out = (n * scale).add_(shift).relu_()
             if mask is not None:
                 out.mul_(mask)
             saved.append((h, a, n, mean, rstd, out))
             h = out
-        z = torch.baddbmm(self.output.bias.unsqueeze(1), h, ws[-1].transpose(1, 2))
+        z = torch.baddbmm(self._out_bias, h, ws[-1].transpose(1, 2))
         log_q = torch.log_softmax(z.div_(temp), 2)
         log_q_out.copy_(log_q)
         # d/dz of T²·KL(p‖softmax(z/T)), batchmean over B rows = (T/B)·(softmax(z/T) − p)  (rows of p sum to 1)
         dz = log_q.exp_().sub_(p).mul_(temp / x.shape[0])
         self.output.grad_weight.copy_(torch.bmm(dz.transpose(1, 2), h))
-        self.output.grad_bias.copy_(dz.sum(1))
+        torch.sum(dz, 1, out=self.output.grad_bias)
         d, w_next = dz, ws[-1]
         for li in range(len(self.hidden) - 1, -1, -1):
             layer = self.hidden[li]
@@ -217,12 +220,12 @@ class StackedMLP:
             if mask is not None:
                 dh.mul_(mask)
             dy = _RELU_BACKWARD(dh, out, 0.0)
-            layer.grad_norm_weight.copy_((dy * n).sum(1))
-            layer.grad_norm_bias.copy_(dy.sum(1))
-            da = _LN_BACKWARD(dy * layer.norm_weight.unsqueeze(1), a, layer.shape, mean, rstd, None, None,
+            torch.sum(dy * n, 1, out=layer.grad_norm_weight)
+            torch.sum(dy, 1, out=layer.grad_norm_bias)
+            da = _LN_BACKWARD(dy * self._rows[li][1], a, layer.shape, mean, rstd, None, None,
                               [True, False, False])[0]
             layer.grad_weight.copy_(torch.bmm(da.transpose(1, 2), h_in))
-            layer.grad_bias.copy_(da.sum(1))
+            torch.sum(da, 1, out=layer.grad_bias)
             d, w_next = da, ws[li]
 
 

@@ -29,7 +29,7 @@ from harness.networks.adam import StackedAdam
 from harness.networks.quantize import convert_int8
 from harness.networks.stack import stack_children
 from harness.networks.stacked import Stack
-from harness.train.batches import dropout_mask, split_indices
+from harness.train.batches import dropout_mask, mask_streams, split_indices
 from harness.train.regimes import GRAD_CLIP, Regime
 from harness.train.schedule import Steps, dropout_rates, steps_per_epoch
 from harness.train.teachers import Targets, Teacher
@@ -37,6 +37,9 @@ from harness.train.teachers import Targets, Teacher
 TEMPERATURE = 3.0
 MAX_GRAD_NORM = GRAD_CLIP  # the default regime's clipping norm
 _EVAL_CHUNK = 16384
+# An epoch is gathered, masked and scored this many rows at a time (rounded down to whole batches): what it holds
+# is bounded by the chunk, not by the states (1M rows' masks and log-probabilities were ~0.7 GB).
+_EPOCH_CHUNK = 16384
 _DROPOUT_STREAM = 0x64726F70  # "drop": derives the dropout generator's seed from regime.seed
 
 
@@ -142,11 +145,12 @@ class _Targets:
         w = torch.tensor(self.weights[:active], dtype=torch.float32, device=parts[0].device).view(-1, 1, 1)
         return parts[0].unsqueeze(0) * w + parts[1].unsqueeze(0) * (1 - w)
 
-    def epoch(self, perm: torch.Tensor, active: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This epoch's shuffled targets and their Σ p log p per row: shared, or (active, N, A) per child."""
+    def epoch(self, rows: torch.Tensor, active: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The targets of training ``rows`` (a chunk of the epoch's order) and their Σ p log p per row: shared
+        (n, A), or (active, n, A) per child."""
         if not self.adaptive:
-            return self.train_parts[0][perm], self.kl_const[perm]
-        p = self._mix(self.train_parts, active)[:, perm]
+            return self.train_parts[0][rows], self.kl_const[rows]
+        p = self._mix([q[rows] for q in self.train_parts], active)
         return p, torch.xlogy(p, p).sum(2)
 
     def val(self, active: int) -> torch.Tensor:
@@ -254,22 +258,27 @@ class _Run:
     order_gen: torch.Generator = field(init=False)
     drop_gen: torch.Generator = field(init=False)
     adam: StackedAdam = field(init=False)
+    chunk: int = field(init=False)
     log_q_buf: torch.Tensor = field(init=False)
+    row_loss: torch.Tensor = field(init=False)
     steps: Steps = field(init=False)
     clip: float | torch.Tensor | None = field(init=False)
 
     def __post_init__(self) -> None:
+        n_train, k, device = self.x_tr.shape[0], len(self.rows), self.x_tr.device
         self.order_gen = torch.Generator().manual_seed(self.ref.seed)
         self.drop_gen = torch.Generator().manual_seed((self.ref.seed ^ _DROPOUT_STREAM) & 0xFFFF_FFFF_FFFF)
         self.adam = StackedAdam(self.net.full_flat, self.net.full_grad, [r.regime.lr for r in self.rows])
-        self.log_q_buf = torch.empty(len(self.rows), self.x_tr.shape[0], self.net.out_dim, device=self.x_tr.device)
-        self.steps = Steps([r.regime for r in self.rows], steps_per_epoch(self.x_tr.shape[0], self.ref.batch_size))
-        self.clip = self.steps.clip_norms(self.x_tr.device)
+        self.chunk = min(n_train, max(1, _EPOCH_CHUNK // self.ref.batch_size) * self.ref.batch_size)
+        self.log_q_buf = torch.empty(k, self.chunk, self.net.out_dim, device=device)
+        self.row_loss = torch.empty(k, n_train, device=device)  # each training row's KL, for the epoch's loss
+        self.steps = Steps([r.regime for r in self.rows], steps_per_epoch(n_train, self.ref.batch_size))
+        self.clip = self.steps.clip_norms(device)
 
     def epoch(self, epoch: int) -> bool:
         """Train one epoch of every active child, then score it; False when no child is left to train."""
         net, adam, rows, ref, device = self.net, self.adam, self.rows, self.ref, self.x_tr.device
-        n_train = self.x_tr.shape[0]
+        n_train, size = self.x_tr.shape[0], ref.batch_size
         active = sum(r.regime.epochs > epoch for r in rows)
         if not any(r.alive for r in rows[:active]):
             return False
@@ -278,19 +287,25 @@ class _Run:
             adam.narrow(active)
         # The generators stay on the CPU so the batch order and masks are the same on every device.
         perm = torch.randperm(n_train, generator=self.order_gen).to(device)
-        xe = self.x_tr[perm]
-        pe, ce = self.targets.epoch(perm, active)
         rates = dropout_rates(ref, net.dropout)
-        masks = [dropout_mask(n_train, w, q, self.drop_gen) for w, q in zip(net.widths, rates)]
-        masks = [None if m is None else m.to(device) for m in masks]
-        log_q = self.log_q_buf[:active]
-        for s in range(0, n_train, ref.batch_size):
-            e = s + ref.batch_size
-            net.train_step(xe[s:e], pe[..., s:e, :], [None if m is None else m[s:e] for m in masks],
-                           log_q[:, s:e])
-            self.steps.before_step(adam, self.clip)
-            adam.step()
-        train_losses = ((ce - (pe * log_q).sum(2)).double().mean(1) * (TEMPERATURE * TEMPERATURE)).tolist()
+        streams = mask_streams(self.drop_gen, n_train, net.widths, rates)
+        row_loss = self.row_loss[:active]
+        for c in range(0, n_train, self.chunk):
+            chunk = perm[c:c + self.chunk]
+            n = chunk.shape[0]
+            xe = self.x_tr[chunk]
+            pe, ce = self.targets.epoch(chunk, active)
+            masks = [dropout_mask(n, w, q, g) for w, q, g in zip(net.widths, rates, streams)]
+            log_q = self.log_q_buf[:active, :n]
+            # One split per tensor rather than a slice per step: the views are made in one call each.
+            mask_batches = [[None] * -(-n // size) if m is None else m.to(device).split(size) for m in masks]
+            for x_b, p_b, lq_b, *m_b in zip(xe.split(size), pe.split(size, -2), log_q.split(size, 1),
+                                             *mask_batches):
+                net.train_step(x_b, p_b, m_b, lq_b)
+                self.steps.before_step(adam, self.clip)
+                adam.step()
+            row_loss[:, c:c + n] = ce - (pe * log_q).sum(2)
+        train_losses = (row_loss.double().mean(1) * (TEMPERATURE * TEMPERATURE)).tolist()
         self.score(epoch, active, train_losses)
         return True
 

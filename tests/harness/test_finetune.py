@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import harness.networks.adam as adam_module
+import harness.train.finetune as finetune_module
 from harness.core.errors import HarnessError, StatesError
 from harness.crossing.crossover import crossover
 from harness.networks.adam import StackedAdam
@@ -27,6 +28,7 @@ from harness.train.finetune import (
     soft_targets,
     split_indices,
 )
+from harness.train.batches import dropout_mask, mask_streams
 from harness.train.regimes import REGIMES, Regime
 
 torch.set_num_threads(1)
@@ -364,3 +366,33 @@ def test_an_epoch_that_validates_better_than_the_start_is_kept(data: tuple[torch
     x, p = data
     h = finetune(_net(7), x, p, Regime("t", epochs=4, lr=3e-3)).history
     assert not h["kept_start"] and h["best_epoch"] >= 0 and h["best_val_loss"] < h["initial_val_loss"]
+
+
+def test_mask_streams_draw_the_whole_epoch_masks_a_chunk_at_a_time():
+    """Each site's generator starts where that site's whole-epoch mask began in the one stream; a site of rate 0 or 1
+    draws nothing; the stream is left where the whole epoch left it."""
+    rows, widths, rates = 1000, [16, 8, 12], [0.1, 0.0, 0.3]
+    whole = torch.Generator().manual_seed(7)
+    expected = [dropout_mask(rows, w, q, whole) for w, q in zip(widths, rates)]
+    gen = torch.Generator().manual_seed(7)
+    streams = mask_streams(gen, rows, widths, rates)
+    for w, q, g, exp in zip(widths, rates, streams, expected):
+        parts = [dropout_mask(n, w, q, g) for n in (1, 512, 37, 450)]
+        if exp is None:
+            assert all(m is None for m in parts)
+        else:
+            assert torch.equal(torch.cat(parts), exp)  # type: ignore[arg-type]
+    assert torch.equal(torch.rand(5, generator=gen), torch.rand(5, generator=whole))
+
+
+@pytest.mark.parametrize("regime", [Regime("c", epochs=2, lr=1e-3), Regime("cv", epochs=2, lr=1e-3, val_fraction=0.0),
+                                    Regime("cd", epochs=2, lr=1e-3, dropout=0.4, lr_schedule="cosine")])
+def test_an_epoch_trained_a_chunk_of_rows_at_a_time_gives_the_same_children(monkeypatch, regime):
+    """Memory is bounded by the epoch's chunk (gathered rows, masks, log-probabilities), never the numbers: a chunk of
+    48 rows (3 batches, the last one ragged) gives every child bit for bit what one chunk of all rows gives."""
+    kids, x, p = _setup(16, 203)
+    whole = finetune_population(kids, x, p, regime)
+    monkeypatch.setattr(finetune_module, "_EPOCH_CHUNK", 48)
+    chunked = finetune_population(kids, x, p, regime)
+    assert all(_same(a, b) for a, b in zip(whole, chunked))
+    assert whole[0].history["steps"] == 2 * -(-(203 - (0 if regime.val_fraction == 0 else 20)) // 32)
