@@ -4,8 +4,9 @@ torch picks its CPU kernels by the CPU it finds: ATen's vectorised kernels (``DE
 BLAS branch (the matrix products of every Linear layer) and FBGEMM's int8 kernels. Each choice sums in another
 order, so the same inputs give other metrics on another CPU (measured in docs/reliability.md). The pin names the
 kernels that every x86-64 CPU with AVX2 runs (Intel since 2013, AMD since 2015): ATen's ``avx2`` kernels (its scalar
-``default`` ones are as portable but made fine-tuning 1.7x slower: measured), MKL's ``AVX2`` branch in its ``STRICT`` mode (MKL's ``COMPATIBLE`` branch changes its sums with the thread count:
-measured), FBGEMM and oneDNN held to AVX2 (x86 int8 kernels need AVX2 anyway).
+``default`` ones are as portable but made fine-tuning 1.7x slower: measured), MKL's ``AVX2`` branch in its ``STRICT``
+mode (MKL's ``COMPATIBLE`` branch changes its sums with the thread count: measured), FBGEMM and oneDNN held to AVX2
+(x86 int8 kernels need AVX2 anyway).
 
 Each variable is read once by its library, at its first operation, so the pin is set in the environment before
 any torch operation runs, in every process that computes (xdist workers start pytest, which pins, and inherit the

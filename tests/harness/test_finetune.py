@@ -19,6 +19,7 @@ from harness.networks.adam import StackedAdam
 from harness.networks.qnetwork import QNetwork
 from harness.networks.quantize import fake_quant_copy, fake_quant_weight, is_int8
 from harness.networks.stacked import StackedMLP
+from harness.train.batches import dropout_mask, mask_streams
 from harness.train.finetune import (
     MAX_GRAD_NORM,
     TEMPERATURE,
@@ -28,7 +29,6 @@ from harness.train.finetune import (
     soft_targets,
     split_indices,
 )
-from harness.train.batches import dropout_mask, mask_streams
 from harness.train.regimes import REGIMES, Regime
 
 torch.set_num_threads(1)
