@@ -298,9 +298,9 @@ class _Run:
             masks = [dropout_mask(n, w, q, g) for w, q, g in zip(net.widths, rates, streams)]
             log_q = self.log_q_buf[:active, :n]
             # One split per tensor rather than a slice per step: the views are made in one call each.
-            mask_batches = [[None] * -(-n // size) if m is None else m.to(device).split(size) for m in masks]
-            for x_b, p_b, lq_b, *m_b in zip(xe.split(size), pe.split(size, -2), log_q.split(size, 1),
-                                             *mask_batches):
+            mask_batches = [[None] * -(-n // size) if m is None else torch.split(m.to(device), size) for m in masks]
+            for x_b, p_b, lq_b, *m_b in zip(torch.split(xe, size), torch.split(pe, size, -2),
+                                             torch.split(log_q, size, 1), *mask_batches):
                 net.train_step(x_b, p_b, m_b, lq_b)
                 self.steps.before_step(adam, self.clip)
                 adam.step()
