@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import established
 from sessions import ROOT, spawn
 
 CLIENT = ('"""Search client (what another repository writes)."""\n\n\ndef test_child(crossover_child):\n'
@@ -239,7 +240,7 @@ HEADER = ("| run | children | wall s | first child s | crossover s | fine-tune s
           "| ms/step | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 
-def grid_section(work: Path, data: Path, say: Any) -> None:
+def grid_section(work: Path, data: Path, say: Any, tool: Any = None) -> None:
     import scaling
 
     m = scaling.measure_machine()
@@ -253,7 +254,11 @@ def grid_section(work: Path, data: Path, say: Any) -> None:
         files = make_inputs(data, hidden=hidden, n_states=states)
         return run_session(work, files, "minimal", workers, extra=extra, name=f"g{states}_{hidden}_{workers}")
 
-    cells = {(c["states"], c["hidden"]): c for c in scaling.grid_rows(m, run, say)}
+    def established(states: int, hidden: int) -> Any:
+        files = make_inputs(data, hidden=hidden, n_states=states)
+        return tool.run(files, states, hidden, work / f"af_g{states}_{hidden}")
+
+    cells = {(c["states"], c["hidden"]): c for c in scaling.grid_rows(m, run, say, established if tool else None)}
     say("\n| target | holds in this run | measured |\n|---|---|---|")
     big, huge, wide = cells[(100_000, 64)], cells[(1_000_000, 64)], cells[(1_000, 1024)]
     checks = [("100k states, -n 0: wall <= 15 s", big.get("wall0", 1e9) <= 15, f"{big.get('wall0', 0):.1f} s"),
@@ -379,7 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="targets only, 1 repeat of the scaling rows, no 100k/1024")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", choices=("targets", "scaling", "readme", "grid", "all"), default="all")
+    ap.add_argument("--only", choices=("targets", "scaling", "readme", "grid", "established", "all"), default="all")
+    ap.add_argument("--established", type=Path, default=None,
+                    help="an AgentFarm checkout (outside this tree): its times on the grid's rows and beside the "
+                         "README's search")
+    ap.add_argument("--established-path", default=None, help="prepended to AgentFarm's PYTHONPATH (its dependencies)")
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
     args = ap.parse_args(argv)
     reps = args.repeats
@@ -413,8 +422,11 @@ def main(argv: list[str] | None = None) -> int:
             import readme_command
 
             readme_command.section(work, max(3, reps), say)
+        if args.only in ("established", "all") and args.established:
+            established.section(work, established.Established(args.established, args.established_path), say)
         if args.only in ("grid", "all"):
-            grid_section(work, data, say)
+            tool = established.Established(args.established, args.established_path) if args.established else None
+            grid_section(work, data, say, tool)
     if args.only == "all":
         say("\n" + NOTES)
     return 0

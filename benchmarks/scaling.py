@@ -1,13 +1,15 @@
 """The states x hidden rows of ``benchmarks/perf.py``, each beside the compute limit of its Adam step.
 
-A row runs the ``minimal`` space (9 children; holdout 0, no episodes) under ``-n 0`` and ``-n 2`` (the plugin's
-default ``--crossover-workers=fit``, so the workers column says what a user gets). A row whose serial work the
-plugin's own estimate (``pytest_crossover.scheduling.serial_work_s``) puts above ``BUDGET_S`` is *sampled*: one
-child (weighted, alpha 0.5) fine-tuned for one epoch, ``-n 0`` only; its per-step time and peak RSS are measured
-and its ``minimal`` wall is extrapolated from them (start-up of the sample + the per-step time x ``minimal``'s
-child-steps). A row predicted to need more memory than ``MEM_CAP_MB`` (:func:`predicted_mb`: each epoch's dropout
-masks are drawn for every training row at once, and the bootstrap resamples every state) is not run on a shared
-machine; the table says so.
+A row runs the ``minimal`` space (9 children and their 9 controls; holdout 0, no episodes) under ``-n 0`` and
+``-n 2`` (the plugin's default ``--crossover-workers=fit``, so the workers column says what a user gets). A row
+whose serial work the plugin's own estimate (``pytest_crossover.scheduling.serial_work_s``) puts above ``BUDGET_S``
+is *sampled*, ``-n 0`` only: at hidden 64 every child of the session (the same population, so the same memory) for
+one epoch each; at wider nets one child (weighted, alpha 0.5) for one epoch. Its per-step time and peak RSS are
+measured and its ``minimal`` wall is extrapolated from them (start-up of the sample + the per-step time x the
+session's child-steps; the first epoch has the most children per step, so this is a low estimate). A row predicted
+to need more memory than ``MEM_CAP_MB`` (:func:`predicted_mb`) is not run on a shared machine; the table says so.
+With the established tool (``benchmarks/established.py``), each row also gives AgentFarm's own ``minimal`` search
+on the same files, where it finishes in under 10 minutes.
 
 The limit of one child's Adam step (batch 32) is the time its arithmetic needs at this machine's measured speed,
 one thread: 6 x batch x weights FLOPs (forward 2, backward 4) at the measured large-matmul rate, plus 40 bytes a
@@ -29,7 +31,14 @@ HIDDEN = (64, 256, 1024)
 BUDGET_S = 40.0  # estimated serial work above which a row is sampled
 MEM_CAP_MB = 8000.0  # predicted peak above which a row is not run on a shared machine (of 23 GB here)
 SAMPLE = ("--crossover-space=custom", "--crossover-modes=weighted", "--crossover-alphas=0.5",
-          "--crossover-define-regime=one:epochs=1,lr=1e-3", "--crossover-regimes=one")
+          "--crossover-define-regime=one:epochs=1,lr=1e-3", "--crossover-regimes=one", "--crossover-controls=off")
+# minimal's recipes and learning rates (short, medium, long), one epoch each, with the controls: the session's
+# first-epoch population, so its memory is the session's
+SAMPLE_POPULATION = ("--crossover-space=custom", "--crossover-modes=random,layer,weighted", "--crossover-alphas=0.5",
+                     "--crossover-define-regime=one_s:epochs=1,lr=1e-3", "--crossover-define-regime=one_m:epochs=1,"
+                     "lr=5e-4", "--crossover-define-regime=one_l:epochs=1,lr=1e-4",
+                     "--crossover-regimes=one_s,one_m,one_l")
+MINIMAL_EPOCHS = 2 * (5 + 10 + 20) * 3  # child-epochs of minimal with its controls: 6 recipes x (short, medium, long)
 
 
 def weights(hidden: int, inputs: int = 8, outputs: int = 4) -> int:
@@ -87,11 +96,10 @@ def measure_machine() -> Machine:
 
 
 def predicted_mb(states: int, hidden: int) -> float:
-    """torch's ~250 MB, plus the larger of: an epoch's two dropout masks and the uniform draw behind one of them
-    (float32, one row per training state: 90 % of the states, the regime's validation split being the rest), and
-    the bootstrap's resample matrices without episode ids (200 resamples x one unit per state, int64, ~4 alive;
-    measured 6.8 GB at 1,000,000 states)."""
-    return 250.0 + max(3 * 0.9 * states * hidden * 4, 4 * 200 * states * 8) / 2**20
+    """torch's ~250 MB, plus ~300 bytes a state (the states, their training copy, both parents' logits and soft
+    targets, each child's per-row loss: measured ~270 B at 1,000,000 states), plus the population's buffers
+    (parameters, gradients, Adam's moments and each child's best weights: 18 children x 6 x 4 bytes a parameter)."""
+    return 250.0 + (300 * states + 18 * 6 * 4 * params(hidden)) / 2**20
 
 
 def plan(states: int, hidden: int) -> tuple[str, float]:
@@ -106,28 +114,32 @@ def plan(states: int, hidden: int) -> tuple[str, float]:
 
 
 def minimal_child_steps(states: int) -> int:
-    from harness.search.space import build_space
-
-    train = states * 0.9
-    return sum(s.regime.epochs * math.ceil(train / s.regime.batch_size) for s in build_space("minimal"))
+    """Adam steps of every child of ``minimal`` and its controls (90 % of the states train, batch 32)."""
+    return MINIMAL_EPOCHS * math.ceil(states * 0.9 / BATCH)
 
 
 HEADER = ("| states | hidden | run | -n 0 wall s | -n 2 wall s (workers) | ms/step | limit ms/step | measured / limit "
-          "| peak RSS MB |\n|---|---|---|---|---|---|---|---|---|")
+          "| peak RSS MB | AgentFarm s |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
-def grid_rows(machine: Machine, run: Callable[..., Any], say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Run the grid; ``run(states, hidden, workers, extra)`` returns a perf.Run. One Markdown row per cell."""
+def grid_rows(machine: Machine, run: Callable[..., Any], say: Callable[[str], None],
+              established: Callable[[int, int], Any] | None = None) -> list[dict[str, Any]]:
+    """Run the grid; ``run(states, hidden, workers, extra)`` returns a perf.Run, ``established(states, hidden)``
+    AgentFarm's outcome (benchmarks/established.py). One Markdown row per cell."""
+    from established import cell as af_cell
+
     out = []
     for hidden in HIDDEN:
         for states in STATES:
             how, est = plan(states, hidden)
             limit = machine.limit_ms(hidden)
             cell: dict[str, Any] = {"states": states, "hidden": hidden, "how": how, "limit_ms": limit, "est_s": est}
+            af = established(states, hidden) if established is not None else None
+            cell["agentfarm"] = af
             if how == "skipped":
                 need = predicted_mb(states, hidden)
                 say(f"| {states:,} | {hidden} | not run: would need ~{need:,.0f} MB | – | – | – | {limit:.3f} | – "
-                    "| – |")
+                    f"| – | {af_cell(af)} |")
                 out.append(cell)
                 continue
             if how == "full":
@@ -138,16 +150,18 @@ def grid_rows(machine: Machine, run: Callable[..., Any], say: Callable[[str], No
                 two = f"{parallel.wall_s:.2f} ({parallel.workers or 'serial'})"
                 label, wall0 = "minimal", f"{serial.wall_s:.2f}"
             else:
-                sample = run(states, hidden, 0, SAMPLE)
+                population = hidden == HIDDEN[0]
+                sample = run(states, hidden, 0, SAMPLE_POPULATION if population else SAMPLE)
                 ms = 1e3 * sample.phases.get("finetune", 0.0) / max(1, sample.steps)
                 extrapolated = sample.wall_s - sample.phases.get("finetune", 0.0) + ms / 1e3 * minimal_child_steps(
                     states)
                 cell.update(wall0=extrapolated, ms=ms, rss=sample.rss_mb, sample_wall=sample.wall_s)
-                two, label = "–", f"sampled (1 child x 1 epoch: {sample.wall_s:.1f} s)"
+                what = f"{sample.children} children" if population else "1 child"
+                two, label = "–", f"sampled ({what} x 1 epoch: {sample.wall_s:.1f} s)"
                 wall0 = f"~{extrapolated:.0f} (extrapolated)"
             cell["ratio"] = ms / limit
             say(f"| {states:,} | {hidden} | {label} | {wall0} | {two} | {ms:.3f} | {limit:.3f} | {ms / limit:.1f}x "
-                f"| {cell['rss']:.0f} |")
+                f"| {cell['rss']:.0f} | {af_cell(af)} |")
             out.append(cell)
     return out
 

@@ -234,9 +234,9 @@ def _pending(workload: Mapping[str, Unit]) -> int:
 # busy (where N workers cost CPU rather than save wall time) it spends at most 1 / PAYBACK more.
 WORKER_START_S = 2.5
 PAYBACK = 4.0
-STEP_MS = 0.1  # one child's Adam step at batch 32: a fixed part (dispatch) ...
-STEP_MS_PER_PARAM = 5.2e-6  # ... plus one proportional to the network's parameters (0.13 ms at hidden 64)
-CHILD_S = 0.06  # crossover, evaluation, latency timing and files of one child
+STEP_MS = 0.04  # one child's Adam step at batch 32: a fixed part (dispatch) ...
+STEP_MS_PER_PARAM = 5.2e-6  # ... plus one proportional to the network's parameters (0.067 ms at hidden 64)
+CHILD_S = 0.02  # crossover, evaluation, latency timing and files of one child (0.01 s measured at 10k states)
 EPISODE_S = 0.04  # one greedy episode of the embedded LunarLander parents, batched
 
 
@@ -311,7 +311,8 @@ def fit_workers(config: pytest.Config, options: CrossoverOptions) -> str | None:
         return None
     if n == 0:
         config.option.numprocesses, config.option.dist, config.option.tx = 0, "no", []
-        return (f"crossover: -n {asked} runs serially: ~{work:.0f} s of work, under {PAYBACK:g}x the start-up of "
+        seconds = f"{work:.1f}" if work < 10 else f"{work:.0f}"
+        return (f"crossover: -n {asked} runs serially: ~{seconds} s of work, under {PAYBACK:g}x the start-up of "
                 f"two workers ({WORKER_START_S:g} s each); --crossover-workers=asked starts them")
     config.option.numprocesses, config.option.tx = n, ["popen"] * n
     why = f"this process may use {cores} cores" if n == min(asked, cores) else \
