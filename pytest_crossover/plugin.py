@@ -87,6 +87,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Explicit settings are checked on the controller before any child runs: here in a serial session; under
     # xdist in pytest_sessionstart, once the workers are booting, so their torch import overlaps the check's.
     # A worker's inputs are checked before xdist starts it (pytest_configure_node), see pytest_crossover.transfer.
+    if session.options.explicit and not session.is_worker and not config.option.help:
+        session.start_drawers()  # they warm up while the inputs are checked and torch is imported
     if session.options.explicit and not session.is_worker and not session.distributed and not config.option.help:
         session.check_inputs()
 
@@ -137,6 +139,8 @@ def _terminate_like_interrupt(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     cs = _session(config)
+    if cs is not None:
+        cs.close_drawers()  # started with the session, unused when it stopped before its report
     if cs is not None and cs.study is not None and cs.study.pending:  # stopped before the session began (exit 4)
         cs.study.finish("the session stopped before this trial ran")
     previous = config.stash.get(_SIGTERM_KEY, None)

@@ -311,9 +311,12 @@ def fit_workers(config: pytest.Config, options: CrossoverOptions) -> str | None:
         return None
     if n == 0:
         config.option.numprocesses, config.option.dist, config.option.tx = 0, "no", []
-        seconds = f"{work:.1f}" if work < 10 else f"{work:.0f}"
-        return (f"crossover: -n {asked} runs serially: ~{seconds} s of work, under {PAYBACK:g}x the start-up of "
-                f"two workers ({WORKER_START_S:g} s each); --crossover-workers=asked starts them")
+        if cores < 2 or work is None:
+            why = f"this process may use {cores} core"
+        else:
+            seconds = f"{work:.1f}" if work < 10 else f"{work:.0f}"
+            why = f"~{seconds} s of work, under {PAYBACK:g}x the start-up of two workers ({WORKER_START_S:g} s each)"
+        return f"crossover: -n {asked} runs serially: {why}; --crossover-workers=asked starts them"
     config.option.numprocesses, config.option.tx = n, ["popen"] * n
     why = f"this process may use {cores} cores" if n == min(asked, cores) else \
         f"~{work:.0f} s of work pays for {n} workers' start-up, not more"

@@ -69,7 +69,7 @@ class CrossoverSession:
         self.pytest_session: pytest.Session | None = None
         self.transfer: InputTransfer | None = None  # built at the first xdist worker's start-up
         self._next_rewrite = 0.0  # monotonic time before which the derived files are not rewritten mid-session
-        self.drawers: list[Drawer] | None = None  # the report's drawing processes, started at the first record
+        self.drawers: list[Drawer] | None = None  # the report's drawing processes, started with the run folder
         if self.study is not None:  # the whole study's records: its leaderboard and answer cover every trial
             self.records.update(self.study.previous_results(self.run_dir.path))
 
@@ -126,10 +126,24 @@ class CrossoverSession:
                 self.run_dir.release()
                 raise
         self.run_dir.start_journal()
+        self.start_drawers()
+
+    def start_drawers(self) -> None:
+        """The report's drawers, started as the session starts: they import matplotlib while this process imports
+        torch and trains, so at the end the report costs only the drawing (a session that ends without a report
+        stops them unused; one that dies closes their input, and they exit)."""
+        if self.drawers is None and self.options.report == "on" and not self.is_worker:
+            from harness.pictures import drawer
+
+            self.drawers = drawer.start()
+
+    def close_drawers(self) -> None:
+        for d in self.drawers or ():
+            d.close()  # one the report did not use (an interrupted session, a refused start)
+        self.drawers = []
 
     def release_run_dir(self) -> None:
-        for d in self.drawers or ():
-            d.close()  # one the report did not use (an interrupted session)
+        self.close_drawers()
         self.run_dir.release()
 
     # -- records --------------------------------------------------------------------------------------------
@@ -138,10 +152,7 @@ class CrossoverSession:
         second (rewriting all of them after every child is quadratic in the children)."""
         if self.study is not None:  # the study holds the record too: told whatever becomes of the files
             self.study.tell(result.to_dict())
-        if self.drawers is None and self.options.report == "on":
-            from harness.pictures import drawer
-
-            self.drawers = drawer.start()  # warm while the other children run: the report then only draws
+        self.start_drawers()  # a session whose run folder was not acquired here (a resumed controller)
         if self.write_error is not None:
             self.records[result.child_id] = result  # the disk is full: keep the record, write nothing more
             return

@@ -30,6 +30,7 @@ class Picture:
     title: str
     caption: str
     draw: Callable[[], Figure | None]  # None: nothing to draw in this session (the report says so)
+    cost: float = 1.0  # its drawing time relative to the others (measured), to share pictures out evenly
 
 
 def _values(rows: Sequence[Mapping[str, Any]], key: str) -> list[Any]:
@@ -356,23 +357,23 @@ def session_pictures(rows: Sequence[Mapping[str, Any]], records: Sequence[Mappin
                 "One point per child (colour: crossover mode, marker: fine-tune regime); stars: the parents. A child "
                 "on the dashed line blends as well as the parents' disagreement allows; a child near a star copies "
                 "that parent. Ringed: the best child and those statistically tied with it.",
-                lambda: agreement(rows, ab)),
+                lambda: agreement(rows, ab), cost=3.0),
         Picture("tradeoffs", "What agreement costs",
                 "Primary against return, latency and (where it varies) model size; the line joins the children no "
-                "other child beats on both axes of its panel.", lambda: tradeoffs(rows, parents)),
+                "other child beats on both axes of its panel.", lambda: tradeoffs(rows, parents), cost=2.0),
         Picture("heatmap", "Which recipes work",
                 "Mean primary of the finished children per crossover mode and fine-tune regime (and teacher / "
                 "alignment where the space varies them); n = children in the cell.", lambda: heatmaps(rows)),
         Picture("finetune", "How fine-tuning converged",
                 "Validation loss and agreement with the teacher per epoch, one line per child (colour: regime, line "
-                "style: mode); the dot marks the epoch whose weights were kept.", lambda: finetune(records)),
+                "style: mode); the dot marks the epoch whose weights were kept.", lambda: finetune(records), cost=2.0),
     ]
     groups = budget_groups(records)
     if len(groups) > 1 and any(r.get("status") == "control" for r in records):
         pictures.append(Picture("budget", "Crossing against the controls, by fine-tune budget",
                                 "Validation primary against fine-tune steps: the best recipe of each crossover mode "
                                 "and each control, a line at the mean over its replicates and a band from the lowest "
-                                "to the highest replicate.", lambda: budget_curves(groups)))
+                                "to the highest replicate.", lambda: budget_curves(groups), cost=2.0))
     if barrier_data:
         pictures.append(Picture("barrier", "Interpolation barrier",
                                 "Agreement (and return) along the straight line between the parents' weights, per "

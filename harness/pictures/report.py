@@ -71,7 +71,13 @@ def draw_shared(pictures: Sequence[Any], inputs: Mapping[str, Any], drawers: Seq
     """:func:`draw`, the pictures shared out between ``drawers`` (processes warmed up while the session ran, see
     harness.pictures.drawer) and drawn at once; those a drawer could not draw are drawn here."""
     names = [p.name for p in pictures]
-    shares = [names[i::len(drawers)] for i in range(len(drawers))]
+    # The costliest picture first, each to the drawer with the least work so far: the drawers finish together.
+    shares: list[list[str]] = [[] for _ in drawers]
+    loads = [0.0] * len(drawers)
+    for p in sorted(pictures, key=lambda p: -p.cost) if drawers else ():
+        i = loads.index(min(loads))
+        shares[i].append(p.name)
+        loads[i] += p.cost
     for drawer, share in zip(drawers, shares):
         drawer.send(inputs, share)
     by_name: dict[str, Drawn] = {}

@@ -64,6 +64,16 @@ def test_fit_workers_sets_the_gateways_xdist_starts(search_files, tmp_path, monk
     assert config.option.tx == ["popen"] * 2
 
 
+def test_one_core_runs_serially_and_says_why(search_files, tmp_path, monkeypatch) -> None:
+    big = tmp_path / "big.npy"
+    np.save(big, np.zeros((400_000, 8), dtype=np.float32))  # work enough for many workers: the core is the limit
+    monkeypatch.setattr(scheduling, "usable_cores", lambda: 1)
+    config = _config(4)
+    line = fit_workers(config, _options(big, search_files))  # type: ignore[arg-type]
+    assert (config.option.numprocesses, config.option.tx) == (0, [])
+    assert line == "crossover: -n 4 runs serially: this process may use 1 core; --crossover-workers=asked starts them"
+
+
 def _argv(files: dict[str, Path], *args: str) -> list[str]:
     return [a for a in base_args(files) if not a.startswith("--crossover-workers")] + list(args)
 
