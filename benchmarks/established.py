@@ -64,7 +64,7 @@ def cell(outcome: tuple[str, float | None] | None) -> str:
     if how == "finished":
         return f"{seconds:.1f}"
     if how == "stopped":
-        return "> 600 (stopped)"
+        return f"> {LIMIT_S:.0f} (stopped)"
     return f"not run: ~{seconds:,.0f} predicted"
 
 
