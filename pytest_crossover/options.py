@@ -370,7 +370,7 @@ def _check(opts: CrossoverOptions) -> None:
                  env_id=opts.env, episodes=opts.episodes or 0, threads=opts.threads, device=opts.device,
                  split_seed=opts.split_seed)
         opts.space_specs()
-        from harness.pictures.report import check_switch  # numpy (via the leaderboard): not at the plugin's load
+        from harness.pictures.files import check_switch
 
         check_switch(opts.report)
 

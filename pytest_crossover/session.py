@@ -228,7 +228,7 @@ class CrossoverSession:
         on``); with ``off``, an earlier session's report in the folder is removed rather than left beside this
         session's files. Whatever goes wrong in the report (each picture already reports its own failure) is a line
         of the summary, never a lost session."""
-        from harness.pictures.report import PICTURE_PREFIX, REPORT
+        from harness.pictures.files import PICTURE_PREFIX, REPORT
 
         written: list[Path] = []
         if self.options.report == "on" and not self.abandon_report:

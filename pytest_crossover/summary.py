@@ -62,7 +62,7 @@ def terminal_summary(cs: CrossoverSession, tr: Any) -> None:
         tr.write_line(sent)
     if not cs.complete:
         tr.write_line("session incomplete: the files hold the children that finished", red=True)
-    from harness.pictures.report import PICTURE_PREFIX, REPORT
+    from harness.pictures.files import PICTURE_PREFIX, REPORT
 
     pictures = [p for p in cs.written if p.name.startswith(PICTURE_PREFIX) and p.suffix == ".png"]
     for p in cs.written:
@@ -75,11 +75,11 @@ def terminal_summary(cs: CrossoverSession, tr: Any) -> None:
 
 def decision_summary(tr: Any) -> None:
     """The decision block (harness.answer.recommend.decision_lines), the last thing the crossover summaries print."""
-    from harness.answer.recommend import DECISION_TITLE
-
     lines = tr.config.stash.get(DECISION_KEY, None)
     if not lines:
-        return
+        return  # not a crossover session: numpy (via the recommendation) is never imported for it
+    from harness.answer.recommend import DECISION_TITLE
+
     tr.write_sep("=", DECISION_TITLE)
     for line in lines:
         head = line.startswith("Use ")

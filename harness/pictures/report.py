@@ -23,8 +23,9 @@ from typing import Any, Protocol
 
 from harness.answer.leaderboard import BEFORE, MARKS, axis_columns, legend_items, manifest_rows
 from harness.answer.recommend import DECISION_TITLE, chosen_id, decision_lines, recipe_text, recommend
-from harness.core.errors import HarnessError, first_line
+from harness.core.errors import first_line
 from harness.evaluate.metrics import METRICS, RANKABLE
+from harness.pictures.files import BARRIER, PICTURE_PREFIX, REPORT
 from harness.pictures.page import document, esc, legend, table
 from harness.search.axes import AXES
 
@@ -34,20 +35,6 @@ class Drawer(Protocol):
 
     def send(self, inputs: Mapping[str, Any], names: Sequence[str]) -> None: ...
     def receive(self) -> Sequence[Drawn] | None: ...
-
-
-REPORT = "report.html"
-PICTURE_PREFIX = "report_"
-BARRIER = "barrier.json"
-SWITCH = ("on", "off")
-
-
-def check_switch(value: str) -> str:
-    """``value`` if it is ``on`` or ``off``; a HarnessError naming the ``report`` setting otherwise."""
-    if value not in SWITCH:
-        raise HarnessError(f"{value!r} is neither on nor off; on writes report.html at the end of the session, "
-                           "off skips it", field="report")
-    return value
 
 
 @dataclass(frozen=True)

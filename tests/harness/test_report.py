@@ -11,7 +11,7 @@ import struct
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.pictures import figure, plots, report
+from harness.pictures import figure, files, plots, report
 
 MODES, REGIMES = ("random", "layer", "weighted"), ("short", "long")
 
@@ -185,9 +185,9 @@ def test_an_incomplete_session_and_a_child_without_metrics():
 
 
 def test_the_switch_takes_on_or_off():
-    assert report.check_switch("on") == "on" and report.check_switch("off") == "off"
+    assert files.check_switch("on") == "on" and files.check_switch("off") == "off"
     with pytest.raises(HarnessError, match="'yes' is neither on nor off") as err:
-        report.check_switch("yes")
+        files.check_switch("yes")
     assert err.value.field == "report"
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from harness.pictures.report import PICTURE_PREFIX
+from harness.pictures.files import PICTURE_PREFIX
 from tests.plugin.conftest import CLIENT, base_args, read_json, run_search
 
 PICTURES = ["report_agreement.png", "report_barrier.png", "report_finetune.png", "report_heatmap.png",
