@@ -1,15 +1,15 @@
 """The states x hidden rows of ``benchmarks/perf.py``, each beside the compute limit of its Adam step.
 
-A row runs the ``minimal`` space (9 children and their 9 controls; holdout 0, no episodes) under ``-n 0`` and
-``-n 2`` (the plugin's default ``--crossover-workers=fit``, so the workers column says what a user gets). A row
-whose serial work the plugin's own estimate (``pytest_crossover.scheduling.serial_work_s``) puts above ``BUDGET_S``
-is *sampled*, ``-n 0`` only: at hidden 64 every child of the session (the same population, so the same memory) for
-one epoch each; at wider nets one child (weighted, alpha 0.5) for one epoch. Its per-step time and peak RSS are
-measured and its ``minimal`` wall is extrapolated from them (start-up of the sample + the per-step time x the
-session's child-steps; the first epoch has the most children per step, so this is a low estimate). A row predicted
-to need more memory than ``MEM_CAP_MB`` (:func:`predicted_mb`) is not run on a shared machine; the table says so.
-With the established tool (``benchmarks/established.py``), each row also gives AgentFarm's own ``minimal`` search
-on the same files, where it finishes in under 10 minutes.
+A row runs the ``minimal`` space (9 children and their 9 controls: the default; holdout 0, no episodes) under
+``-n 0`` and ``-n 2`` (the plugin's default ``--crossover-workers=fit``, so the workers column says what a user gets). A
+row whose serial work the plugin's own estimate (``pytest_crossover.scheduling.serial_work_s``) puts above
+``BUDGET_S`` is *sampled*, ``-n 0`` only: at hidden 64 every child of the session (the same population, so the same
+memory) for one epoch each; at wider nets one child (weighted, alpha 0.5) for one epoch. Its per-step time and peak
+RSS are measured and its ``minimal`` wall is extrapolated from them (start-up of the sample + the per-step time x
+the session's child-steps; the first epoch has the most children per step, so this is a low estimate). A row
+predicted to need more memory than ``MEM_CAP_MB`` (:func:`predicted_mb`) is not run on a shared machine; the table
+says so. With the established tool (``benchmarks/established.py``), each row also gives AgentFarm's own ``minimal``
+search on the same files, where it finishes in under 10 minutes.
 
 The limit of one child's Adam step (batch 32) is the time its arithmetic needs at this machine's measured speed,
 one thread: 6 x batch x weights FLOPs (forward 2, backward 4) at the measured large-matmul rate, plus 40 bytes a
@@ -35,6 +35,7 @@ SAMPLE = ("--crossover-space=custom", "--crossover-modes=weighted", "--crossover
 # minimal's recipes and learning rates (short, medium, long), one epoch each, with the controls: the session's
 # first-epoch population, so its memory is the session's
 SAMPLE_POPULATION = ("--crossover-space=custom", "--crossover-modes=random,layer,weighted", "--crossover-alphas=0.5",
+                     "--crossover-seeds=0",
                      "--crossover-define-regime=one_s:epochs=1,lr=1e-3", "--crossover-define-regime=one_m:epochs=1,"
                      "lr=5e-4", "--crossover-define-regime=one_l:epochs=1,lr=1e-4",
                      "--crossover-regimes=one_s,one_m,one_l")
@@ -163,6 +164,14 @@ def grid_rows(machine: Machine, run: Callable[..., Any], say: Callable[[str], No
             say(f"| {states:,} | {hidden} | {label} | {wall0} | {two} | {ms:.3f} | {limit:.3f} | {ms / limit:.1f}x "
                 f"| {cell['rss']:.0f} | {af_cell(af)} |")
             out.append(cell)
+    big = next(c for c in out if (c["states"], c["hidden"]) == (100_000, 64))
+    if big["how"] == "full":  # AgentFarm's own work there: minimal's 9 children, without the controls
+        own = ("--crossover-controls=off",)
+        serial, parallel = run(100_000, 64, 0, own), run(100_000, 64, 2, own)
+        big.update(own0=serial.wall_s, own2=parallel.wall_s, own_workers=parallel.workers)
+        say(f"\nAt 100,000 states x hidden 64 doing AgentFarm's work (`--crossover-controls off`: minimal's 9 "
+            f"children): `-n 0` {serial.wall_s:.1f} s, `-n 2` {parallel.wall_s:.1f} s "
+            f"({parallel.workers or 'serial'}{' workers' if parallel.workers else ''}).")
     return out
 
 
