@@ -13,6 +13,7 @@ from typing import Any
 from tabulate import tabulate
 
 from harness.answer.recommend import chosen_id, recommend, recommendation_text, reference_statement, subset_statement
+from harness.core.memo import content_memo
 from harness.crossing.operators import OPERATORS
 from harness.evaluate import intervals as bootstrap
 from harness.evaluate.metrics import METRICS, RANKABLE, dig
@@ -289,7 +290,14 @@ def _cell(value: Any) -> Any:
 
 def manifest_rows(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The leaderboard rows of a session manifest (with intervals: its split says how to resample)."""
-    return build_rows(manifest.get("children") or [], manifest.get("parents"), manifest.get("split"))
+    return _rows_of(manifest.get("children") or [], manifest.get("parents"), manifest.get("split"))
+
+
+@content_memo()
+def _rows_of(children: Sequence[Mapping[str, Any]], parents: Mapping[str, Any] | None,
+             split: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    # The rows depend on these three alone; a session's end asks for them of one manifest from several places.
+    return build_rows(children, parents, split)
 
 
 def markdown(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any], chosen: str | None = None) -> str:

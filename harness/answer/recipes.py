@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.answer.verdicts import MARGIN, lever_verdicts, verdict
+from harness.core.memo import content_memo
 from harness.evaluate.intervals import groups_from_rle
 from harness.evaluate.metrics import RANKABLE, dig
 from harness.search.axes import AXES
@@ -36,19 +37,24 @@ def _measured(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[st
 def recipe_answer(manifest: Mapping[str, Any], margin: float = MARGIN) -> dict[str, Any] | None:
     """``{"recipes": [...ranked...], "levers": [...], "controls": [...], "replicates": K, "units": episodes}``, or
     None when nothing can be resampled (no split, no finished child)."""
+    return _answer(manifest.get("children") or [], manifest.get("split") or {},
+                   dig(manifest, "parents", "rows", "agree_ab"), margin)
+
+
+@content_memo()
+def _answer(records: Sequence[Mapping[str, Any]], split: Mapping[str, Any], agree_ab: Any,
+            margin: float) -> dict[str, Any] | None:
+    """:func:`recipe_answer` of what it reads (a session's end asks for it of one manifest from several places)."""
     from harness.evaluate.statistics import recipe_statistics
 
-    records = manifest.get("children") or []
     units = _measured(records)
-    split = manifest.get("split") or {}
     if not units or not split:
         return None
     n = int(next(iter(units.values()))[0]["rows"]["n"])
     groups = groups_from_rle(split.get("eval_groups"), n)
     if len(groups) != n:
         return None
-    stats = recipe_statistics({u: [r["rows"] for r in reps] for u, reps in units.items()}, groups,
-                              parents=dig(manifest, "parents", "rows", "agree_ab"))
+    stats = recipe_statistics({u: [r["rows"] for r in reps] for u, reps in units.items()}, groups, parents=agree_ab)
     summary = stats.summary()
     rows = sorted((_row(u, reps, summary[u]) for u, reps in units.items()), key=lambda r: -r["primary"])
     for rank, row in enumerate(rows, 1):
