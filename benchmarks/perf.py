@@ -397,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
     args = ap.parse_args(argv)
     reps = args.repeats
+    # This process measures the machine (the grid's limits) with the kernels the sessions compute with.
+    from harness.core.arithmetic import pin
+
+    pin()
     lines: list[str] = []
     # A partial run (--only) replaces its own sections of an existing report and keeps the others.
     kept = args.out.read_text() if args.out and args.only != "all" and args.out.is_file() else None

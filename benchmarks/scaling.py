@@ -178,7 +178,8 @@ def grid_rows(machine: Machine, run: Callable[..., Any], say: Callable[[str], No
 def machine_lines(machine: Machine) -> list[str]:
     bw = ", ".join(f"hidden {h}: {machine.bandwidth_gbs[h]:.0f} GB/s" for h in HIDDEN)
     flops = ", ".join(f"hidden {h}: {step_flops(h) / 1e6:.2f} MFLOP + {step_bytes(h) / 1e6:.2f} MB" for h in HIDDEN)
-    return [f"- matmul (1 thread, 1024 x 1024 float32): {machine.matmul_gflops:.0f} GFLOP/s; bandwidth on a buffer "
+    return [f"- matmul (1 thread, 1024 x 1024 float32, the portable arithmetic's kernels: MKL's AVX2 branch, as the "
+            f"sessions compute): {machine.matmul_gflops:.0f} GFLOP/s; bandwidth on a buffer "
             f"of the network's size (1 thread): {bw}",
             f"- one child's Adam step at batch {BATCH}: {flops}"]
 
