@@ -16,7 +16,9 @@ from harness.core.errors import CheckpointError, StatesError
 from harness.networks.architecture import Architecture
 
 LAYER_NORM_EPS = 1e-5  # torch's default, which every LayerNorm of a built-in family uses
-_CHUNK = 65_536
+# Values per float64 array of the check's forward (rows x width): its chunk of rows shrinks as the network widens,
+# so the check holds ~32 MB an array at any width (65,536 rows at width 256 held ~600 MB at once: measured).
+_CHUNK_VALUES = 1 << 22
 _ORDINARY = 1e6
 
 
@@ -83,8 +85,9 @@ def check_outputs(sd_a: Mapping[str, Any], sd_b: Mapping[str, Any], arch: Archit
         if any(v is None for v in arrays.values()):
             continue  # a dtype numpy cannot read (bfloat16, quantized): the workers' own checks decide
         weights = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items() if v is not None}
-        for start in range(0, len(states), _CHUNK):
-            _, finite = forward(weights, arch, np.asarray(states[start:start + _CHUNK]))
+        chunk = max(1, _CHUNK_VALUES // max(arch.input_dim, *arch.hidden, arch.output_dim))
+        for start in range(0, len(states), chunk):
+            _, finite = forward(weights, arch, np.asarray(states[start:start + chunk]))
             if not finite.all():
                 row = start + int(np.flatnonzero(~finite)[0])
                 scale = float(np.abs(states[row]).max())
