@@ -11,6 +11,8 @@ time, scaled linearly in the states from the previous row of its width, would pa
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -24,20 +26,45 @@ LIMIT_S = 600.0  # "where it finishes in under 10 minutes"
 
 
 class Established:
-    def __init__(self, checkout: Path, extra_path: str | None = None) -> None:
+    """AgentFarm's search, run on a row's files; with ``cache`` (a JSON file), each row's outcome is kept there under
+    the row and the sha256 of its files, and a row found there is not run again (AgentFarm's code does not change
+    between runs of this benchmark; ours does)."""
+
+    def __init__(self, checkout: Path, extra_path: str | None = None, cache: Path | None = None) -> None:
         self.checkout = checkout.resolve()
         self.extra_path = extra_path
         self.script = self.checkout / "scripts" / "run_crossover_search.py"
         if not self.script.is_file():
             raise SystemExit(f"--established: {self.script} not found; pass the root of an AgentFarm checkout")
         self.last: dict[int, tuple[int, float]] = {}  # hidden -> (states, seconds) of the last row that finished
+        self.cache = cache
+        self.kept: dict[str, list[Any]] = json.loads(cache.read_text()) if cache and cache.is_file() else {}
+        self.reused = 0
+
+    def _key(self, files: dict[str, Path], states: int, hidden: int) -> str:
+        digests = [hashlib.sha256(files[k].read_bytes()).hexdigest()[:16] for k in ("parent_a", "parent_b", "states")]
+        return f"{states}x{hidden}:{':'.join(digests)}"
+
+    def run(self, files: dict[str, Path], states: int, hidden: int, run_dir: Path) -> tuple[str, float | None]:
+        """("finished" | "stopped" | "not started", seconds or the prediction)."""
+        key = self._key(files, states, hidden) if self.cache else ""
+        if key in self.kept:
+            how, took = self.kept[key]
+            self.reused += 1
+        else:
+            how, took = self._run(files, states, hidden, run_dir)
+            if self.cache and how != "not started":
+                self.kept[key] = [how, took]
+                self.cache.write_text(json.dumps(self.kept, indent=1) + "\n")
+        if how == "finished" and took is not None:
+            self.last[hidden] = (states, took)
+        return how, took
 
     def predicted_s(self, states: int, hidden: int) -> float | None:
         prev = self.last.get(hidden)
         return None if prev is None else prev[1] * states / prev[0]
 
-    def run(self, files: dict[str, Path], states: int, hidden: int, run_dir: Path) -> tuple[str, float | None]:
-        """("finished" | "stopped" | "not started", seconds or the prediction)."""
+    def _run(self, files: dict[str, Path], states: int, hidden: int, run_dir: Path) -> tuple[str, float | None]:
         guess = self.predicted_s(states, hidden)
         if guess is not None and guess > LIMIT_S:
             return "not started", guess
@@ -55,7 +82,6 @@ class Established:
         if proc.returncode != 0:
             tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:]
             raise RuntimeError(f"AgentFarm's search exited {proc.returncode} on {states} x {hidden}: {tail}")
-        self.last[hidden] = (states, took)
         return "finished", took
 
 

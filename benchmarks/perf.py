@@ -261,6 +261,9 @@ def grid_section(work: Path, data: Path, say: Any, tool: Any = None) -> None:
         return tool.run(files, states, hidden, work / f"af_g{states}_{hidden}")
 
     cells = {(c["states"], c["hidden"]): c for c in scaling.grid_rows(m, run, say, established if tool else None)}
+    if tool is not None and tool.reused:
+        say(f"\nAgentFarm's times on {tool.reused} of these rows come from an earlier run of this benchmark on the "
+            "same files (`--established-cache`: its code did not change; ours did).")
     say("\n| target | holds in this run | measured |\n|---|---|---|")
     big, huge, wide = cells[(100_000, 64)], cells[(1_000_000, 64)], cells[(1_000, 1024)]
     speedup, own_speedup = big.get("wall0", 0) / big.get("wall2", 1e9), big.get("own0", 0) / big.get("own2", 1e9)
@@ -394,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="an AgentFarm checkout (outside this tree): its times on the grid's rows and beside the "
                          "README's search")
     ap.add_argument("--established-path", default=None, help="prepended to AgentFarm's PYTHONPATH (its dependencies)")
+    ap.add_argument("--established-cache", type=Path, default=None,
+                    help="a JSON file keeping AgentFarm's time per grid row and input files: a rerun reuses them")
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
     args = ap.parse_args(argv)
     reps = args.repeats
@@ -434,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in ("established", "all") and args.established:
             established.section(work, established.Established(args.established, args.established_path), say)
         if args.only in ("grid", "all"):
-            tool = established.Established(args.established, args.established_path) if args.established else None
+            tool = established.Established(args.established, args.established_path, args.established_cache) \
+                if args.established else None
             grid_section(work, data, say, tool)
     if args.only == "all":
         say("\n" + NOTES.read_text())

@@ -71,3 +71,25 @@ def test_the_established_tool_is_timed_stopped_or_not_started(benchmarks: None, 
     assert established.cell(("stopped", 1.0)) == "> 1 (stopped)"
     with pytest.raises(SystemExit, match="not found; pass the root of an AgentFarm checkout"):
         established.Established(tmp_path / "nowhere")
+
+
+def test_a_cached_outcome_is_reused_and_not_run_again(benchmarks: None, tmp_path: Path) -> None:
+    import established
+
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "run_crossover_search.py"
+    script.write_text(STAND_IN)
+    states = tmp_path / "sleep.txt"
+    states.write_text("0.1")
+    files = {"parent_a": tmp_path / "a.pt", "parent_b": tmp_path / "b.pt", "states": states}
+    for f in ("a.pt", "b.pt"):
+        (tmp_path / f).write_bytes(f.encode())
+    cache = tmp_path / "af.json"
+    first = established.Established(tmp_path, cache=cache).run(files, 1_000, 64, tmp_path / "run")
+    assert first[0] == "finished" and cache.is_file()
+    script.write_text("raise SystemExit(3)\n")  # were it run again, the row would fail
+    again = established.Established(tmp_path, cache=cache)
+    assert again.run(files, 1_000, 64, tmp_path / "run") == first and again.reused == 1
+    states.write_text("0.2")  # other input files: another row, run
+    with pytest.raises(RuntimeError, match="exited 3"):
+        again.run(files, 1_000, 64, tmp_path / "run")
