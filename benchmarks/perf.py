@@ -24,6 +24,7 @@ The Markdown report (``--out``) describes the machine and holds the targets tabl
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -250,7 +251,7 @@ def grid_section(work: Path, data: Path, say: Any, tool: Any = None) -> None:
         f"rows predicted to need over {scaling.MEM_CAP_MB:,.0f} MB are not run on this shared machine\n")
     say(scaling.HEADER)
 
-    runs = iter(range(10**6))
+    runs = itertools.count()
 
     def run(states: int, hidden: int, workers: int, extra: tuple[str, ...]) -> Run:
         files = make_inputs(data, hidden=hidden, n_states=states)

@@ -39,7 +39,6 @@ SAMPLE_POPULATION = ("--crossover-space=custom", "--crossover-modes=random,layer
                      "--crossover-define-regime=one_s:epochs=1,lr=1e-3", "--crossover-define-regime=one_m:epochs=1,"
                      "lr=5e-4", "--crossover-define-regime=one_l:epochs=1,lr=1e-4",
                      "--crossover-regimes=one_s,one_m,one_l")
-MINIMAL_EPOCHS = 2 * (5 + 10 + 20) * 3  # child-epochs of minimal with its controls: 6 recipes x (short, medium, long)
 
 
 def weights(hidden: int, inputs: int = 8, outputs: int = 4) -> int:
@@ -116,7 +115,9 @@ def plan(states: int, hidden: int) -> tuple[str, float]:
 
 def minimal_child_steps(states: int) -> int:
     """Adam steps of every child of ``minimal`` and its controls (90 % of the states train, batch 32)."""
-    return MINIMAL_EPOCHS * math.ceil(states * 0.9 / BATCH)
+    from harness.search.space import build_space
+
+    return sum(s.regime.epochs for s in build_space("minimal", controls=True)) * math.ceil(states * 0.9 / BATCH)
 
 
 HEADER = ("| states | hidden | run | -n 0 wall s | -n 2 wall s (workers) | ms/step | limit ms/step | measured / limit "

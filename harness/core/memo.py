@@ -27,8 +27,8 @@ def content_memo(size: int = 4) -> Callable[[F], F]:
         @functools.wraps(fn)
         def inner(*args: Any) -> Any:
             try:
-                text = json.dumps(args, sort_keys=True, default=repr)
-            except (TypeError, ValueError):  # keys that do not sort, a cycle: not content we can name; compute
+                text = json.dumps(args, sort_keys=True)
+            except (TypeError, ValueError):  # not plain JSON (an array's repr elides values), keys that do not sort
                 return fn(*args)
             key = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
             if key in cache:
