@@ -43,26 +43,32 @@ def regime_costs(specs: Sequence[ChildSpec]) -> dict[str, float]:
 def work_units(specs: Sequence[ChildSpec], workers: int) -> dict[str, tuple[str, float]]:
     """``{child_id: (unit, cost)}``: the children of one unit go to one worker and train there as one population.
 
-    One unit per regime; while there are fewer units than workers, the most expensive unit of two or more children
-    is halved, so every worker gets work (a child's result does not depend on its population: this changes speed
-    only). The scheduler and every worker compute the same units from the same selected children.
+    Children that can share a population (one teacher, the same batches) are dealt into up to ``workers`` stripes:
+    each child, the most expensive first, to the stripe with the least work so far. Every worker then gets the
+    same work, in one population that mixes the regimes as a serial session's does, where one regime a worker gave
+    the workers unequal work (minimal's long regime is 4 times its short one) and small stacks (hidden 64: 0.065 ms
+    a child-step in a stack of 3, 0.051 in one of 9). A child's result does not depend on its population: the
+    units change speed only. The scheduler and every worker compute the same units from the same selected children.
     """
     costs = regime_costs(specs)
-    units: dict[str, list[str]] = {}
+    sizes = Counter(s.regime.name for s in specs)
+    groups: dict[Any, list[ChildSpec]] = {}
     for s in specs:
-        units.setdefault(s.regime.name, []).append(s.child_id)
-    cost = {u: costs[u] for u in units}
-    while len(units) < workers:
-        splittable = [u for u in units if len(units[u]) > 1]
-        if not splittable:
-            break
-        u = max(splittable, key=lambda v: cost[v])
-        ids = units.pop(u)
-        half = (len(ids) + 1) // 2
-        for part, chunk in (("a", ids[:half]), ("b", ids[half:])):
-            units[f"{u}/{part}"] = chunk
-            cost[f"{u}/{part}"] = cost[u] * len(chunk) / len(ids)
-    return {cid: (u, cost[u]) for u, ids in units.items() for cid in ids}
+        groups.setdefault((s.teacher, s.regime.batches), []).append(s)
+    out: dict[str, tuple[str, float]] = {}
+    for members in groups.values():
+        each = {s.child_id: costs[s.regime.name] / sizes[s.regime.name] for s in members}
+        stripes = max(1, min(workers, len(members)))
+        load, stripe = [0.0] * stripes, {}
+        for s in sorted(members, key=lambda m: -each[m.child_id]):  # stable: run order among equals
+            i = min(range(stripes), key=lambda j: (load[j], j))
+            load[i] += each[s.child_id]
+            stripe[s.child_id] = i
+        base = "+".join(dict.fromkeys(s.regime.name for s in members))
+        for s in members:
+            i = stripe[s.child_id]
+            out[s.child_id] = (base if stripes == 1 else f"{base}/{i + 1}", load[i])
+    return out
 
 
 WORKERS_KEY = pytest.StashKey[str]()  # the header's line when fit_workers changed the workers

@@ -20,8 +20,8 @@ class XdistHooks:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
-        """Under plain ``-n N`` (``--dist load``), send each work unit to one worker: a regime's children, or a
-        part of them when there are more workers than regimes (``work_units``).
+        """Under plain ``-n N`` (``--dist load``), send each work unit to one worker: an equal share of the
+        children that can train together, mixing their regimes (``work_units``).
 
         A unit's children train together as one population (harness.search.populations), so the worker that gets a unit
         must get all of it. xdist's own ``loadgroup`` cannot do this under pytest 9 (its ``@group`` suffix is

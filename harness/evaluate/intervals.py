@@ -53,12 +53,39 @@ def _counts(rng: np.random.Generator, units: int, count: int) -> np.ndarray:
     return np.bincount(flat, minlength=count * units).reshape(count, units)
 
 
+def per_block(width: int) -> int:
+    """How many rows of ``width`` entries one block of the bootstrap's arithmetic holds (at least one)."""
+    return max(1, _BLOCK_ENTRIES // max(1, width))
+
+
 def resample_blocks(units: int, resamples: int) -> list[tuple[int, int]]:
     """``(start, count)`` blocks of resamples, each small enough for memory. numpy's generator fills the same
     values whether a matrix of draws is asked for at once or row-block by row-block, so the blocks' sizes change
     memory, not the intervals."""
-    step = max(1, min(_CHUNK, _BLOCK_ENTRIES // max(1, units)))
+    step = min(_CHUNK, per_block(units))
     return [(start, min(step, resamples - start)) for start in range(0, resamples, step)]
+
+
+def unit_counts(packed: Sequence[str], unit: np.ndarray, units: int) -> np.ndarray:
+    """(len(packed), units): per evaluation unit, how many of its rows are set in each packed bit vector, in the
+    narrowest unsigned dtype that holds a unit's size (one byte a unit when every state is its own unit: 18 MB for
+    18 children at 1,000,000 states, where int64 took 144 MB)."""
+    dtype = np.min_scalar_type(int(np.bincount(unit, minlength=units).max()))
+    out = np.empty((len(packed), units), dtype=dtype)
+    for i, text in enumerate(packed):
+        out[i] = np.bincount(unit, weights=unpack_bits(text, len(unit)), minlength=units)
+    return out
+
+
+def resampled_sums(w: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``w @ counts.T`` in int64, exactly: (resamples, units) draws times (columns, units) narrow per-unit counts,
+    a slice of units at a time so the counts are never widened whole. Integer sums are exact in any order, so the
+    values are the very ones a float64 product of the same integers gives (every sum is far below 2**53)."""
+    out = np.zeros((w.shape[0], counts.shape[0]), dtype=np.int64)
+    step = per_block(counts.shape[0])
+    for s in range(0, counts.shape[1], step):
+        out += w[:, s:s + step] @ counts[:, s:s + step].T.astype(np.int64)
+    return out
 
 
 def _weights(rng: np.random.Generator, units: int, count: int) -> np.ndarray:
@@ -81,24 +108,22 @@ def agreement_intervals(rows: Mapping[str, Mapping[str, Any]], groups: np.ndarra
     ids = list(rows)
     if not ids:
         return {}
-    n = len(groups)
     _, unit = np.unique(groups, return_inverse=True)
     units = int(unit.max()) + 1
-    # Counts in int64: the resampled sums are integers, so integer matmuls give the very values float64 BLAS did,
-    # in numpy's own single-threaded loops; BLAS's threads cost up to 4x the CPU here and contend with the
-    # session's other processes for the cores.
+    # The resampled sums are integers, computed in int64 (resampled_sums): the very values float64 BLAS gave, in
+    # numpy's own single-threaded loops; BLAS's threads cost up to 4x the CPU here and contend with the session's
+    # other processes for the cores.
     size = np.bincount(unit, minlength=units)
-    per_unit = {side: np.stack([np.bincount(unit, weights=unpack_bits(rows[c][f"agree_{side}"], n), minlength=units)
-                                for c in ids]).astype(np.int64) for side in ("a", "b")}
+    per_unit = {side: unit_counts([rows[c][f"agree_{side}"] for c in ids], unit, units) for side in ("a", "b")}
     if parents is not None:
-        per_unit["ab"] = np.bincount(unit, weights=unpack_bits(parents, n), minlength=units)[None, :].astype(np.int64)
+        per_unit["ab"] = unit_counts([parents], unit, units)
     rng = np.random.default_rng(seed)
     blocks: dict[str, list[np.ndarray]] = {side: [] for side in per_unit}
     for _, count in resample_blocks(units, resamples):
         w = _counts(rng, units, count)
         total = (w @ size).astype(np.float64)
         for side in per_unit:
-            blocks[side].append((w @ per_unit[side].T).astype(np.float64) / total[:, None])
+            blocks[side].append(resampled_sums(w, per_unit[side]).astype(np.float64) / total[:, None])
     agree = {side: np.concatenate(blocks[side]) for side in per_unit}  # (resamples, children)
     primary = np.minimum(agree["a"], agree["b"])
     gap = primary - primary[:, [ids.index(best)]] if best in ids else np.zeros_like(primary)

@@ -27,14 +27,24 @@ numpy only, local seeded generators: the same inputs give the same intervals bit
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from harness.core.errors import HarnessError
-from harness.evaluate.intervals import RESAMPLES, SEED, _interval, _weights, resample_blocks, unpack_bits
+from harness.evaluate.intervals import (
+    RESAMPLES,
+    SEED,
+    _counts,
+    _interval,
+    _weights,
+    per_block,
+    resample_blocks,
+    resampled_sums,
+    unit_counts,
+)
 
 _REPLICATE_STREAM = 0x7265706C  # "repl": the replicate draws' generator, independent of the episode draws
 SIDES = ("a", "b")
@@ -164,7 +174,7 @@ def _over_replicates(values: np.ndarray, layouts: Sequence[_Layout], draws: slic
     return out
 
 
-def _shrink(cells: np.ndarray, size: np.ndarray, layouts: Sequence[_Layout]) -> np.ndarray:
+def _shrink(rates: Callable[[np.ndarray], np.ndarray], size: np.ndarray, layouts: Sequence[_Layout]) -> np.ndarray:
     """Per recipe, the factor on its replicate stratum that makes the two-stratum variance match a crossed
     random-effects design's: seeds/K + episodes/E + cells/(K·E).
 
@@ -172,26 +182,31 @@ def _shrink(cells: np.ndarray, size: np.ndarray, layouts: Sequence[_Layout]) -> 
     episodes (which carry it averaged over replicates) counts the replicate-by-episode noise twice and, with few
     replicates, the seed variance short by (K-1)/K. With ``S²`` the replicates' sample variance and ``V_cell`` the
     cell noise's share of the mean's variance (from the two-way residuals of the (replicate, episode) agreement
-    rates), the seed part is ``max(0, S²/K − V_cell)``; the factor scales the bootstrap's replicate part
-    (expected variance ``S²(K−1)/K²``) to it, times t(K−1)/z at 97.5 %: with a handful of replicates their spread
-    is itself uncertain, as in a t interval. K = 1 has no replicate part (factor 1, no effect).
+    rates, ``rates(cols)``: (recipes, K, units) for replicate columns ``cols``), the seed part is
+    ``max(0, S²/K − V_cell)``; the factor scales the bootstrap's replicate part (expected variance ``S²(K−1)/K²``)
+    to it, times t(K−1)/z at 97.5 %: with a handful of replicates their spread is itself uncertain, as in a t
+    interval. K = 1 has no replicate part (factor 1, no effect). Recipes are taken a few at a time (each one's
+    arithmetic is its own), so the rates of a large evaluation set are never held for all replicates at once.
     """
     share = size / size.sum()
     out = np.ones(sum(len(lay.recipes) for lay in layouts))
     for lay in layouts:
         if lay.k < 2:
             continue
-        y = cells[lay.cols]  # (recipes, K, units)
-        rows = (y * share).sum(axis=2, keepdims=True)
-        cols = y.mean(axis=1, keepdims=True)
-        resid = y - rows - cols + (cols * share).sum(axis=2, keepdims=True)
-        units = y.shape[2]
-        v_cell = ((resid ** 2).sum(axis=1) * share ** 2).sum(axis=1) / (lay.k * (lay.k - 1)) * units / max(units - 1, 1)
-        s2 = rows[..., 0].var(axis=1, ddof=1)
-        seed_part = np.maximum(0.0, s2 / lay.k - v_cell)
-        boot = s2 * (lay.k - 1) / lay.k ** 2
-        scale = np.sqrt(np.divide(seed_part, boot, out=np.zeros_like(boot), where=boot > 0))
-        out[lay.recipes] = scale * _t975(lay.k - 1) / _Z975
+        step = per_block(lay.k * len(size))
+        for s in range(0, len(lay.recipes), step):
+            y = rates(lay.cols[s:s + step])  # (recipes, K, units)
+            rows = (y * share).sum(axis=2, keepdims=True)
+            cols = y.mean(axis=1, keepdims=True)
+            resid = y - rows - cols + (cols * share).sum(axis=2, keepdims=True)
+            units = y.shape[2]
+            v_cell = ((resid ** 2).sum(axis=1) * share ** 2).sum(axis=1) / (lay.k * (lay.k - 1)) * units / max(
+                units - 1, 1)
+            s2 = rows[..., 0].var(axis=1, ddof=1)
+            seed_part = np.maximum(0.0, s2 / lay.k - v_cell)
+            boot = s2 * (lay.k - 1) / lay.k ** 2
+            scale = np.sqrt(np.divide(seed_part, boot, out=np.zeros_like(boot), where=boot > 0))
+            out[lay.recipes[s:s + step]] = scale * _t975(lay.k - 1) / _Z975
     return out
 
 
@@ -210,9 +225,9 @@ def _resample(per_unit: Mapping[str, np.ndarray], size: np.ndarray, ab_unit: np.
     blocks: dict[str, list[np.ndarray]] = {m: [] for m in ("primary", "agree_a", "agree_b", "episodes", "ab")}
     rng = np.random.default_rng(seed)
     for start, count in resample_blocks(len(size), resamples):
-        w = _weights(rng, len(size), count)
-        total = w @ size
-        agree = {side: (w @ per_unit[side].T) / total[:, None] for side in SIDES}
+        w = _counts(rng, len(size), count)
+        total = (w @ size.astype(np.int64)).astype(np.float64)
+        agree = {side: resampled_sums(w, per_unit[side]).astype(np.float64) / total[:, None] for side in SIDES}
         values = {"primary": np.minimum(agree["a"], agree["b"]), "agree_a": agree["a"], "agree_b": agree["b"]}
         rows = slice(start, start + len(w))
         for m, v in values.items():
@@ -221,7 +236,7 @@ def _resample(per_unit: Mapping[str, np.ndarray], size: np.ndarray, ab_unit: np.
             if m == "primary":
                 blocks["episodes"].append(plain)
         if ab_unit is not None:
-            blocks["ab"].append((w @ ab_unit[None, :].T)[:, 0] / total)
+            blocks["ab"].append(resampled_sums(w, ab_unit)[:, 0].astype(np.float64) / total)
     return {m: np.concatenate(b) for m, b in blocks.items() if b}
 
 
@@ -246,25 +261,28 @@ def recipe_statistics(recipes: Mapping[str, Sequence[Mapping[str, Any]]], groups
     units = int(unit.max()) + 1
     size = np.bincount(unit, minlength=units).astype(np.float64)
     flat = [rep for r in ids for rep in recipes[r]]
-    per_unit = {side: np.stack([np.bincount(unit, weights=unpack_bits(rep[f"agree_{side}"], n), minlength=units)
-                                for rep in flat]) for side in SIDES}
+    # (replicates, units) agreeing rows per unit, narrow integers; every sum of them is exact (see resampled_sums)
+    per_unit = {side: unit_counts([rep[f"agree_{side}"] for rep in flat], unit, units) for side in SIDES}
     layouts = _layouts(counts, resamples, seed)
-    whole = {side: per_unit[side].sum(axis=1)[None, :] / size.sum() for side in SIDES}  # (1, replicates)
+    whole = {side: per_unit[side].sum(axis=1, dtype=np.int64)[None, :] / size.sum() for side in SIDES}
     rep_primary = np.minimum(whole["a"], whole["b"])
     point = {"primary": _over_replicates(rep_primary, layouts, None)[0],
              **{f"agree_{s}": _over_replicates(whole[s], layouts, None)[0] for s in SIDES}}
     sd = np.array([np.std(rep_primary[0, int(s):int(s) + c], ddof=1) if c > 1 else np.nan
                    for s, c in zip(np.cumsum([0, *counts[:-1]]), counts)])
-    cells = {side: per_unit[side] / size for side in SIDES}  # (replicate, unit) agreement rates
-    lower_a = (whole["a"][0] <= whole["b"][0])[:, None]
-    shrink = {"primary": _shrink(np.where(lower_a, cells["a"], cells["b"]), size, layouts),
-              "agree_a": _shrink(cells["a"], size, layouts), "agree_b": _shrink(cells["b"], size, layouts)}
+    def rates(side: str) -> Callable[[np.ndarray], np.ndarray]:  # (replicate, unit) agreement rates, on demand
+        return lambda cols: per_unit[side][cols] / size
+
+    lower_a = whole["a"][0] <= whole["b"][0]  # a replicate's primary is its lower side's agreement
+    shrink = {"primary": _shrink(lambda cols: np.where(lower_a[cols][..., None], rates("a")(cols), rates("b")(cols)),
+                                 size, layouts),
+              "agree_a": _shrink(rates("a"), size, layouts), "agree_b": _shrink(rates("b"), size, layouts)}
     reps = np.repeat(rep_primary, resamples, axis=0)
     plain_k = np.ones(len(ids))
     for lay in layouts:
         plain_k[lay.recipes] = np.sqrt(lay.k / max(lay.k - 1, 1))  # resampled variance S²(K-1)/K² -> S²/K
     seeds_only = _mix(point["primary"][None, :], _over_replicates(reps, layouts, slice(None)), plain_k)
-    ab_unit = None if parents is None else np.bincount(unit, weights=unpack_bits(parents, n), minlength=units)
+    ab_unit = None if parents is None else unit_counts([parents], unit, units)
     samples = _resample(per_unit, size, ab_unit, layouts, shrink, resamples, seed)
     chosen = best if best is not None else ids[int(np.argmax(point["primary"]))]
     episodes_only, ab = samples.pop("episodes"), samples.pop("ab", None)

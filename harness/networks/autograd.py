@@ -94,11 +94,12 @@ class AutogradStack:
         """One child's parameters (a (P_pad,) row) as a CPU state dict."""
         return row_state_dict(self.views(row.unsqueeze(0)))
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Eval forward of every child on the shared rows ``x`` (N, in) -> (K, N, A) (no dropout; QAT fake-quant)."""
+    def logits(self, x: torch.Tensor, children: slice = slice(None)) -> torch.Tensor:
+        """Eval forward of the active children (or those of ``children``) on the shared rows ``x`` (N, in) ->
+        (K, N, A) (no dropout; QAT fake-quant)."""
         self._masks = []
         with torch.no_grad():
-            return torch.stack([m(x) for m in self.modules[:self.k]])
+            return torch.stack([m(x) for m in self.modules[:self.k][children]])
 
     def train_step(self, x: torch.Tensor, p: torch.Tensor, masks: Sequence[torch.Tensor | None],
                    log_q_out: torch.Tensor) -> None:

@@ -17,8 +17,9 @@ from harness.networks.architecture import Architecture
 
 LAYER_NORM_EPS = 1e-5  # torch's default, which every LayerNorm of a built-in family uses
 # Values per float64 array of the check's forward (rows x width): its chunk of rows shrinks as the network widens,
-# so the check holds ~32 MB an array at any width (65,536 rows at width 256 held ~600 MB at once: measured).
-_CHUNK_VALUES = 1 << 22
+# so the check holds ~8 MB an array at any width (65,536 rows at width 256 held ~600 MB at once, and 32 MB arrays
+# ~150 MB at a 1,000,000-state session's start: measured).
+_CHUNK_VALUES = 1 << 20
 _ORDINARY = 1e6
 
 

@@ -182,15 +182,16 @@ class StackedMLP:
         # QAT: the forward sees the int8 grid; the backward hands the gradient straight to the float weight (STE).
         return [fake_quant_stack(w) for w in ws] if self.qat else ws
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Eval forward of every child on the shared rows ``x`` (N, in) -> (K, N, A) (no dropout; QAT fake-quant)."""
-        ws = self._weights()
-        h = x.unsqueeze(0).expand(self.k, *x.shape)
+    def logits(self, x: torch.Tensor, children: slice = slice(None)) -> torch.Tensor:
+        """Eval forward of the active children (or those of ``children``) on the shared rows ``x`` (N, in) ->
+        (K, N, A) (no dropout; QAT fake-quant)."""
+        ws = [w[children] for w in self._weights()]
+        h = x.unsqueeze(0).expand(ws[0].shape[0], *x.shape)
         for layer, (bias, scale, shift), w in zip(self.hidden, self._rows, ws):
-            a = torch.baddbmm(bias, h, w.transpose(1, 2))
+            a = torch.baddbmm(bias[children], h, w.transpose(1, 2))
             n = torch.native_layer_norm(a, layer.shape, None, None, layer.eps)[0]
-            h = n.mul_(scale).add_(shift).relu_()
-        return torch.baddbmm(self._out_bias, h, ws[-1].transpose(1, 2))
+            h = n.mul_(scale[children]).add_(shift[children]).relu_()
+        return torch.baddbmm(self._out_bias[children], h, ws[-1].transpose(1, 2))
 
     def train_step(self, x: torch.Tensor, p: torch.Tensor, masks: Sequence[torch.Tensor | None],
                    log_q_out: torch.Tensor) -> None:
@@ -261,7 +262,7 @@ class Stack(Protocol):
 
     def state_dict(self, row: torch.Tensor) -> dict[str, torch.Tensor]: ...
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor: ...
+    def logits(self, x: torch.Tensor, children: slice = slice(None)) -> torch.Tensor: ...
 
     def train_step(self, x: torch.Tensor, p: torch.Tensor, masks: Sequence[torch.Tensor | None],
                    log_q_out: torch.Tensor) -> None: ...

@@ -40,10 +40,10 @@ def plan_populations(specs: Sequence[ChildSpec], *, n_params: int,
                      unit_of: Callable[[ChildSpec], Hashable] | None = None) -> Plan:
     """Partition ``specs`` into populations, each in run order.
 
-    With ``unit_of`` (an xdist worker, sent one work unit at a time), children train together exactly when their
-    units are equal. Otherwise the children of regimes that share their batches form one population while the
-    stack stays small (that saves per-op overhead on small nets; a big net's steps are compute-bound, and a larger
-    stack only spills the caches: hidden 1024 was 23% slower merged), else one population per regime.
+    The children of regimes that share their batches (and, with ``unit_of``, an xdist worker's work unit: it is
+    sent one at a time) form one population while the stack stays small (that saves per-op overhead on small nets;
+    a big net's steps are compute-bound, and a larger stack only spills the caches: hidden 1024 was 23% slower
+    merged), else one population per regime.
     """
     groups: dict[Hashable, list[ChildSpec]] = {}
     for s in specs:
@@ -52,7 +52,7 @@ def plan_populations(specs: Sequence[ChildSpec], *, n_params: int,
         groups.setdefault(key, []).append(s)
     plan: list[tuple[ChildSpec, ...]] = []
     for members in groups.values():
-        if unit_of is not None or len(members) * n_params <= MERGE_LIMIT_FLOATS:
+        if len(members) * n_params <= MERGE_LIMIT_FLOATS:
             plan.append(tuple(members))
             continue
         by_regime: dict[str, list[ChildSpec]] = {}

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 import harness.networks.adam as adam_module
 import harness.train.finetune as finetune_module
+import harness.train.validation as validation_module
 from harness.core.errors import HarnessError, StatesError
 from harness.crossing.crossover import crossover
 from harness.networks.adam import StackedAdam
@@ -396,3 +397,15 @@ def test_an_epoch_trained_a_chunk_of_rows_at_a_time_gives_the_same_children(monk
     chunked = finetune_population(kids, x, p, regime)
     assert all(_same(a, b) for a, b in zip(whole, chunked))
     assert whole[0].history["steps"] == 2 * -(-(203 - (0 if regime.val_fraction == 0 else 20)) // 32)
+
+
+def test_validation_forward_in_parts_gives_the_same_children_and_losses(monkeypatch):
+    """Validation's forward holds a few children at a time (memory): one child at a time gives every child, and
+    every validation loss, bit for bit."""
+    regime = Regime(name="val", epochs=3, lr=1e-3, val_fraction=0.3)
+    kids, x, p = _setup(16, 203)
+    whole = finetune_population(kids, x, p, regime)
+    monkeypatch.setattr(validation_module, "_FORWARD_VALUES", 1)
+    parts = finetune_population(kids, x, p, regime)
+    assert all(_same(a, b) for a, b in zip(whole, parts))
+    assert whole[0].history["val_losses"] == parts[0].history["val_losses"] and len(whole[0].history["val_losses"]) == 3

@@ -135,3 +135,24 @@ def test_resample_blocks_bound_memory_without_changing_an_interval(monkeypatch) 
     blocked = (bootstrap.agreement_intervals(rows, groups, "c2", parents=parents),
                recipe_statistics(recipes, groups, best="c2", parents=parents).summary())
     assert blocked == whole  # every interval, bit for bit
+
+
+def test_per_unit_counts_are_narrow_and_their_resampled_sums_exact() -> None:
+    rng = np.random.default_rng(3)
+    n = 5000
+    packed = [bootstrap.pack_bits(rng.random(n) < p) for p in (0.2, 0.5, 0.9)]
+    # One unit per state: a byte a unit (the 1,000,000-state session's 18 children in 18 MB, not 144).
+    per_state = bootstrap.unit_counts(packed, np.arange(n), n)
+    assert per_state.dtype == np.uint8
+    assert np.array_equal(per_state[1], bootstrap.unpack_bits(packed[1], n))
+    # Episodes of up to 300 states need two bytes; each count is the episode's agreeing states.
+    groups = np.repeat(np.arange(25), 200)
+    groups[:300] = 0
+    _, unit = np.unique(groups, return_inverse=True)
+    per_episode = bootstrap.unit_counts(packed, unit, 25)
+    assert per_episode.dtype == np.uint16
+    assert int(per_episode[2, 0]) == int(bootstrap.unpack_bits(packed[2], n)[:300].sum())
+    w = bootstrap._counts(np.random.default_rng(0), 25, 40)
+    want = w.astype(np.float64) @ per_episode.T.astype(np.float64)  # what float64 BLAS gave
+    got = bootstrap.resampled_sums(w, per_episode)
+    assert got.dtype == np.int64 and np.array_equal(got.astype(np.float64), want)

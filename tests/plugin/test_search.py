@@ -196,20 +196,31 @@ def test_regime_costs_put_the_longest_population_first():
     assert sorted(qat, key=lambda r: -qat[r]) == ["long", "short_qat", "short"]
 
 
-def test_work_units_split_regimes_only_when_workers_would_idle():
+def test_work_units_give_every_worker_an_equal_share_mixing_the_regimes():
     from harness.search.space import build_space
-    from pytest_crossover.scheduling import work_units
+    from pytest_crossover.scheduling import regime_costs, work_units
 
-    specs = build_space("default-qat")  # 7 recipes x (short, long, short_qat)
+    specs = build_space("default-qat")  # 7 recipes x (short, long, short_qat); short_qat trains on other batches
     by_unit = lambda units: sorted({u for u, _ in units.values()})  # noqa: E731
-    assert by_unit(work_units(specs, 2)) == by_unit(work_units(specs, 3)) == ["long", "short", "short_qat"]
-    four = work_units(specs, 4)  # the most expensive regime, long, is halved: 4 + 3 children
-    assert by_unit(four) == ["long/a", "long/b", "short", "short_qat"]
-    assert sum(u == "long/a" for u, _ in four.values()) == 4 and sum(u == "long/b" for u, _ in four.values()) == 3
+    one = work_units(specs, 1)
+    assert by_unit(one) == ["short+long", "short_qat"]  # what a serial session trains together
+    two = work_units(specs, 2)
+    assert by_unit(two) == ["short+long/1", "short+long/2", "short_qat/1", "short_qat/2"]
+    members = {u: [s for s in specs if two[s.child_id][0] == u] for u in by_unit(two)}
+    # long costs 4 short children: 7 long + 7 short dealt the long first, 4 + 3 then 2 + 5 short, 4.5 longs each
+    assert sorted(s.regime.name for s in members["short+long/1"]) == ["long"] * 4 + ["short"] * 2
+    assert sorted(s.regime.name for s in members["short+long/2"]) == ["long"] * 3 + ["short"] * 5
+    costs = regime_costs(specs)
+    unit_cost = {u: c for u, c in two.values()}
+    assert unit_cost["short+long/1"] + unit_cost["short+long/2"] == pytest.approx(costs["short"] + costs["long"])
+    assert unit_cost["short+long/1"] / unit_cost["short+long/2"] == pytest.approx(18 / 17)
+    minimal = work_units(build_space("minimal"), 2)  # 3 recipes x (short, medium, long): each worker every regime
+    for unit in ("short+medium+long/1", "short+medium+long/2"):
+        assert {s.regime.name for s in build_space("minimal") if minimal[s.child_id][0] == unit} == {
+            "short", "medium", "long"}
+    assert len(by_unit(minimal)) == 2
     smoke = work_units(build_space("smoke"), 8)  # 3 children of one regime: at most one child per unit
     assert len(by_unit(smoke)) == 3
-    costs = {u: c for u, c in four.values()}
-    assert costs["long/a"] + costs["long/b"] == pytest.approx(work_units(specs, 2)["001_random_a0p50_s0_long"][1])
 
 
 def test_one_regime_is_split_over_two_workers_with_the_serial_results(pytester, search_files):
