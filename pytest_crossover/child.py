@@ -75,11 +75,11 @@ class CrossoverChild:
         the children of one unit (``--dist load``) or, under other modes, of one regime."""
         if not self.session.is_worker:
             return None
-        config = self.session.config
-        if config.getvalue("dist") == "load":
-            from pytest_crossover.scheduling import work_units
+        from pytest_crossover.scheduling import UNITS_KEY, work_units
 
-            count = int(config.workerinput.get("workercount", 1))  # type: ignore[attr-defined]
+        workerinput = self.session.config.workerinput  # type: ignore[attr-defined]
+        if workerinput.get(UNITS_KEY):
+            count = int(workerinput.get("workercount", 1))
             units = work_units(self._selected_specs(), count)
             return lambda s: units[s.child_id][0] if s.child_id in units else s.regime.name
         return lambda s: s.regime.name

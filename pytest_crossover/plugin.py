@@ -87,6 +87,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # Explicit settings are checked on the controller before any child runs: here in a serial session; under
     # xdist in pytest_sessionstart, once the workers are booting, so their torch import overlaps the check's.
     # A worker's inputs are checked before xdist starts it (pytest_configure_node), see pytest_crossover.transfer.
+    if session.options.explicit and not config.option.help:
+        from harness.core.memory import release_big_blocks
+
+        release_big_blocks()  # each process of a session (controller, workers): freed chunks leave its RSS
     if session.options.explicit and not session.is_worker and not config.option.help:
         session.start_drawers()  # they warm up while the inputs are checked and torch is imported
     if session.options.explicit and not session.is_worker and not session.distributed and not config.option.help:

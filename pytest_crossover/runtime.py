@@ -126,6 +126,12 @@ class Runtime:
             _freeze_long_lived()
         return self._ctx
 
+    def release(self) -> None:
+        """Forget the training context and the populations (a serial session's end, once the parents' baselines and
+        the barrier are computed): what is left reads the records, and a 1,000,000-state session's statistics then
+        run without the states, the parents' logits and the soft targets beside them (~190 MB)."""
+        self._ctx, self._finetuner = None, None
+
     def finetuner(self, selected: Sequence[ChildSpec],
                   unit_of: Callable[[ChildSpec], Hashable] | None) -> Finetuner:
         """Who fine-tunes with whom in this process, planned once from the children it collected."""

@@ -71,6 +71,7 @@ def work_units(specs: Sequence[ChildSpec], workers: int) -> dict[str, tuple[str,
     return out
 
 
+UNITS_KEY = "crossover_units"  # in a worker's workerinput: True when the controller sends it work units
 WORKERS_KEY = pytest.StashKey[str]()  # the header's line when fit_workers changed the workers
 
 Unit = dict[str, bool]  # node id -> done

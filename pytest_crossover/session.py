@@ -195,6 +195,7 @@ class CrossoverSession:
         if not self.distributed:
             self.parents = parent_baselines(self.runtime.context())
             self.barrier = self.compute_barrier()
+            self.runtime.release()
             return
         merged = merge(self.worker_parents)
         prov = self.runtime.provenance or {}

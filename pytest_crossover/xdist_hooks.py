@@ -54,6 +54,7 @@ class XdistHooks:
         cs = self.session
         if not cs.options.explicit:
             return  # no search configured: the plugin changes nothing
+        from pytest_crossover.scheduling import UNITS_KEY
         from pytest_crossover.transfer import KEY
 
         transfer = cs.input_transfer()  # first: it may collect the evaluation buffer, which the options then name
@@ -61,6 +62,8 @@ class XdistHooks:
         node.workerinput[OPTIONS_KEY] = cs.options.to_wire()
         node.workerinput[GATEWAY_KEY] = gateway_settings(node.gateway.spec)
         node.workerinput[KEY] = transfer.configure(node)
+        # xdist sets a worker's own --dist to "no": it learns here whether it is sent work units (--dist load)
+        node.workerinput[UNITS_KEY] = cs.config.getvalue("dist") == "load"
         if cs.study is not None:  # the asked children, never the study: workers neither ask nor tell
             from pytest_crossover.study import TRIALS_KEY
 

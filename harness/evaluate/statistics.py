@@ -34,17 +34,7 @@ from typing import Any
 import numpy as np
 
 from harness.core.errors import HarnessError
-from harness.evaluate.intervals import (
-    RESAMPLES,
-    SEED,
-    _counts,
-    _interval,
-    _weights,
-    per_block,
-    resample_blocks,
-    resampled_sums,
-    unit_counts,
-)
+from harness.evaluate.intervals import RESAMPLES, SEED, _interval, _weights, per_block, resampled_rates, unit_counts
 
 _REPLICATE_STREAM = 0x7265706C  # "repl": the replicate draws' generator, independent of the episode draws
 SIDES = ("a", "b")
@@ -216,28 +206,20 @@ def _mix(plain: np.ndarray, drawn: np.ndarray, shrink: np.ndarray) -> np.ndarray
     return np.asarray(plain + shrink * (drawn - plain))
 
 
-def _resample(per_unit: Mapping[str, np.ndarray], size: np.ndarray, ab_unit: np.ndarray | None,
-              layouts: Sequence[_Layout], shrink: Mapping[str, np.ndarray], resamples: int,
-              seed: int) -> dict[str, np.ndarray]:
-    """(resamples, recipes) samples of primary, agree_a and agree_b (both strata), of primary with episodes only
-    (``episodes``), and with parents' rows (``ab``, (resamples,)) their agreement; the episode draws and their
-    arithmetic are :func:`harness.evaluate.intervals.agreement_intervals`'s."""
-    blocks: dict[str, list[np.ndarray]] = {m: [] for m in ("primary", "agree_a", "agree_b", "episodes", "ab")}
-    rng = np.random.default_rng(seed)
-    for start, count in resample_blocks(len(size), resamples):
-        w = _counts(rng, len(size), count)
-        total = (w @ size.astype(np.int64)).astype(np.float64)
-        agree = {side: resampled_sums(w, per_unit[side]).astype(np.float64) / total[:, None] for side in SIDES}
-        values = {"primary": np.minimum(agree["a"], agree["b"]), "agree_a": agree["a"], "agree_b": agree["b"]}
-        rows = slice(start, start + len(w))
-        for m, v in values.items():
-            plain = _over_replicates(v, layouts, None)
-            blocks[m].append(_mix(plain, _over_replicates(v, layouts, rows), shrink[m]))
-            if m == "primary":
-                blocks["episodes"].append(plain)
-        if ab_unit is not None:
-            blocks["ab"].append(resampled_sums(w, ab_unit)[:, 0].astype(np.float64) / total)
-    return {m: np.concatenate(b) for m, b in blocks.items() if b}
+def _resample(agree: Mapping[str, np.ndarray], layouts: Sequence[_Layout],
+              shrink: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """(resamples, recipes) samples of primary, agree_a and agree_b (both strata), and of primary with episodes
+    only (``episodes``), from every replicate's agreement rates on the episode resamples (``agree``: (resamples,
+    replicates) a side, :func:`harness.evaluate.intervals.resampled_rates`, whose arithmetic the per-child
+    intervals share). Each resample's row is computed alone, so all rows at once give what blocks of them gave."""
+    values = {"primary": np.minimum(agree["a"], agree["b"]), "agree_a": agree["a"], "agree_b": agree["b"]}
+    out: dict[str, np.ndarray] = {}
+    for m, v in values.items():
+        plain = _over_replicates(v, layouts, None)
+        out[m] = _mix(plain, _over_replicates(v, layouts, slice(None)), shrink[m])
+        if m == "primary":
+            out["episodes"] = plain
+    return out
 
 
 def recipe_statistics(recipes: Mapping[str, Sequence[Mapping[str, Any]]], groups: np.ndarray, *,
@@ -282,8 +264,8 @@ def recipe_statistics(recipes: Mapping[str, Sequence[Mapping[str, Any]]], groups
     for lay in layouts:
         plain_k[lay.recipes] = np.sqrt(lay.k / max(lay.k - 1, 1))  # resampled variance S²(K-1)/K² -> S²/K
     seeds_only = _mix(point["primary"][None, :], _over_replicates(reps, layouts, slice(None)), plain_k)
-    ab_unit = None if parents is None else unit_counts([parents], unit, units)
-    samples = _resample(per_unit, size, ab_unit, layouts, shrink, resamples, seed)
+    agree, _ = resampled_rates([(rep["agree_a"], rep["agree_b"]) for rep in flat], parents, groups, resamples, seed)
+    samples = _resample(agree, layouts, shrink)
     chosen = best if best is not None else ids[int(np.argmax(point["primary"]))]
-    episodes_only, ab = samples.pop("episodes"), samples.pop("ab", None)
+    episodes_only, ab = samples.pop("episodes"), agree.get("ab")
     return RecipeStats(tuple(ids), tuple(counts), units, point, sd, samples, seeds_only, episodes_only, ab, chosen)

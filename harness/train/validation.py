@@ -10,7 +10,7 @@ import torch
 from harness.networks.stacked import Stack
 
 _EVAL_CHUNK = 16384  # rows a loss is summed over before it is added up in float64 (its grouping fixes its bits)
-_FORWARD_VALUES = 1 << 22  # children x rows x width of a forward's activations (16 MB a tensor)
+_FORWARD_VALUES = 1 << 20  # children x rows x width of a forward's activations (4 MB a tensor)
 
 
 def score_split(net: Stack, x: torch.Tensor, p: torch.Tensor,

@@ -132,27 +132,29 @@ def test_resample_blocks_bound_memory_without_changing_an_interval(monkeypatch) 
     assert bootstrap.resample_blocks(n, 20) == [(s, 7) for s in (0, 7)] + [(14, 6)]
     monkeypatch.setattr(bootstrap, "_BLOCK_ENTRIES", 1)
     assert bootstrap.resample_blocks(n, 3) == [(0, 1), (1, 1), (2, 1)]
+    bootstrap._LAST.clear()  # the rates of the last columns asked for are kept: compute them again, in blocks
     blocked = (bootstrap.agreement_intervals(rows, groups, "c2", parents=parents),
                recipe_statistics(recipes, groups, best="c2", parents=parents).summary())
     assert blocked == whole  # every interval, bit for bit
 
 
-def test_per_unit_counts_are_narrow_and_their_resampled_sums_exact() -> None:
+def test_per_unit_counts_are_narrow_and_their_resampled_sums_exact(monkeypatch) -> None:
     rng = np.random.default_rng(3)
     n = 5000
     packed = [bootstrap.pack_bits(rng.random(n) < p) for p in (0.2, 0.5, 0.9)]
-    # One unit per state: a byte a unit (the 1,000,000-state session's 18 children in 18 MB, not 144).
-    per_state = bootstrap.unit_counts(packed, np.arange(n), n)
-    assert per_state.dtype == np.uint8
-    assert np.array_equal(per_state[1], bootstrap.unpack_bits(packed[1], n))
-    # Episodes of up to 300 states need two bytes; each count is the episode's agreeing states.
     groups = np.repeat(np.arange(25), 200)
-    groups[:300] = 0
+    groups[:300] = 0  # episodes of up to 300 states
     _, unit = np.unique(groups, return_inverse=True)
-    per_episode = bootstrap.unit_counts(packed, unit, 25)
-    assert per_episode.dtype == np.uint16
-    assert int(per_episode[2, 0]) == int(bootstrap.unpack_bits(packed[2], n)[:300].sum())
     w = bootstrap._counts(np.random.default_rng(0), 25, 40)
-    want = w.astype(np.float64) @ per_episode.T.astype(np.float64)  # what float64 BLAS gave
-    got = bootstrap.resampled_sums(w, per_episode)
-    assert got.dtype == np.int64 and np.array_equal(got.astype(np.float64), want)
+    floats = bootstrap.unit_counts(packed, unit, 25)  # few: floats for BLAS, exact below 2**24
+    assert floats.dtype == np.float32 and int(floats[2, 0]) == int(bootstrap.unpack_bits(packed[2], n)[:300].sum())
+    want = w.astype(np.float64) @ floats.T.astype(np.float64)  # what float64 arithmetic gives
+    monkeypatch.setattr(bootstrap, "_FLOAT_COUNTS", 0)  # many: the narrowest integers, multiplied a slice at a time
+    per_state = bootstrap.unit_counts(packed, np.arange(n), n)
+    assert per_state.dtype == np.uint8  # a byte a unit (18 children x 1,000,000 states: 18 MB, not 144)
+    assert np.array_equal(per_state[1], bootstrap.unpack_bits(packed[1], n))
+    per_episode = bootstrap.unit_counts(packed, unit, 25)
+    assert per_episode.dtype == np.uint16 and np.array_equal(per_episode, floats)
+    for counts in (floats, per_episode):
+        got = bootstrap.resampled_sums(w, counts)
+        assert got.dtype == np.int64 and np.array_equal(got.astype(np.float64), want)

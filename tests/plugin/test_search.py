@@ -223,15 +223,35 @@ def test_work_units_give_every_worker_an_equal_share_mixing_the_regimes():
     assert len(by_unit(smoke)) == 3
 
 
-def test_one_regime_is_split_over_two_workers_with_the_serial_results(pytester, search_files):
-    """smoke has one regime: under -n 2 its children are cut into two work units, one per worker."""
+def test_one_regime_is_split_over_two_workers_with_the_serial_results(pytester, search_files, monkeypatch):
+    """smoke has one regime: under -n 2 its children are cut into two work units, one per worker, and each worker
+    trains only its unit's children (xdist sets a worker's --dist to "no": it learns of its units from the
+    controller), so no child is trained twice."""
     serial = run_search(pytester, search_files, "--crossover-space=smoke", "--crossover-run-dir=serial")
     serial.assert_outcomes(passed=3)
+    log = pytester.mkdir("populations")
+    pytester.makeconftest("""
+import os
+import harness.search.populations as populations
+
+_train = populations.train
+
+def _logged(ctx, members):
+    with open(os.path.join(os.environ["POPULATION_LOG"], f"{os.getpid()}.txt"), "a") as f:
+        f.write(",".join(s.child_id for s in members) + "\\n")
+    return _train(ctx, members)
+
+populations.train = _logged
+""")
+    monkeypatch.setenv("POPULATION_LOG", str(log))
     parallel = pytester.runpytest_subprocess(*_args(search_files, "par"), "--crossover-space=smoke", "-n", "2", "-v")
     parallel.assert_outcomes(passed=3)
     out = parallel.stdout.str()
     assert "[gw0] " in out and "[gw1] " in out
     assert _metrics(pytester.path / "serial") == _metrics(pytester.path / "par")
+    trained = [line.split(",") for f in log.iterdir() for line in f.read_text().splitlines()]
+    assert sorted(len(p) for p in trained) == [1, 2]  # one population a worker, each child in one of them
+    assert sorted(c for p in trained for c in p) == sorted(SMOKE_IDS)
 
 
 def test_levers_as_axes_of_a_custom_space(pytester, search_files):
